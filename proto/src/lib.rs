@@ -1,0 +1,30 @@
+//! Weft's wire protocol and the rules every party shares: the generated `weft.v1` messages and
+//! services ([`pb`]), canonical signing bytes and transaction ids ([`signing`]), identities and
+//! certificates ([`identity`]), the network configuration ([`genesis`]), transaction building
+//! ([`tx`]) and a typed client for applications ([`client`]).
+//!
+//! This crate is deliberately light (no storage, no Docker), so an application or the
+//! orchestrator can depend on it without building the peer.
+
+pub mod client;
+pub mod genesis;
+pub mod identity;
+pub mod package;
+pub mod signing;
+pub mod tx;
+
+/// The generated protobuf messages and gRPC services of package `weft.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("weft.v1");
+}
+
+pub use client::{ClientError, WeftClient};
+pub use genesis::{ConsensusKind, ConsensusParams, Genesis, GenesisError, ValidatorInfo};
+pub use identity::{
+    CertificateAuthority, Identity, IdentityError, Role, Signer, verify_certificate,
+};
+pub use signing::TxId;
+
+/// The largest gRPC message a peer accepts or sends (blocks, packages, batches), in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

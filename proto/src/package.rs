@@ -1,0 +1,198 @@
+//! Chaincode packages: a `.tar.gz` holding `manifest.json` and the chaincode binary. The
+//! package is named on the ledger by the SHA-256 of its bytes; the manifest carries the
+//! binary's own hash, checked whenever a package is opened.
+
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use crate::signing::sha256;
+
+/// Name of the binary inside a package.
+pub const BINARY_NAME: &str = "chaincode";
+/// Name of the manifest inside a package.
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// The largest package a peer accepts, in bytes.
+pub const MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("the package is not a readable .tar.gz: {0}")]
+    Archive(String),
+    #[error("the package has no {0}: build it with `weft chaincode package`")]
+    Missing(&'static str),
+    #[error("the package manifest is not valid: {0}")]
+    Manifest(String),
+    #[error("the package binary does not match the hash in its manifest")]
+    BinaryHashMismatch,
+    #[error("the package is larger than {MAX_PACKAGE_BYTES} bytes")]
+    TooLarge,
+    #[error(
+        "{0} is not a statically linked Linux binary: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu"
+    )]
+    NotStatic(String),
+}
+
+/// The programming language of a chaincode binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Rust,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub language: Language,
+    /// Lowercase hex SHA-256 of the binary.
+    pub binary_sha256: String,
+}
+
+/// An opened package.
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub manifest: Manifest,
+    pub binary: Vec<u8>,
+    /// Lowercase hex SHA-256 of the package bytes.
+    pub hash: String,
+}
+
+/// Checks that a name is usable as a chaincode name (and as a path and label component).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with(['.', '_', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Builds a package from a binary.
+pub fn build(name: &str, version: &str, binary: &[u8]) -> Result<Vec<u8>, PackageError> {
+    validate_name(name).map_err(PackageError::Manifest)?;
+    validate_name(version).map_err(PackageError::Manifest)?;
+    let manifest = Manifest {
+        name: name.to_string(),
+        version: version.to_string(),
+        language: Language::Rust,
+        binary_sha256: hex::encode(sha256(binary)),
+    };
+    let manifest_json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| PackageError::Manifest(e.to_string()))?;
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    let mut append = |path: &str, bytes: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, path, bytes)
+            .map_err(|e| PackageError::Archive(e.to_string()))
+    };
+    append(MANIFEST_NAME, &manifest_json, 0o644)?;
+    append(BINARY_NAME, binary, 0o755)?;
+    let encoder = archive
+        .into_inner()
+        .map_err(|e| PackageError::Archive(e.to_string()))?;
+    encoder
+        .finish()
+        .map_err(|e| PackageError::Archive(e.to_string()))
+}
+
+/// Opens a package and checks its manifest and binary hash.
+pub fn open(bytes: &[u8]) -> Result<Package, PackageError> {
+    if bytes.len() > MAX_PACKAGE_BYTES {
+        return Err(PackageError::TooLarge);
+    }
+    let decoder = flate2::read::GzDecoder::new(bytes).take(MAX_PACKAGE_BYTES as u64 * 2);
+    let mut archive = tar::Archive::new(decoder);
+    let mut manifest = None;
+    let mut binary = None;
+    let entries = archive
+        .entries()
+        .map_err(|e| PackageError::Archive(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| PackageError::Archive(e.to_string()))?;
+        let path = entry
+            .path()
+            .map_err(|e| PackageError::Archive(e.to_string()))?
+            .to_string_lossy()
+            .to_string();
+        let mut contents = Vec::new();
+        entry
+            .read_to_end(&mut contents)
+            .map_err(|e| PackageError::Archive(e.to_string()))?;
+        match path.as_str() {
+            MANIFEST_NAME => manifest = Some(contents),
+            BINARY_NAME => binary = Some(contents),
+            _ => {}
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(&manifest.ok_or(PackageError::Missing(MANIFEST_NAME))?)
+        .map_err(|e| PackageError::Manifest(e.to_string()))?;
+    validate_name(&manifest.name).map_err(PackageError::Manifest)?;
+    validate_name(&manifest.version).map_err(PackageError::Manifest)?;
+    let binary = binary.ok_or(PackageError::Missing(BINARY_NAME))?;
+    if hex::encode(sha256(&binary)) != manifest.binary_sha256 {
+        return Err(PackageError::BinaryHashMismatch);
+    }
+    Ok(Package {
+        manifest,
+        binary,
+        hash: hex::encode(sha256(bytes)),
+    })
+}
+
+/// Whether `binary` is an ELF executable with no program interpreter (statically linked).
+pub fn is_static_elf(binary: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if binary.len() < 64 || &binary[..4] != b"\x7fELF" || binary[4] != 2 || binary[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([binary[o], binary[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(binary[32..40].try_into().unwrap_or([0; 8])) as usize;
+    let phentsize = u16_at(54);
+    let phnum = u16_at(56);
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        binary
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != PT_INTERP)
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_round_trips_and_detects_tampering() {
+        let bytes = build("asset-transfer", "1.0", b"\x7fELF binary").expect("build");
+        let package = open(&bytes).expect("open");
+        assert_eq!(package.manifest.name, "asset-transfer");
+        assert_eq!(package.binary, b"\x7fELF binary");
+        assert_eq!(package.hash, hex::encode(sha256(&bytes)));
+        assert!(open(b"not gzip").is_err());
+        assert!(build("../evil", "1", b"x").is_err());
+    }
+
+    #[test]
+    fn dynamic_binary_of_this_test_is_detected() {
+        let me = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
+        // Test binaries are built without crt-static here, so they have an interpreter.
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"#!/bin/sh"));
+    }
+}
