@@ -1,1 +1,17 @@
-//! placeholder while bootstrapping
+//! The Weft peer: a validating node that orders signed transactions, executes them through
+//! out-of-process chaincode and appends them to a hashed ledger. See `docs/ARCHITECTURE.md`.
+
+pub mod admission;
+pub mod api;
+pub mod chaincode;
+pub mod config;
+pub mod consensus;
+pub mod crypto;
+pub mod execution;
+pub mod ledger;
+pub mod mempool;
+pub mod metrics;
+pub mod node;
+pub mod state;
+pub mod storage;
+pub mod types;

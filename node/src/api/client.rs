@@ -1,0 +1,282 @@
+//! The `weft.v1.Client` service: submit, submit and wait, query, blocks, transactions, chain
+//! info, and resumable block and event streams.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use weft_proto::pb;
+use weft_proto::tx::LIFECYCLE_CHAINCODE;
+
+use super::admission_status;
+use crate::mempool::MempoolError;
+use crate::node::Shared;
+use crate::types::convert::{block_to_pb, chain_info_to_pb, result_to_pb, signed_from_pb, signed_to_pb, status_to_pb};
+use crate::types::{Block, Hash, Transaction, TxId};
+
+pub struct ClientService {
+    shared: Arc<Shared>,
+}
+
+impl ClientService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ClientService { shared }
+    }
+
+    async fn verify(&self, tx: pb::SignedTx) -> Result<Transaction, Status> {
+        let shared = self.shared.clone();
+        // Signature checks are CPU work: keep them off the I/O threads.
+        tokio::task::spawn_blocking(move || {
+            shared
+                .admission
+                .verify(signed_from_pb(tx))
+                .map_err(|e| admission_status(e, &shared.metrics))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
+    }
+
+    /// Verifies, refuses duplicates and unknown chaincode, and queues for ordering.
+    async fn accept(
+        &self,
+        tx: pb::SignedTx,
+        wait: bool,
+    ) -> Result<(TxId, Option<tokio::sync::oneshot::Receiver<crate::mempool::Committed>>), Status> {
+        let tx = self.verify(tx).await?;
+        let id = tx.id();
+        let shared = &self.shared;
+        if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
+            shared.metrics.rejected("duplicate");
+            return Err(Status::already_exists(format!(
+                "transaction {id} is already committed, in block {}: ask GetTransaction for its result",
+                location.block
+            )));
+        }
+        if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none() {
+            shared.metrics.rejected("unknown_chaincode");
+            return Err(Status::not_found(format!(
+                "chaincode {} is not deployed on this network: deploy it with `weft chaincode deploy` or check the name",
+                tx.chaincode
+            )));
+        }
+        let receiver = shared.mempool.admit(id, wait).map_err(|e| {
+            shared.metrics.rejected("mempool");
+            match e {
+                MempoolError::AlreadyPending(_) => Status::already_exists(e.to_string()),
+                MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
+            }
+        })?;
+        if let Err(e) = shared.submit.try_send(tx) {
+            shared.mempool.abandon(&id);
+            shared.metrics.rejected("queue_full");
+            return Err(Status::resource_exhausted(format!("the ordering queue is full ({e}): retry shortly")));
+        }
+        Ok((id, receiver))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+type BlockStream = Pin<Box<dyn Stream<Item = Result<pb::Block, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::EventMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::client_server::Client for ClientService {
+    async fn submit(&self, request: Request<pb::SignedTx>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let (id, _) = self.accept(request.into_inner(), false).await?;
+        Ok(Response::new(pb::SubmitResponse { tx_id: Bytes::copy_from_slice(id.as_bytes()) }))
+    }
+
+    async fn submit_and_wait(
+        &self,
+        request: Request<pb::SubmitAndWaitRequest>,
+    ) -> Result<Response<pb::CommitStatus>, Status> {
+        let request = request.into_inner();
+        let tx = request
+            .transaction
+            .ok_or_else(|| Status::invalid_argument("SubmitAndWaitRequest.transaction is missing"))?;
+        let timeout = match request.timeout_ms {
+            0 => self.shared.config.api.commit_wait_timeout,
+            ms => Duration::from_millis(ms).min(Duration::from_secs(600)),
+        };
+        let (id, receiver) = self.accept(tx, true).await?;
+        let receiver = receiver.expect("accept with wait returns a receiver");
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(committed)) => Ok(Response::new(pb::CommitStatus {
+                tx_id: Bytes::copy_from_slice(id.as_bytes()),
+                block_number: committed.block,
+                status: status_to_pb(committed.result.status) as i32,
+                message: committed.result.message,
+                payload: committed.result.payload,
+            })),
+            Ok(Err(_)) => Err(Status::unavailable(format!(
+                "the node stopped before transaction {id} committed; it may still commit: check with `weft ledger tx {id}`"
+            ))),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "transaction {id} did not commit within {timeout:?}; it may still commit: check with `weft ledger tx {id}`"
+            ))),
+        }
+    }
+
+    async fn query(&self, request: Request<pb::SignedTx>) -> Result<Response<pb::QueryResponse>, Status> {
+        let tx = self.verify(request.into_inner()).await?;
+        match self.shared.executor.query(&tx).await {
+            Ok(payload) => Ok(Response::new(pb::QueryResponse { payload })),
+            Err(crate::execution::QueryError::NotDeployed(name)) => Err(Status::not_found(format!(
+                "chaincode {name} is not deployed on this network: deploy it with `weft chaincode deploy` or check the name"
+            ))),
+            Err(crate::execution::QueryError::Chaincode(message)) => Err(Status::failed_precondition(message)),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn get_block(&self, request: Request<pb::GetBlockRequest>) -> Result<Response<pb::Block>, Status> {
+        let ledger = &self.shared.ledger;
+        let block = match request.into_inner().by {
+            Some(pb::get_block_request::By::Number(n)) => ledger.block(n).map_err(internal)?,
+            Some(pb::get_block_request::By::Hash(h)) => {
+                let hash = Hash::from_slice(&h).ok_or_else(|| Status::invalid_argument("a block hash is 32 bytes"))?;
+                ledger.block_by_hash(&hash).map_err(internal)?
+            }
+            None => return Err(Status::invalid_argument("name a block by number or by hash")),
+        };
+        let height = ledger.tip().height;
+        block
+            .map(|b| Response::new(block_to_pb(&b)))
+            .ok_or_else(|| Status::not_found(format!("no such block; the chain has {height} blocks (0 to {})", height - 1)))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::TransactionInfo>, Status> {
+        let id = TxId::from_slice(&request.into_inner().tx_id)
+            .ok_or_else(|| Status::invalid_argument("a transaction id is 32 bytes"))?;
+        let ledger = &self.shared.ledger;
+        let location = ledger
+            .tx_location(&id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("transaction {id} is not committed (it may be pending, or unknown)")))?;
+        let block = ledger
+            .block(location.block)
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal("the transaction index names a missing block"))?;
+        let index = location.index as usize;
+        let (Some(tx), Some(result)) = (block.transactions.get(index), block.results.get(index)) else {
+            return Err(Status::internal("the transaction index names a missing position"));
+        };
+        Ok(Response::new(pb::TransactionInfo {
+            transaction: Some(signed_to_pb(tx)),
+            result: Some(result_to_pb(result)),
+            block_number: location.block,
+            index: location.index,
+        }))
+    }
+
+    async fn get_chain_info(
+        &self,
+        _request: Request<pb::GetChainInfoRequest>,
+    ) -> Result<Response<pb::ChainInfo>, Status> {
+        Ok(Response::new(chain_info_to_pb(self.shared.ledger.chain_id(), &self.shared.ledger.tip())))
+    }
+
+    type StreamBlocksStream = BlockStream;
+
+    async fn stream_blocks(
+        &self,
+        request: Request<pb::StreamBlocksRequest>,
+    ) -> Result<Response<Self::StreamBlocksStream>, Status> {
+        let from = request.into_inner().from_height;
+        let (sender, receiver) = mpsc::channel(64);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            follow_blocks(shared, from, |block| {
+                let sender = sender.clone();
+                async move { sender.send(Ok(block_to_pb(&block))).await.is_ok() }
+            })
+            .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let request = request.into_inner();
+        let (sender, receiver) = mpsc::channel(64);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            follow_blocks(shared, request.from_height, |block| {
+                let sender = sender.clone();
+                let chaincode = request.chaincode.clone();
+                let name = request.name.clone();
+                async move {
+                    for result in &block.results {
+                        let Some(event) = &result.event else { continue };
+                        if (!chaincode.is_empty() && event.chaincode != chaincode) || (!name.is_empty() && event.name != name) {
+                            continue;
+                        }
+                        let message = pb::EventMessage {
+                            event: Some(crate::types::convert::event_to_pb(event)),
+                            tx_id: Bytes::copy_from_slice(result.tx_id.as_bytes()),
+                            block_number: block.number(),
+                        };
+                        if sender.send(Ok(message)).await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Calls `deliver` with every block from `from` on, in order, stored ones first, then live
+/// ones; stops when `deliver` returns false. A subscriber that falls behind the live feed reads
+/// the gap from storage, so no block is skipped.
+async fn follow_blocks<F, Fut>(shared: Arc<Shared>, from: u64, deliver: F)
+where
+    F: Fn(Arc<Block>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut live = shared.ledger.subscribe();
+    let mut next = from;
+    loop {
+        // Catch up from storage.
+        while next < shared.ledger.tip().height {
+            match shared.ledger.block(next) {
+                Ok(Some(block)) => {
+                    if !deliver(Arc::new(block)).await {
+                        return;
+                    }
+                    next += 1;
+                }
+                _ => return,
+            }
+        }
+        match live.recv().await {
+            Ok(block) if block.number() < next => continue,
+            Ok(block) if block.number() == next => {
+                if !deliver(block).await {
+                    return;
+                }
+                next += 1;
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `weft chaincode package|deploy|invoke|query|list`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use weft_proto::package;
+use weft_proto::tx::string_args;
+
+use super::network::PeerArgs;
+
+#[derive(Subcommand)]
+pub enum ChaincodeCommand {
+    /// Build a chaincode package (.tar.gz with the binary and a manifest).
+    Package {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// The chaincode binary.
+        #[arg(long)]
+        binary: PathBuf,
+        /// The package file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Refuse a dynamically linked binary (needed for the docker runtime).
+        #[arg(long)]
+        require_static: bool,
+    },
+    /// Install a package on the peer and deploy (or upgrade to) it network-wide. Needs an admin.
+    Deploy {
+        #[command(flatten)]
+        peer: PeerArgs,
+        #[arg(long)]
+        package: PathBuf,
+        /// Arguments for the chaincode's init.
+        init_args: Vec<String>,
+    },
+    /// Submit a transaction and wait for its commit.
+    Invoke {
+        #[command(flatten)]
+        peer: PeerArgs,
+        chaincode: String,
+        function: String,
+        args: Vec<String>,
+    },
+    /// Run a read-only call.
+    Query {
+        #[command(flatten)]
+        peer: PeerArgs,
+        chaincode: String,
+        function: String,
+        args: Vec<String>,
+    },
+    /// List the chaincode deployed on the network and its state on this peer.
+    List {
+        #[command(flatten)]
+        peer: PeerArgs,
+    },
+}
+
+pub async fn run(command: ChaincodeCommand) -> Result<()> {
+    match command {
+        ChaincodeCommand::Package { name, version, binary, out, require_static } => {
+            let bytes = std::fs::read(&binary).with_context(|| format!("cannot read the chaincode binary {}", binary.display()))?;
+            if require_static && !package::is_static_elf(&bytes) {
+                return Err(package::PackageError::NotStatic(binary.display().to_string()).into());
+            }
+            let packaged = package::build(&name, &version, &bytes)?;
+            std::fs::write(&out, &packaged).with_context(|| format!("cannot write {}", out.display()))?;
+            let opened = package::open(&packaged)?;
+            println!("{} ({name}:{version}, {} bytes, package hash {})", out.display(), packaged.len(), opened.hash);
+            Ok(())
+        }
+        ChaincodeCommand::Deploy { peer, package: path, init_args } => {
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read the package {}", path.display()))?;
+            let opened = package::open(&bytes)?;
+            let client = peer.client().await?;
+            let committed = client.deploy(bytes, &string_args(&init_args)).await?;
+            println!(
+                "deployed {}:{} (package {}) in block {}",
+                opened.manifest.name, opened.manifest.version, opened.hash, committed.block_number
+            );
+            Ok(())
+        }
+        ChaincodeCommand::Invoke { peer, chaincode, function, args } => {
+            let client = peer.client().await?;
+            let committed = client.invoke(&chaincode, &function, &string_args(&args)).await?;
+            eprintln!("committed {} in block {}", committed.tx_id, committed.block_number);
+            println!("{}", String::from_utf8_lossy(&committed.payload));
+            Ok(())
+        }
+        ChaincodeCommand::Query { peer, chaincode, function, args } => {
+            let client = peer.client().await?;
+            let payload = client.query(&chaincode, &function, &string_args(&args)).await?;
+            println!("{}", String::from_utf8_lossy(&payload));
+            Ok(())
+        }
+        ChaincodeCommand::List { peer } => {
+            let client = peer.client().await?;
+            let list = client
+                .raw_admin()
+                .list_chaincodes(weft_proto::pb::ListChaincodesRequest {})
+                .await?
+                .into_inner();
+            if list.chaincodes.is_empty() {
+                bail!("no chaincode is deployed: deploy one with `weft chaincode deploy`");
+            }
+            for c in list.chaincodes {
+                println!("{}:{}  {}  {}  {}", c.name, c.version, &c.package_hash[..16.min(c.package_hash.len())], c.runtime, c.state);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `weft crypto generate`: an organisation CA, identities for validators, an admin and named
+//! clients, the genesis file, and a node configuration per validator.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use weft_proto::genesis::{ConsensusKind, ConsensusParams, Genesis, OrganizationInfo, ValidatorInfo};
+use weft_proto::identity::write_private;
+use weft_proto::{CertificateAuthority, Role};
+
+#[derive(Subcommand)]
+pub enum CryptoCommand {
+    /// Create a CA, identities, genesis.json and node configurations in a directory.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct GenerateArgs {
+    /// Where to write (created; must not already hold a genesis.json).
+    #[arg(long, default_value = "network")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "weft-dev")]
+    pub chain_id: String,
+    #[arg(long, default_value = "Org1")]
+    pub organization: String,
+    /// Number of validators (one runs solo ordering).
+    #[arg(long, default_value_t = 1)]
+    pub validators: usize,
+    /// Client identities to create, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "alice,bob,charlie,dave")]
+    pub clients: Vec<String>,
+    /// First gRPC port; validator i listens on base + i.
+    #[arg(long, default_value_t = 7051)]
+    pub base_port: u16,
+    /// First operations (HTTP) port; validator i serves on base + i.
+    #[arg(long, default_value_t = 9443)]
+    pub operations_port: u16,
+}
+
+pub fn run(command: CryptoCommand) -> Result<()> {
+    match command {
+        CryptoCommand::Generate(args) => {
+            let genesis = generate(&args)?;
+            println!("network {} written to {}", genesis.chain_id, args.out.display());
+            for v in &genesis.validators {
+                println!("  {} at {}  config: {}", v.id, v.address, args.out.join("nodes").join(format!("{}.toml", v.id)).display());
+            }
+            println!("  admin: {}", args.out.join("admin").display());
+            for c in &args.clients {
+                println!("  client {c}: {}", args.out.join("clients").join(c).display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes the network directory and returns its genesis.
+pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
+    if args.validators != 1 {
+        bail!("--validators {}: this build orders with one validator (solo); use --validators 1", args.validators);
+    }
+    if args.out.join("genesis.json").exists() {
+        bail!("{} already holds a network (genesis.json): choose another --out or remove it", args.out.display());
+    }
+    for name in &args.clients {
+        weft_proto::package::validate_name(name).map_err(|e| anyhow::anyhow!("client name: {e}"))?;
+        if name == "admin" {
+            bail!("client name \"admin\" is reserved for the admin identity");
+        }
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let ca = CertificateAuthority::generate(&args.organization)?;
+    let ca_dir = args.out.join("ca");
+    std::fs::create_dir_all(&ca_dir)?;
+    std::fs::write(ca_dir.join("cert.pem"), ca.certificate_pem())?;
+    write_private(&ca_dir.join("key.pem"), &ca.key_pem())?;
+
+    let mut validators = Vec::new();
+    for i in 0..args.validators {
+        let id = format!("validator{i}");
+        let issued = ca.issue(&id, Role::Validator)?;
+        issued.write_to(&args.out.join("validators").join(&id))?;
+        let port = args.base_port.checked_add(i as u16).context("port out of range")?;
+        let ops = args.operations_port.checked_add(i as u16).context("port out of range")?;
+        write_node_config(&args.out, &id, port, ops)?;
+        validators.push(ValidatorInfo {
+            id,
+            certificate: issued.certificate_pem.clone(),
+            address: format!("127.0.0.1:{port}"),
+        });
+    }
+    ca.issue("admin", Role::Admin)?.write_to(&args.out.join("admin"))?;
+    for name in &args.clients {
+        ca.issue(name, Role::Client)?.write_to(&args.out.join("clients").join(name))?;
+    }
+    let genesis = Genesis {
+        chain_id: args.chain_id.clone(),
+        organizations: vec![OrganizationInfo {
+            name: args.organization.clone(),
+            ca_certificate: ca.certificate_pem().to_string(),
+        }],
+        validators,
+        consensus: ConsensusParams {
+            kind: ConsensusKind::Solo,
+            ..ConsensusParams::default()
+        },
+    };
+    genesis.validate()?;
+    genesis.save(&args.out.join("genesis.json"))?;
+    Ok(genesis)
+}
+
+fn write_node_config(out: &Path, id: &str, port: u16, ops: u16) -> Result<()> {
+    let dir = out.join("nodes");
+    std::fs::create_dir_all(&dir)?;
+    let text = format!(
+        r#"# Node configuration for {id}. Every key can be overridden by WEFT_<SECTION>_<KEY>.
+[node]
+id = "{id}"
+data_dir = "../data/{id}"
+genesis = "../genesis.json"
+identity = "../validators/{id}"
+listen = "127.0.0.1:{port}"
+operations_listen = "127.0.0.1:{ops}"
+
+[chaincode]
+runtime = "auto"
+launch_timeout = "30s"
+execute_timeout = "30s"
+
+[api]
+commit_wait_timeout = "30s"
+max_pending = 50000
+"#
+    );
+    std::fs::write(dir.join(format!("{id}.toml")), text)?;
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Configuration: a TOML file whose every key can be overridden by a `WEFT_<SECTION>_<KEY>`
+//! environment variable (for example `WEFT_CHAINCODE_RUNTIME=process`), read into a raw form
+//! that refuses unknown keys by name, then validated into [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::chaincode::runtime::RuntimeKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("config file {path} is not valid TOML: {reason}")]
+    Toml { path: String, reason: String },
+    #[error("configuration error: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    chaincode: RawChaincode,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: String,
+    data_dir: PathBuf,
+    genesis: PathBuf,
+    /// Directory holding this node's cert.pem and key.pem.
+    identity: PathBuf,
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_operations")]
+    operations_listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7051".into()
+}
+
+fn default_operations() -> String {
+    "127.0.0.1:9443".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChaincode {
+    #[serde(default = "default_runtime")]
+    runtime: String,
+    #[serde(default = "default_launch_timeout")]
+    launch_timeout: String,
+    #[serde(default = "default_execute_timeout")]
+    execute_timeout: String,
+    /// Where chaincode dials this peer; defaults to the gRPC listen address.
+    #[serde(default)]
+    peer_address: Option<String>,
+}
+
+impl Default for RawChaincode {
+    fn default() -> Self {
+        RawChaincode {
+            runtime: default_runtime(),
+            launch_timeout: default_launch_timeout(),
+            execute_timeout: default_execute_timeout(),
+            peer_address: None,
+        }
+    }
+}
+
+fn default_runtime() -> String {
+    "auto".into()
+}
+fn default_launch_timeout() -> String {
+    "30s".into()
+}
+fn default_execute_timeout() -> String {
+    "30s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default = "default_wait")]
+    commit_wait_timeout: String,
+    #[serde(default = "default_max_pending")]
+    max_pending: usize,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            commit_wait_timeout: default_wait(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+fn default_wait() -> String {
+    "30s".into()
+}
+fn default_max_pending() -> usize {
+    50_000
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub chaincode: ChaincodeConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: String,
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    pub identity: PathBuf,
+    pub listen: SocketAddr,
+    pub operations_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChaincodeConfig {
+    pub runtime: RuntimeKind,
+    pub launch_timeout: Duration,
+    pub execute_timeout: Duration,
+    pub peer_address: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub commit_wait_timeout: Duration,
+    pub max_pending: usize,
+}
+
+const SECTIONS: [&str; 3] = ["node", "chaincode", "api"];
+
+impl Config {
+    /// Reads `path`, applies `WEFT_*` overrides from the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, env).map_err(|e| match e {
+            ConfigError::Toml { reason, .. } => ConfigError::Toml {
+                path: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML `text`; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let toml_err = |reason: String| ConfigError::Toml {
+            path: "<text>".into(),
+            reason,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_err(e.to_string()))?;
+        let mut overrides: Vec<(&String, &String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("WEFT_"))
+            .collect();
+        overrides.sort();
+        for (name, value) in overrides {
+            let rest = name["WEFT_".len()..].to_ascii_lowercase();
+            let Some(section) = SECTIONS
+                .iter()
+                .find(|s| rest.starts_with(&format!("{s}_")))
+            else {
+                continue;
+            };
+            let key = rest[section.len() + 1..].to_string();
+            let value = parse_env_value(value);
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => {
+                    t.insert(key, value);
+                }
+                _ => return Err(ConfigError::Invalid(format!("[{section}] is not a table"))),
+            }
+        }
+        let raw: RawConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| toml_err(e.to_string().trim().to_string()))?;
+        raw.validate(base)
+    }
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    if let Ok(n) = value.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_string()),
+    }
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::Invalid(format!("{key} = {text:?} is not a duration ({e}); write for example \"2s\" or \"500ms\""))
+    })
+}
+
+fn address(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::Invalid(format!("{key} = {text:?} is not an IP address and port, for example \"127.0.0.1:7051\""))
+    })
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        if self.node.id.trim().is_empty() {
+            return Err(ConfigError::Invalid("node.id is empty".into()));
+        }
+        let runtime = self
+            .chaincode
+            .runtime
+            .parse::<RuntimeKind>()
+            .map_err(|e| ConfigError::Invalid(format!("chaincode.runtime: {e}")))?;
+        let execute_timeout = duration("chaincode.execute_timeout", &self.chaincode.execute_timeout)?;
+        if execute_timeout.is_zero() {
+            return Err(ConfigError::Invalid("chaincode.execute_timeout must be above zero".into()));
+        }
+        if self.api.max_pending == 0 {
+            return Err(ConfigError::Invalid("api.max_pending must be above zero".into()));
+        }
+        Ok(Config {
+            node: NodeConfig {
+                id: self.node.id,
+                data_dir: resolve(self.node.data_dir),
+                genesis: resolve(self.node.genesis),
+                identity: resolve(self.node.identity),
+                listen: address("node.listen", &self.node.listen)?,
+                operations_listen: address("node.operations_listen", &self.node.operations_listen)?,
+            },
+            chaincode: ChaincodeConfig {
+                runtime,
+                launch_timeout: duration("chaincode.launch_timeout", &self.chaincode.launch_timeout)?,
+                execute_timeout,
+                peer_address: self.chaincode.peer_address,
+            },
+            api: ApiConfig {
+                commit_wait_timeout: duration("api.commit_wait_timeout", &self.api.commit_wait_timeout)?,
+                max_pending: self.api.max_pending,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[node]
+id = "validator0"
+data_dir = "data"
+genesis = "genesis.json"
+identity = "validators/validator0"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::parse(text, Path::new("/etc/weft"), &env)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolved_paths() {
+        let config = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(config.node.data_dir, PathBuf::from("/etc/weft/data"));
+        assert_eq!(config.node.listen, "127.0.0.1:7051".parse().expect("addr"));
+        assert_eq!(config.chaincode.runtime, RuntimeKind::Auto);
+        assert_eq!(config.chaincode.execute_timeout, Duration::from_secs(30));
+        assert_eq!(config.api.max_pending, 50_000);
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let config = parse(
+            MINIMAL,
+            &[
+                ("WEFT_CHAINCODE_RUNTIME", "process"),
+                ("WEFT_CHAINCODE_EXECUTE_TIMEOUT", "250ms"),
+                ("WEFT_NODE_LISTEN", "127.0.0.1:0"),
+                ("WEFT_API_MAX_PENDING", "7"),
+                ("WEFT_UNRELATED", "ignored"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.chaincode.runtime, RuntimeKind::Process);
+        assert_eq!(config.chaincode.execute_timeout, Duration::from_millis(250));
+        assert_eq!(config.node.listen.port(), 0);
+        assert_eq!(config.api.max_pending, 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = parse(&format!("{MINIMAL}\n[chaincode]\nruntim = \"process\"\n"), &[]).expect_err("typo");
+        assert!(err.to_string().contains("runtim"), "{err}");
+        let err = parse(MINIMAL, &[("WEFT_CHAINCODE_RUNTIM", "process")]).expect_err("typo in env");
+        assert!(err.to_string().contains("runtim"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[extra]\nx = 1\n"), &[]).expect_err("unknown section");
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_write() {
+        let err = parse(MINIMAL, &[("WEFT_CHAINCODE_RUNTIME", "podman")]).expect_err("bad runtime");
+        assert!(err.to_string().contains("process, docker, external or auto"), "{err}");
+        let err = parse(MINIMAL, &[("WEFT_API_COMMIT_WAIT_TIMEOUT", "soon")]).expect_err("bad duration");
+        assert!(err.to_string().contains("\"2s\""), "{err}");
+        let err = parse(MINIMAL, &[("WEFT_NODE_LISTEN", "localhost")]).expect_err("bad address");
+        assert!(err.to_string().contains("node.listen"), "{err}");
+        assert!(parse("[node]\nid = \"x\"\n", &[]).is_err(), "missing keys are refused");
+    }
+}

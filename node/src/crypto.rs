@@ -1,0 +1,224 @@
+//! Block and state hashing, and transaction signature checks. Every hash is SHA-256 over a
+//! canonical encoding: a domain tag, then fixed-width integers and length-prefixed byte
+//! strings, so two different inputs can never produce the same bytes (no plain concatenation).
+
+use sha2::{Digest, Sha256};
+use weft_proto::signing::tx_signing_bytes;
+
+use crate::types::{Block, BlockHeader, Hash, SignedTransaction, TxResult};
+
+/// Builds a canonical, domain-separated SHA-256.
+pub struct CanonicalHasher(Sha256);
+
+impl CanonicalHasher {
+    pub fn new(domain: &str) -> Self {
+        let mut hasher = CanonicalHasher(Sha256::new());
+        hasher.put_bytes(domain.as_bytes());
+        hasher
+    }
+
+    pub fn put_u8(&mut self, value: u8) -> &mut Self {
+        self.0.update([value]);
+        self
+    }
+
+    pub fn put_u64(&mut self, value: u64) -> &mut Self {
+        self.0.update(value.to_be_bytes());
+        self
+    }
+
+    /// Length-prefixed bytes.
+    pub fn put_bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    pub fn put_hash(&mut self, hash: &Hash) -> &mut Self {
+        self.0.update(hash.0);
+        self
+    }
+
+    pub fn finish(&mut self) -> Hash {
+        Hash(std::mem::take(&mut self.0).finalize().into())
+    }
+}
+
+pub fn header_hash(header: &BlockHeader) -> Hash {
+    CanonicalHasher::new("weft.v1/block-header")
+        .put_u64(header.number)
+        .put_u64(header.sequence)
+        .put_hash(&header.previous_hash)
+        .put_hash(&header.transactions_root)
+        .put_hash(&header.results_root)
+        .put_hash(&header.state_root)
+        .finish()
+}
+
+pub fn transaction_hash(tx: &SignedTransaction) -> Hash {
+    CanonicalHasher::new("weft.v1/transaction")
+        .put_bytes(&tx.payload)
+        .put_bytes(&tx.signer)
+        .put_bytes(&tx.signature)
+        .finish()
+}
+
+pub fn result_hash(result: &TxResult) -> Hash {
+    let mut h = CanonicalHasher::new("weft.v1/result");
+    h.put_bytes(result.tx_id.as_bytes())
+        .put_u8(result.status.code())
+        .put_bytes(result.message.as_bytes())
+        .put_bytes(&result.payload);
+    match &result.event {
+        None => h.put_u8(0),
+        Some(e) => h
+            .put_u8(1)
+            .put_bytes(e.chaincode.as_bytes())
+            .put_bytes(e.name.as_bytes())
+            .put_bytes(&e.payload),
+    };
+    h.put_u64(result.writes.len() as u64);
+    for ns in &result.writes {
+        h.put_bytes(ns.chaincode.as_bytes())
+            .put_u64(ns.writes.len() as u64);
+        for w in &ns.writes {
+            h.put_bytes(&w.key);
+            match &w.value {
+                None => h.put_u8(0),
+                Some(v) => h.put_u8(1).put_bytes(v),
+            };
+        }
+    }
+    h.finish()
+}
+
+/// Merkle root over `leaves` (RFC 6962 shape: leaf and node hashes domain-separated, the tree
+/// split at the largest power of two below the count), so a proof of one element is possible.
+pub fn merkle_root(domain: &str, leaves: &[Hash]) -> Hash {
+    fn node(domain: &str, leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            1 => CanonicalHasher::new(domain).put_u8(0).put_hash(&leaves[0]).finish(),
+            n => {
+                let split = (n - 1).next_power_of_two() / 2;
+                let split = split.max(1);
+                let left = node(domain, &leaves[..split]);
+                let right = node(domain, &leaves[split..]);
+                CanonicalHasher::new(domain)
+                    .put_u8(1)
+                    .put_hash(&left)
+                    .put_hash(&right)
+                    .finish()
+            }
+        }
+    }
+    if leaves.is_empty() {
+        return CanonicalHasher::new(domain).put_u8(2).finish();
+    }
+    node(domain, leaves)
+}
+
+pub fn transactions_root(txs: &[SignedTransaction]) -> Hash {
+    let leaves: Vec<Hash> = txs.iter().map(transaction_hash).collect();
+    merkle_root("weft.v1/transactions", &leaves)
+}
+
+pub fn results_root(results: &[TxResult]) -> Hash {
+    let leaves: Vec<Hash> = results.iter().map(result_hash).collect();
+    merkle_root("weft.v1/results", &leaves)
+}
+
+/// Recomputes a block's transactions and results roots and compares them with its header.
+pub fn check_block_roots(block: &Block) -> Result<(), &'static str> {
+    if transactions_root(&block.transactions) != block.header.transactions_root {
+        return Err("transactions root");
+    }
+    if results_root(&block.results) != block.header.results_root {
+        return Err("results root");
+    }
+    Ok(())
+}
+
+/// Strict Ed25519 check of a transaction's signature with the given public key.
+pub fn verify_tx_signature(public_key: &[u8; 32], tx: &SignedTransaction) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(&tx.signature) else {
+        return false;
+    };
+    key.verify_strict(&tx_signing_bytes(&tx.payload), &signature)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{TxId, TxStatus};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn h(n: u8) -> Hash {
+        Hash([n; 32])
+    }
+
+    #[test]
+    fn merkle_root_depends_on_order_count_and_domain() {
+        let leaves = [h(1), h(2), h(3)];
+        let root = merkle_root("d", &leaves);
+        assert_ne!(root, merkle_root("d", &[h(2), h(1), h(3)]));
+        assert_ne!(root, merkle_root("d", &leaves[..2]));
+        assert_ne!(root, merkle_root("e", &leaves));
+        assert_ne!(merkle_root("d", &[]), merkle_root("d", &[Hash::ZERO]));
+        // A leaf never equals an internal node over two leaves.
+        let pair = merkle_root("d", &[h(1), h(2)]);
+        assert_ne!(merkle_root("d", &[pair]), pair);
+    }
+
+    proptest! {
+        #[test]
+        fn tx_field_boundaries_are_unambiguous(a in proptest::collection::vec(any::<u8>(), 0..20), b in proptest::collection::vec(any::<u8>(), 0..20), cut in 0usize..20) {
+            // Moving bytes between payload and signer must change the hash.
+            let mut joined = a.clone();
+            joined.extend_from_slice(&b);
+            let cut = cut.min(joined.len());
+            prop_assume!(cut != a.len());
+            let one = SignedTransaction { id: TxId::of_payload(&a), payload: Bytes::from(a.clone()), signer: Bytes::from(b.clone()), signature: Bytes::new() };
+            let other = SignedTransaction { id: TxId::of_payload(&joined[..cut]), payload: Bytes::copy_from_slice(&joined[..cut]), signer: Bytes::copy_from_slice(&joined[cut..]), signature: Bytes::new() };
+            prop_assert_ne!(transaction_hash(&one), transaction_hash(&other));
+        }
+
+        #[test]
+        fn header_hash_covers_every_field(n in any::<u64>(), s in any::<u64>()) {
+            let base = BlockHeader { number: n, sequence: s, previous_hash: h(1), transactions_root: h(2), results_root: h(3), state_root: h(4) };
+            let base_hash = header_hash(&base);
+            let variants = [
+                BlockHeader { number: n.wrapping_add(1), ..base.clone() },
+                BlockHeader { sequence: s.wrapping_add(1), ..base.clone() },
+                BlockHeader { previous_hash: h(9), ..base.clone() },
+                BlockHeader { transactions_root: h(9), ..base.clone() },
+                BlockHeader { results_root: h(9), ..base.clone() },
+                BlockHeader { state_root: h(9), ..base.clone() },
+            ];
+            for v in variants {
+                prop_assert_ne!(header_hash(&v), base_hash);
+            }
+        }
+    }
+
+    #[test]
+    fn result_hash_covers_status_and_writes() {
+        let r = TxResult::failed(TxId([7; 32]), TxStatus::ChaincodeError, "no");
+        let mut other = r.clone();
+        other.status = TxStatus::ExecutionTimeout;
+        assert_ne!(result_hash(&r), result_hash(&other));
+        let mut with_write = r.clone();
+        with_write.writes.push(crate::types::NamespaceWrites {
+            chaincode: "cc".into(),
+            writes: vec![crate::types::KvWrite {
+                key: Bytes::from_static(b"k"),
+                value: None,
+            }],
+        });
+        assert_ne!(result_hash(&r), result_hash(&with_write));
+    }
+}

@@ -1,0 +1,464 @@
+//! Executes an ordered batch: drops transactions already committed, runs each run of
+//! consecutive transactions for one chaincode as one batch on its instance, handles the
+//! `_lifecycle` system chaincode (deploy and upgrade) in the peer itself, and appends the
+//! resulting block. Everything a validator decides here depends only on the ordered batch and
+//! the committed state, so every honest validator produces the same block.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use weft_proto::Role;
+use weft_proto::package::validate_name;
+use weft_proto::tx::{LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY};
+
+use crate::chaincode::session::{
+    ExecutionKind, NestedCall, NestedInvoker, Outcome, OutcomeStatus, SessionError,
+};
+use crate::chaincode::{ChaincodeError, ChaincodeManager, Definition};
+use crate::ledger::{Ledger, LedgerError};
+use crate::state::view::OverlayView;
+use crate::state::{BlockOverlay, StateView};
+use crate::types::{
+    Block, ChaincodeEvent, KvWrite, NamespaceWrites, Transaction, TxResult, TxStatus,
+};
+
+/// How deep chaincode may call chaincode.
+const MAX_CALL_DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("chaincode {0} is not deployed: deploy it with `weft chaincode deploy`")]
+    NotDeployed(String),
+    #[error("{0}")]
+    Chaincode(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    ledger: Arc<Ledger>,
+    chaincodes: Arc<ChaincodeManager>,
+}
+
+impl Executor {
+    pub fn new(ledger: Arc<Ledger>, chaincodes: Arc<ChaincodeManager>) -> Executor {
+        Executor { ledger, chaincodes }
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub fn chaincodes(&self) -> &Arc<ChaincodeManager> {
+        &self.chaincodes
+    }
+
+    fn lifecycle_view(&self, overlay: &BlockOverlay) -> OverlayView {
+        OverlayView::new(
+            self.ledger.clone(),
+            LIFECYCLE_CHAINCODE,
+            overlay.namespace(LIFECYCLE_CHAINCODE),
+        )
+    }
+
+    fn definition_in(&self, view: &dyn StateView, name: &str) -> Option<Definition> {
+        let raw = view.get(name.as_bytes()).ok()??;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// The committed definition of `name`.
+    pub fn deployed(&self, name: &str) -> Option<Definition> {
+        self.definition_in(&self.lifecycle_view(&BlockOverlay::default()), name)
+    }
+
+    /// Every committed definition (to start instances eagerly at start-up).
+    pub fn all_deployed(&self) -> Vec<Definition> {
+        self.lifecycle_view(&BlockOverlay::default())
+            .range(b"", b"")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect()
+    }
+
+    /// Executes an ordered batch and appends its block.
+    pub async fn execute_block(
+        &self,
+        sequence: u64,
+        transactions: Vec<Transaction>,
+    ) -> Result<Arc<Block>, LedgerError> {
+        let mut seen = HashSet::new();
+        let mut kept = Vec::with_capacity(transactions.len());
+        for tx in transactions {
+            if seen.insert(tx.id()) && self.ledger.tx_location(&tx.id())?.is_none() {
+                kept.push(tx);
+            } else {
+                tracing::debug!(tx_id = %tx.id(), "dropping an ordered transaction that is already committed");
+            }
+        }
+        let mut overlay = BlockOverlay::default();
+        let mut results = Vec::with_capacity(kept.len());
+        let segments = kept.chunk_by(|a, b| a.chaincode == b.chaincode && a.chaincode != LIFECYCLE_CHAINCODE);
+        for segment in segments {
+            let name = &segment[0].chaincode;
+            if name == LIFECYCLE_CHAINCODE {
+                let result = self.deploy(&segment[0], &overlay).await;
+                apply(&mut overlay, &result);
+                results.push(result);
+                continue;
+            }
+            match self.definition_in(&self.lifecycle_view(&overlay), name) {
+                None => results.extend(segment.iter().map(|tx| {
+                    TxResult::failed(tx.id(), TxStatus::ChaincodeNotFound, format!("chaincode {name} is not deployed"))
+                })),
+                Some(definition) => {
+                    let segment_results = self.run_segment(&definition, segment, &mut overlay).await;
+                    results.extend(segment_results);
+                }
+            }
+        }
+        let signed = kept.into_iter().map(|tx| tx.signed).collect();
+        self.ledger.append(sequence, signed, results)
+    }
+
+    /// Runs transactions of one chaincode as one batch; if the instance crashes or hangs, runs
+    /// them again one by one on a fresh instance so that only the culprit fails.
+    async fn run_segment(
+        &self,
+        definition: &Definition,
+        transactions: &[Transaction],
+        overlay: &mut BlockOverlay,
+    ) -> Vec<TxResult> {
+        let nested = Arc::new(Mutex::new(HashMap::<usize, Vec<(String, KvWrite)>>::new()));
+        let invoker = Arc::new(SegmentInvoker {
+            executor: self.clone(),
+            overlay: overlay.clone(),
+            transactions: transactions.to_vec(),
+            caller: definition.name.clone(),
+            depth: 1,
+            tx_index: None,
+            nested: nested.clone(),
+        });
+        let view = Arc::new(OverlayView::new(
+            self.ledger.clone(),
+            &definition.name,
+            overlay.namespace(&definition.name),
+        ));
+        let outcome = self
+            .chaincodes
+            .execute(definition, ExecutionKind::Invoke, transactions, view, Some(invoker))
+            .await;
+        match outcome {
+            Ok(outcomes) => {
+                let mut nested = std::mem::take(&mut *nested.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut results = Vec::with_capacity(outcomes.len());
+                let mut touched = HashSet::new();
+                for (index, (tx, outcome)) in transactions.iter().zip(outcomes).enumerate() {
+                    let calls = nested.remove(&index).unwrap_or_default();
+                    if outcome.status == OutcomeStatus::Ok {
+                        touched.extend(calls.iter().map(|(ns, _)| ns.clone()));
+                    }
+                    let result = result_of(tx, &definition.name, outcome, calls);
+                    apply(overlay, &result);
+                    results.push(result);
+                }
+                for ns in touched {
+                    self.chaincodes.bump_epoch(&ns);
+                }
+                results
+            }
+            Err(error) if transactions.len() > 1 && is_instance_failure(&error) => {
+                tracing::warn!(chaincode = %definition.name, error = %error, "re-running the batch one transaction at a time");
+                let mut results = Vec::with_capacity(transactions.len());
+                for tx in transactions {
+                    let single = Box::pin(self.run_segment(definition, std::slice::from_ref(tx), overlay)).await;
+                    results.extend(single);
+                }
+                results
+            }
+            Err(error) => transactions
+                .iter()
+                .map(|tx| failure_result(tx, &error))
+                .collect(),
+        }
+    }
+
+    async fn deploy(&self, tx: &Transaction, overlay: &BlockOverlay) -> TxResult {
+        let fail = |status, message: String| TxResult::failed(tx.id(), status, message);
+        if tx.creator.role != Role::Admin {
+            return fail(
+                TxStatus::Forbidden,
+                format!(
+                    "only an admin may deploy chaincode; {} has the role {}",
+                    tx.creator.name, tx.creator.role
+                ),
+            );
+        }
+        if tx.function != LIFECYCLE_DEPLOY {
+            return fail(
+                TxStatus::ChaincodeError,
+                format!("{LIFECYCLE_CHAINCODE} has no function {:?}; it has: {LIFECYCLE_DEPLOY}", tx.function),
+            );
+        }
+        let text = |i: usize| {
+            tx.args
+                .get(i)
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .map(str::to_string)
+        };
+        let (Some(name), Some(version), Some(hash)) = (text(0), text(1), text(2)) else {
+            return fail(
+                TxStatus::ChaincodeError,
+                "deploy takes: name, version, package hash, then the init arguments".into(),
+            );
+        };
+        if let Err(reason) = validate_name(&name) {
+            return fail(TxStatus::ChaincodeError, reason);
+        }
+        let package = match self.chaincodes.package(&hash) {
+            Ok(p) => p,
+            Err(e) => return fail(TxStatus::ChaincodeError, e.to_string()),
+        };
+        if package.manifest.name != name || package.manifest.version != version {
+            return fail(
+                TxStatus::ChaincodeError,
+                format!(
+                    "package {hash} holds {}:{}, not {name}:{version}",
+                    package.manifest.name, package.manifest.version
+                ),
+            );
+        }
+        let definition = Definition {
+            name: name.clone(),
+            version,
+            package_hash: hash,
+        };
+        if self.definition_in(&self.lifecycle_view(overlay), &name).as_ref() == Some(&definition) {
+            return fail(
+                TxStatus::ChaincodeError,
+                format!("{name}:{} with this package is already deployed", definition.version),
+            );
+        }
+        let mut init_tx = tx.clone();
+        init_tx.function = "init".into();
+        init_tx.args = tx.args[3..].to_vec();
+        let view = Arc::new(OverlayView::new(self.ledger.clone(), &name, overlay.namespace(&name)));
+        let outcome = self
+            .chaincodes
+            .execute(&definition, ExecutionKind::Init, std::slice::from_ref(&init_tx), view, None)
+            .await;
+        let outcome = match outcome {
+            Ok(mut outcomes) => outcomes.remove(0),
+            Err(error) => return failure_result(tx, &error),
+        };
+        let mut result = result_of(tx, &name, outcome, Vec::new());
+        if result.status == TxStatus::Valid {
+            let record = serde_json::to_vec(&definition).expect("a definition always serialises");
+            result.writes.insert(
+                0,
+                NamespaceWrites {
+                    chaincode: LIFECYCLE_CHAINCODE.into(),
+                    writes: vec![KvWrite {
+                        key: Bytes::from(name.clone().into_bytes()),
+                        value: Some(Bytes::from(record)),
+                    }],
+                },
+            );
+            tracing::info!(chaincode = %name, version = %definition.version, "chaincode deployed");
+        }
+        result
+    }
+
+    /// Runs a read-only call against the committed state.
+    pub async fn query(&self, tx: &Transaction) -> Result<Bytes, QueryError> {
+        let definition = self
+            .deployed(&tx.chaincode)
+            .ok_or_else(|| QueryError::NotDeployed(tx.chaincode.clone()))?;
+        let view = Arc::new(OverlayView::committed(self.ledger.clone(), &tx.chaincode));
+        let mut outcomes = self
+            .chaincodes
+            .execute(&definition, ExecutionKind::Query, std::slice::from_ref(tx), view, None)
+            .await
+            .map_err(|e| QueryError::Chaincode(e.to_string()))?;
+        let outcome = outcomes.remove(0);
+        match outcome.status {
+            OutcomeStatus::Ok => Ok(outcome.payload),
+            OutcomeStatus::Error => Err(QueryError::Chaincode(outcome.message)),
+        }
+    }
+}
+
+fn is_instance_failure(error: &ChaincodeError) -> bool {
+    matches!(error, ChaincodeError::Session { .. })
+}
+
+fn failure_result(tx: &Transaction, error: &ChaincodeError) -> TxResult {
+    let (status, message) = match error {
+        ChaincodeError::Session {
+            chaincode,
+            source: SessionError::Timeout(limit),
+        } => (
+            TxStatus::ExecutionTimeout,
+            format!("chaincode {chaincode} did not finish this transaction within {limit:?}; it was restarted"),
+        ),
+        ChaincodeError::Session { chaincode, source } => (
+            TxStatus::ChaincodeCrashed,
+            format!("chaincode {chaincode} failed while running this transaction ({source}); it was restarted"),
+        ),
+        other => (TxStatus::ChaincodeCrashed, other.to_string()),
+    };
+    TxResult::failed(tx.id(), status, message)
+}
+
+/// The result of a transaction from its chaincode's outcome and the writes of its calls.
+fn result_of(
+    tx: &Transaction,
+    chaincode: &str,
+    outcome: Outcome,
+    calls: Vec<(String, KvWrite)>,
+) -> TxResult {
+    if outcome.status == OutcomeStatus::Error {
+        let message = if outcome.message.is_empty() {
+            "the chaincode returned an error without a message".to_string()
+        } else {
+            outcome.message
+        };
+        return TxResult::failed(tx.id(), TxStatus::ChaincodeError, message);
+    }
+    let mut writes = Vec::new();
+    if !outcome.writes.is_empty() {
+        writes.push(NamespaceWrites {
+            chaincode: chaincode.to_string(),
+            writes: outcome.writes,
+        });
+    }
+    let mut by_namespace: BTreeMap<String, BTreeMap<Bytes, Option<Bytes>>> = BTreeMap::new();
+    for (ns, write) in calls {
+        by_namespace.entry(ns).or_default().insert(write.key, write.value);
+    }
+    for (ns, entries) in by_namespace {
+        writes.push(NamespaceWrites {
+            chaincode: ns,
+            writes: entries
+                .into_iter()
+                .map(|(key, value)| KvWrite { key, value })
+                .collect(),
+        });
+    }
+    TxResult {
+        tx_id: tx.id(),
+        status: TxStatus::Valid,
+        message: String::new(),
+        payload: outcome.payload,
+        event: outcome.event.map(|(name, payload)| ChaincodeEvent {
+            chaincode: chaincode.to_string(),
+            name,
+            payload,
+        }),
+        writes,
+    }
+}
+
+fn apply(overlay: &mut BlockOverlay, result: &TxResult) {
+    if result.status != TxStatus::Valid {
+        return;
+    }
+    for ns in &result.writes {
+        for w in &ns.writes {
+            overlay.apply(&ns.chaincode, w.key.clone(), w.value.clone());
+        }
+    }
+}
+
+/// Serves the nested calls of one segment: each call sees the block's writes so far, the
+/// writes of calls made by earlier transactions of the segment that succeeded, and those its
+/// own transaction made before.
+struct SegmentInvoker {
+    executor: Executor,
+    overlay: BlockOverlay,
+    transactions: Vec<Transaction>,
+    caller: String,
+    depth: usize,
+    /// Set for calls made from inside a nested call: the top-level transaction's index.
+    tx_index: Option<usize>,
+    nested: Arc<Mutex<HashMap<usize, Vec<(String, KvWrite)>>>>,
+}
+
+#[async_trait]
+impl NestedInvoker for SegmentInvoker {
+    async fn invoke(&self, call: NestedCall) -> Result<Bytes, String> {
+        let index = self.tx_index.unwrap_or(call.tx_index);
+        let tx = self
+            .transactions
+            .get(if self.tx_index.is_some() { 0 } else { index })
+            .ok_or_else(|| format!("transaction index {index} is not in this batch"))?;
+        if call.chaincode == self.caller || call.chaincode == LIFECYCLE_CHAINCODE {
+            return Err(format!("{} may not call {}", self.caller, call.chaincode));
+        }
+        if self.depth >= MAX_CALL_DEPTH {
+            return Err(format!("chaincode calls are limited to a depth of {MAX_CALL_DEPTH}"));
+        }
+        let definition = self
+            .executor
+            .definition_in(&self.executor.lifecycle_view(&self.overlay), &call.chaincode)
+            .ok_or_else(|| format!("chaincode {} is not deployed", call.chaincode))?;
+        let mut pending = (*self.overlay.namespace(&call.chaincode)).clone();
+        {
+            let nested = self.nested.lock().unwrap_or_else(|p| p.into_inner());
+            let mut visible: Vec<usize> = if self.tx_index.is_some() {
+                Vec::new()
+            } else {
+                call.succeeded_before.clone()
+            };
+            visible.push(index);
+            visible.sort_unstable();
+            visible.dedup();
+            for i in visible {
+                for (ns, w) in nested.get(&i).into_iter().flatten() {
+                    if *ns == call.chaincode {
+                        pending.insert(w.key.clone(), w.value.clone());
+                    }
+                }
+            }
+        }
+        let mut nested_tx = tx.clone();
+        nested_tx.chaincode = call.chaincode.clone();
+        nested_tx.function = call.function;
+        nested_tx.args = call.args;
+        let view = Arc::new(OverlayView::new(
+            self.executor.ledger.clone(),
+            &call.chaincode,
+            Arc::new(pending),
+        ));
+        let child = Arc::new(SegmentInvoker {
+            executor: self.executor.clone(),
+            overlay: self.overlay.clone(),
+            transactions: vec![tx.clone()],
+            caller: call.chaincode.clone(),
+            depth: self.depth + 1,
+            tx_index: Some(index),
+            nested: self.nested.clone(),
+        });
+        let mut outcomes = self
+            .executor
+            .chaincodes
+            .execute(&definition, ExecutionKind::Nested, std::slice::from_ref(&nested_tx), view, Some(child))
+            .await
+            .map_err(|e| e.to_string())?;
+        let outcome = outcomes.remove(0);
+        match outcome.status {
+            OutcomeStatus::Ok => {
+                let mut nested = self.nested.lock().unwrap_or_else(|p| p.into_inner());
+                nested
+                    .entry(index)
+                    .or_default()
+                    .extend(outcome.writes.into_iter().map(|w| (call.chaincode.clone(), w)));
+                Ok(outcome.payload)
+            }
+            OutcomeStatus::Error => Err(outcome.message),
+        }
+    }
+}

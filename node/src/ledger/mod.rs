@@ -1,0 +1,199 @@
+//! The ledger: the hash chain of blocks over a [`Store`], the world state's Merkle tree, and
+//! the tip. Blocks are appended one at a time in order; each new block's header commits to its
+//! predecessor, its transactions, its results and the state root after it.
+
+pub mod verify;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use weft_proto::Genesis;
+
+use crate::crypto;
+use crate::state::root::StateTree;
+use crate::storage::{Store, StoreError, block_state_writes};
+use crate::types::{
+    Block, BlockHeader, ChainTip, Hash, SignedTransaction, TxId, TxLocation, TxResult,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the data directory holds a chain of another network (block 0 differs from this genesis): use a fresh data directory or the genesis it was created with"
+    )]
+    WrongNetwork,
+    #[error(
+        "the world state in storage does not match the state root of block {block} (stored {stored}, chain says {expected}): run `weft ledger verify` and restore the data directory"
+    )]
+    StateMismatch {
+        block: u64,
+        stored: Hash,
+        expected: Hash,
+    },
+}
+
+struct Inner {
+    tree: StateTree,
+    tip: ChainTip,
+}
+
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    chain_id: String,
+    inner: Mutex<Inner>,
+    blocks: broadcast::Sender<Arc<Block>>,
+}
+
+/// Block 0: it commits to the genesis configuration and holds no transactions.
+pub fn genesis_block(genesis: &Genesis) -> Block {
+    Block {
+        header: BlockHeader {
+            number: 0,
+            sequence: 0,
+            previous_hash: Hash::ZERO,
+            transactions_root: Hash(genesis.hash()),
+            results_root: crypto::results_root(&[]),
+            state_root: Hash::ZERO,
+        },
+        transactions: Vec::new(),
+        results: Vec::new(),
+    }
+}
+
+impl Ledger {
+    /// Opens the ledger in `store`, writing block 0 on first start, and rebuilds the state tree
+    /// (checked against the last block's state root).
+    pub fn open(store: Arc<dyn Store>, genesis: &Genesis) -> Result<Ledger, LedgerError> {
+        let first = genesis_block(genesis);
+        if store.height()? == 0 {
+            store.commit_block(&first)?;
+        } else if store.block(0)?.as_ref() != Some(&first) {
+            return Err(LedgerError::WrongNetwork);
+        }
+        let height = store.height()?;
+        let last = store
+            .block(height - 1)?
+            .ok_or_else(|| StoreError::Corrupt(format!("block {} is missing", height - 1)))?;
+        let mut tree = StateTree::new();
+        store.for_each_state(&mut |ns, key, value| tree.apply(ns, key, Some(value)))?;
+        if tree.root() != last.header.state_root {
+            return Err(LedgerError::StateMismatch {
+                block: last.number(),
+                stored: tree.root(),
+                expected: last.header.state_root,
+            });
+        }
+        let mut transactions = 0;
+        for n in 0..height {
+            // Counting once at start keeps the tip exact without a stored counter.
+            if let Some(b) = store.block(n)? {
+                transactions += b.transactions.len() as u64;
+            }
+        }
+        let tip = ChainTip {
+            height,
+            hash: last.hash(),
+            state_root: last.header.state_root,
+            transactions,
+        };
+        let (blocks, _) = broadcast::channel(1024);
+        Ok(Ledger {
+            store,
+            chain_id: genesis.chain_id.clone(),
+            inner: Mutex::new(Inner { tree, tip }),
+            blocks,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn tip(&self) -> ChainTip {
+        self.lock().tip.clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Receives every block appended from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Block>> {
+        self.blocks.subscribe()
+    }
+
+    /// Builds the next block from executed transactions and appends it durably.
+    pub fn append(
+        &self,
+        sequence: u64,
+        transactions: Vec<SignedTransaction>,
+        results: Vec<TxResult>,
+    ) -> Result<Arc<Block>, LedgerError> {
+        let mut inner = self.lock();
+        let mut block = Block {
+            header: BlockHeader {
+                number: inner.tip.height,
+                sequence,
+                previous_hash: inner.tip.hash,
+                transactions_root: crypto::transactions_root(&transactions),
+                results_root: crypto::results_root(&results),
+                state_root: Hash::ZERO,
+            },
+            transactions,
+            results,
+        };
+        for (ns, key, value) in block_state_writes(&block) {
+            inner.tree.apply(ns, key, value);
+        }
+        block.header.state_root = inner.tree.root();
+        // A failed write here leaves the tree ahead of the store; the caller stops the node,
+        // and the next start rebuilds the tree from storage.
+        self.store.commit_block(&block)?;
+        inner.tip = ChainTip {
+            height: inner.tip.height + 1,
+            hash: block.hash(),
+            state_root: block.header.state_root,
+            transactions: inner.tip.transactions + block.transactions.len() as u64,
+        };
+        let block = Arc::new(block);
+        drop(inner);
+        let _ = self.blocks.send(block.clone());
+        Ok(block)
+    }
+
+    pub fn block(&self, number: u64) -> Result<Option<Block>, LedgerError> {
+        Ok(self.store.block(number)?)
+    }
+
+    pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, LedgerError> {
+        match self.store.block_number(hash)? {
+            Some(n) => self.block(n),
+            None => Ok(None),
+        }
+    }
+
+    pub fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, LedgerError> {
+        Ok(self.store.tx_location(id)?)
+    }
+
+    pub fn get_state(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, LedgerError> {
+        Ok(self.store.get_state(namespace, key)?)
+    }
+
+    pub fn state_range(
+        &self,
+        namespace: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, LedgerError> {
+        Ok(self.store.state_range(namespace, start, end, limit)?)
+    }
+}

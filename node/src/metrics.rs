@@ -1,0 +1,122 @@
+//! The peer's Prometheus metrics, kept in atomics and rendered in the text exposition format
+//! on the operations port. Counters only grow; the histogram's buckets are cumulative.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the commit latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub height: AtomicU64,
+    pub committed_valid: AtomicU64,
+    pub committed_failed: AtomicU64,
+    pub pending: AtomicU64,
+    pub chaincode_executions: AtomicU64,
+    pub chaincode_errors: AtomicU64,
+    pub commit_latency: Histogram,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts a refused client request by reason.
+    pub fn rejected(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(&mut out, "weft_ledger_height", "Blocks in the chain, block 0 included.", "gauge", load(&self.height));
+        gauge(&mut out, "weft_transactions_committed_total", "Committed transactions with status VALID.", "counter", load(&self.committed_valid));
+        gauge(&mut out, "weft_transactions_failed_total", "Committed transactions with a failure status.", "counter", load(&self.committed_failed));
+        gauge(&mut out, "weft_transactions_pending", "Transactions accepted and not yet committed.", "gauge", load(&self.pending));
+        gauge(&mut out, "weft_chaincode_executions_total", "Transactions executed by chaincode.", "counter", load(&self.chaincode_executions));
+        gauge(&mut out, "weft_chaincode_errors_total", "Transactions whose chaincode failed, crashed or timed out.", "counter", load(&self.chaincode_errors));
+        self.commit_latency.render(
+            "weft_commit_latency_seconds",
+            "Time from admission to commit of transactions this peer admitted.",
+            &mut out,
+        );
+        let _ = writeln!(out, "# HELP weft_requests_rejected_total Client requests refused, by reason.\n# TYPE weft_requests_rejected_total counter");
+        for (reason, count) in self.rejected.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "weft_requests_rejected_total{{reason=\"{reason}\"}} {count}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.committed_valid.fetch_add(3, Ordering::Relaxed);
+        m.commit_latency.observe(Duration::from_millis(7));
+        m.commit_latency.observe(Duration::from_millis(700));
+        m.rejected("bad_signature");
+        let text = m.render();
+        assert!(text.contains("weft_transactions_committed_total 3"));
+        assert!(text.contains("weft_commit_latency_seconds_bucket{le=\"0.005\"} 0"));
+        assert!(text.contains("weft_commit_latency_seconds_bucket{le=\"0.01\"} 1"));
+        assert!(text.contains("weft_commit_latency_seconds_bucket{le=\"1\"} 2"));
+        assert!(text.contains("weft_commit_latency_seconds_count 2"));
+        assert!(text.contains("weft_requests_rejected_total{reason=\"bad_signature\"} 1"));
+    }
+}

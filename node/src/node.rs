@@ -1,0 +1,318 @@
+//! Assembles a validating peer: ledger, chaincode manager, executor, orderer, committer, the
+//! gRPC services and the operations port, and stops them in order. A storage failure while
+//! committing stops the node with a clear message; nothing half-written is served.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use weft_proto::pb;
+use weft_proto::{Genesis, Role, Signer};
+
+use crate::admission::Admission;
+use crate::api::admin::AdminService;
+use crate::api::client::ClientService;
+use crate::api::operations;
+use crate::chaincode::process::ProcessRuntime;
+use crate::chaincode::runtime::{ChaincodeRuntime, RuntimeKind};
+use crate::chaincode::session::ChaincodeSupportService;
+use crate::chaincode::{ChaincodeManager, ManagerConfig};
+use crate::config::Config;
+use crate::consensus::solo::{self, SoloConfig};
+use crate::consensus::OrderedBatch;
+use crate::execution::Executor;
+use crate::ledger::Ledger;
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::storage::{RocksStore, Store};
+use crate::types::{Transaction, TxStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Genesis(#[from] weft_proto::GenesisError),
+    #[error("identity in {path}: {source}")]
+    Identity {
+        path: String,
+        #[source]
+        source: weft_proto::IdentityError,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
+    #[error("cannot listen on {address}: {reason} (is another node using this port?)")]
+    Listen { address: SocketAddr, reason: String },
+}
+
+/// What the services share.
+pub struct Shared {
+    pub node_id: String,
+    pub genesis: Genesis,
+    pub ledger: Arc<Ledger>,
+    pub executor: Executor,
+    pub admission: Admission,
+    pub mempool: Mempool,
+    pub metrics: Metrics,
+    pub submit: mpsc::Sender<Transaction>,
+    pub config: Config,
+    pub ready: AtomicBool,
+    pub healthy: AtomicBool,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub grpc_address: SocketAddr,
+    pub operations_address: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    failed: watch::Receiver<Option<String>>,
+}
+
+impl NodeHandle {
+    /// Waits until the node fails; returns the reason.
+    pub async fn failed(&mut self) -> String {
+        loop {
+            if let Some(reason) = self.failed.borrow().clone() {
+                return reason;
+            }
+            if self.failed.changed().await.is_err() {
+                return "the node stopped".into();
+            }
+        }
+    }
+
+    /// Stops serving, stops chaincode, and waits for the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        self.shared.executor.chaincodes().stop_all().await;
+    }
+}
+
+fn choose_runtime(config: &Config) -> Result<Arc<dyn ChaincodeRuntime>, NodeError> {
+    let work_dir = config.node.data_dir.join("chaincode");
+    match config.chaincode.runtime {
+        RuntimeKind::Process => Ok(Arc::new(ProcessRuntime::new(work_dir))),
+        RuntimeKind::Auto => {
+            tracing::info!(runtime = "process", "chaincode runtime chosen (auto): this build runs chaincode as processes");
+            Ok(Arc::new(ProcessRuntime::new(work_dir)))
+        }
+        other => Err(NodeError::Setup(format!(
+            "chaincode.runtime = {other} is not available in this build yet: use process or auto"
+        ))),
+    }
+}
+
+/// Starts a validating node with RocksDB storage.
+pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
+    std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
+        NodeError::Setup(format!("cannot create data directory {}: {e}", config.node.data_dir.display()))
+    })?;
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.node.data_dir.join("ledger"))?);
+    start_with_store(config, store).await
+}
+
+/// Starts a validating node over `store`.
+pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<NodeHandle, NodeError> {
+    let genesis = Genesis::load(&config.node.genesis)?;
+    let signer = Signer::load(&config.node.identity).map_err(|source| NodeError::Identity {
+        path: config.node.identity.display().to_string(),
+        source,
+    })?;
+    let admission = Admission::new(&genesis);
+    let me = admission
+        .identity(&signer.identity().certificate)
+        .map_err(|source| NodeError::Identity {
+            path: config.node.identity.display().to_string(),
+            source,
+        })?;
+    if me.role != Role::Validator {
+        return Err(NodeError::Setup(format!(
+            "{} has the role {}; this build runs validating nodes only: use a validator identity",
+            me.name, me.role
+        )));
+    }
+    let listed = genesis.validators.iter().any(|v| {
+        v.id == config.node.id
+            && weft_proto::identity::pem_to_der(&v.certificate).as_deref()
+                == Some(signer.identity().certificate.as_slice())
+    });
+    if !listed {
+        return Err(NodeError::Setup(format!(
+            "genesis lists no validator {:?} with this node's certificate: check node.id and node.identity",
+            config.node.id
+        )));
+    }
+
+    let ledger = Arc::new(Ledger::open(store, &genesis)?);
+    let listener = TcpListener::bind(config.node.listen)
+        .await
+        .map_err(|e| NodeError::Listen { address: config.node.listen, reason: e.to_string() })?;
+    let grpc_address = listener
+        .local_addr()
+        .map_err(|e| NodeError::Setup(e.to_string()))?;
+    let ops_listener = TcpListener::bind(config.node.operations_listen)
+        .await
+        .map_err(|e| NodeError::Listen { address: config.node.operations_listen, reason: e.to_string() })?;
+    let operations_address = ops_listener
+        .local_addr()
+        .map_err(|e| NodeError::Setup(e.to_string()))?;
+
+    let peer_address = config.chaincode.peer_address.clone().unwrap_or_else(|| {
+        let ip = if grpc_address.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            grpc_address.ip().to_string()
+        };
+        format!("{ip}:{}", grpc_address.port())
+    });
+    let chaincodes = Arc::new(ChaincodeManager::new(
+        choose_runtime(&config)?,
+        ManagerConfig {
+            packages_dir: config.node.data_dir.join("packages"),
+            peer_address,
+            launch_timeout: config.chaincode.launch_timeout,
+            execute_timeout: config.chaincode.execute_timeout,
+        },
+    ));
+    let executor = Executor::new(ledger.clone(), chaincodes.clone());
+
+    let (submit, submitted) = mpsc::channel::<Transaction>(config.api.max_pending);
+    let (ordered_tx, ordered) = mpsc::channel::<OrderedBatch>(16);
+    let shared = Arc::new(Shared {
+        node_id: config.node.id.clone(),
+        genesis: genesis.clone(),
+        ledger: ledger.clone(),
+        executor: executor.clone(),
+        admission,
+        mempool: Mempool::new(config.api.max_pending),
+        metrics: Metrics::default(),
+        submit,
+        config: config.clone(),
+        ready: AtomicBool::new(false),
+        healthy: AtomicBool::new(true),
+    });
+    shared.metrics.height.store(ledger.tip().height, Ordering::Relaxed);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (failed_tx, failed) = watch::channel(None);
+    let mut tasks = Vec::new();
+
+    tasks.push(tokio::spawn(solo::run(
+        SoloConfig {
+            batch_size: genesis.consensus.batch_size,
+            batch_timeout: genesis.consensus.batch_timeout,
+        },
+        ledger.tip().height,
+        submitted,
+        ordered_tx,
+    )));
+    tasks.push(tokio::spawn(commit_loop(shared.clone(), ordered, failed_tx)));
+
+    let limit = weft_proto::MAX_MESSAGE_BYTES;
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            pb::client_server::ClientServer::new(ClientService::new(shared.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            pb::admin_server::AdminServer::new(AdminService::new(shared.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            pb::chaincode_support_server::ChaincodeSupportServer::new(ChaincodeSupportService::new(
+                chaincodes.registrations(),
+                config.node.id.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        );
+    let mut grpc_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        let stop = async move {
+            let _ = grpc_shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+    tasks.push(tokio::spawn(operations::serve(ops_listener, shared.clone(), shutdown_rx)));
+
+    // Start deployed chaincode now rather than on the first transaction.
+    let warm = executor.clone();
+    let warm_shared = shared.clone();
+    tasks.push(tokio::spawn(async move {
+        for definition in warm.all_deployed() {
+            if let Err(e) = warm.chaincodes().ensure_running(&definition).await {
+                tracing::warn!(chaincode = %definition.name, error = %e, "could not start deployed chaincode; it will be retried on use");
+            }
+        }
+        warm_shared.ready.store(true, Ordering::SeqCst);
+    }));
+
+    tracing::info!(node = %config.node.id, grpc = %grpc_address, operations = %operations_address, height = ledger.tip().height, "node started");
+    Ok(NodeHandle {
+        grpc_address,
+        operations_address,
+        shared,
+        shutdown,
+        tasks,
+        failed,
+    })
+}
+
+async fn commit_loop(
+    shared: Arc<Shared>,
+    mut ordered: mpsc::Receiver<OrderedBatch>,
+    failed: watch::Sender<Option<String>>,
+) {
+    while let Some(batch) = ordered.recv().await {
+        let ids: Vec<_> = batch.transactions.iter().map(|t| t.id()).collect();
+        match shared.executor.execute_block(batch.sequence, batch.transactions).await {
+            Ok(block) => {
+                let latencies = shared.mempool.committed(&block);
+                shared.mempool.dropped(ids);
+                let m = &shared.metrics;
+                for latency in latencies {
+                    m.commit_latency.observe(latency);
+                }
+                let valid = block.results.iter().filter(|r| r.status == TxStatus::Valid).count() as u64;
+                let failed_count = block.results.len() as u64 - valid;
+                let chaincode_failures = block
+                    .results
+                    .iter()
+                    .filter(|r| matches!(r.status, TxStatus::ChaincodeError | TxStatus::ChaincodeCrashed | TxStatus::ExecutionTimeout))
+                    .count() as u64;
+                m.committed_valid.fetch_add(valid, Ordering::Relaxed);
+                m.committed_failed.fetch_add(failed_count, Ordering::Relaxed);
+                m.chaincode_executions.fetch_add(block.results.len() as u64, Ordering::Relaxed);
+                m.chaincode_errors.fetch_add(chaincode_failures, Ordering::Relaxed);
+                m.height.store(block.number() + 1, Ordering::Relaxed);
+                m.pending.store(shared.mempool.len() as u64, Ordering::Relaxed);
+                tracing::debug!(block = block.number(), transactions = block.transactions.len(), valid, "block committed");
+            }
+            Err(e) => {
+                let reason = format!("cannot commit block for sequence {}: {e}; the node stops so nothing half-written is served", batch.sequence);
+                tracing::error!("{reason}");
+                shared.healthy.store(false, Ordering::SeqCst);
+                let _ = failed.send(Some(reason));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! An in-memory [`Store`] for tests: the same semantics as RocksDB, nothing durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use super::{StateVisitor, Store, StoreError, block_state_writes, split_state_key, state_key};
+use crate::types::{Block, Hash, TxId, TxLocation};
+
+#[derive(Default)]
+struct Inner {
+    blocks: Vec<Block>,
+    hashes: HashMap<Hash, u64>,
+    txs: HashMap<TxId, TxLocation>,
+    state: BTreeMap<Vec<u8>, Bytes>,
+    consensus: HashMap<Vec<u8>, Bytes>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn height(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().blocks.len() as u64)
+    }
+
+    fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
+        Ok(self.lock().blocks.get(number as usize).cloned())
+    }
+
+    fn block_number(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().hashes.get(hash).copied())
+    }
+
+    fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
+        Ok(self.lock().txs.get(id).copied())
+    }
+
+    fn get_state(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.lock().state.get(&state_key(namespace, key)).cloned())
+    }
+
+    fn state_range(
+        &self,
+        namespace: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let inner = self.lock();
+        let from = state_key(namespace, start);
+        let prefix = state_key(namespace, b"");
+        Ok(inner
+            .state
+            .range(from..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (Bytes::copy_from_slice(&k[prefix.len()..]), v.clone()))
+            .take_while(|(k, _)| end.is_empty() || k.as_ref() < end)
+            .take(limit)
+            .collect())
+    }
+
+    fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError> {
+        let inner = self.lock();
+        for (raw, value) in &inner.state {
+            let (ns, key) = split_state_key(raw)
+                .ok_or_else(|| StoreError::Corrupt("bad state key".into()))?;
+            visit(ns, key, value);
+        }
+        Ok(())
+    }
+
+    fn commit_block(&self, block: &Block) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let height = inner.blocks.len() as u64;
+        if block.number() != height {
+            return Err(StoreError::OutOfOrder {
+                height,
+                got: block.number(),
+            });
+        }
+        for (index, tx) in block.transactions.iter().enumerate() {
+            inner.txs.insert(
+                tx.id,
+                TxLocation {
+                    block: height,
+                    index: index as u32,
+                },
+            );
+        }
+        for (ns, key, value) in block_state_writes(block) {
+            let raw = state_key(ns, key);
+            match value {
+                Some(v) => inner.state.insert(raw, Bytes::copy_from_slice(v)),
+                None => inner.state.remove(&raw),
+            };
+        }
+        inner.hashes.insert(block.hash(), height);
+        inner.blocks.push(block.clone());
+        Ok(())
+    }
+
+    fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.lock().consensus.get(key).cloned())
+    }
+
+    fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.lock()
+            .consensus
+            .insert(key.to_vec(), Bytes::copy_from_slice(value));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_passes_the_store_contract() {
+        super::super::contract::run(&super::MemoryStore::new());
+    }
+}

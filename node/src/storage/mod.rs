@@ -1,0 +1,218 @@
+//! Durable storage of the chain and the world state behind one trait, so a block, its
+//! transaction index and its state writes are committed in one atomic step. `memory` keeps it
+//! in maps (tests); `rocks` keeps it in RocksDB column families (the node).
+
+pub mod memory;
+pub mod rocks;
+
+use bytes::Bytes;
+
+use crate::types::{Block, Hash, TxId, TxLocation, TxStatus};
+
+pub use memory::MemoryStore;
+pub use rocks::RocksStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("block {got} cannot follow height {height}: blocks are appended in order")]
+    OutOfOrder { height: u64, got: u64 },
+}
+
+/// The column families (RocksDB) or maps (memory) the store keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    /// block number (u64 BE) -> encoded block
+    Blocks,
+    /// block hash -> block number
+    BlockHashes,
+    /// tx id -> block number (u64 BE) + index (u32 BE)
+    TxIndex,
+    /// namespace length (u16 BE) + namespace + key -> value
+    State,
+    /// what the consensus replica persisted (signed messages, view)
+    Consensus,
+}
+
+impl Column {
+    pub const ALL: [Column; 5] = [
+        Column::Blocks,
+        Column::BlockHashes,
+        Column::TxIndex,
+        Column::State,
+        Column::Consensus,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Blocks => "blocks",
+            Column::BlockHashes => "block_hashes",
+            Column::TxIndex => "tx_index",
+            Column::State => "state",
+            Column::Consensus => "consensus",
+        }
+    }
+}
+
+/// A state entry visited by [`Store::for_each_state`]: (namespace, key, value).
+pub type StateVisitor<'a> = dyn FnMut(&str, &[u8], &[u8]) + 'a;
+
+pub trait Store: Send + Sync + 'static {
+    /// Number of blocks stored (block 0 included).
+    fn height(&self) -> Result<u64, StoreError>;
+    fn block(&self, number: u64) -> Result<Option<Block>, StoreError>;
+    fn block_number(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
+    fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError>;
+    fn get_state(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+    /// Entries of `namespace` with `start <= key < end`, in key order (an empty `end` is
+    /// unbounded), at most `limit`.
+    fn state_range(
+        &self,
+        namespace: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
+    fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError>;
+    /// Appends `block` (whose number must equal the height) with its index entries and the
+    /// writes of its VALID results, atomically and durably.
+    fn commit_block(&self, block: &Block) -> Result<(), StoreError>;
+    fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+    fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+}
+
+/// The state key of `namespace`/`key` in the flat state column.
+pub fn state_key(namespace: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + namespace.len() + key.len());
+    out.extend_from_slice(&(namespace.len() as u16).to_be_bytes());
+    out.extend_from_slice(namespace.as_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits a state column key into (namespace, key).
+pub fn split_state_key(raw: &[u8]) -> Option<(&str, &[u8])> {
+    let len = u16::from_be_bytes(raw.get(..2)?.try_into().ok()?) as usize;
+    let namespace = std::str::from_utf8(raw.get(2..2 + len)?).ok()?;
+    Some((namespace, &raw[2 + len..]))
+}
+
+/// The state writes a block applies: those of its VALID results, in order.
+pub fn block_state_writes(block: &Block) -> impl Iterator<Item = (&str, &[u8], Option<&[u8]>)> {
+    block
+        .results
+        .iter()
+        .filter(|r| r.status == TxStatus::Valid)
+        .flat_map(|r| r.writes.iter())
+        .flat_map(|ns| {
+            ns.writes
+                .iter()
+                .map(move |w| (ns.chaincode.as_str(), w.key.as_ref(), w.value.as_deref()))
+        })
+}
+
+pub fn encode_location(location: TxLocation) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&location.block.to_be_bytes());
+    out[8..].copy_from_slice(&location.index.to_be_bytes());
+    out
+}
+
+pub fn decode_location(raw: &[u8]) -> Result<TxLocation, StoreError> {
+    if raw.len() != 12 {
+        return Err(StoreError::Corrupt("tx index entry is not 12 bytes".into()));
+    }
+    Ok(TxLocation {
+        block: u64::from_be_bytes(raw[..8].try_into().expect("8 bytes")),
+        index: u32::from_be_bytes(raw[8..].try_into().expect("4 bytes")),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! One test suite every Store implementation passes.
+    use super::*;
+    use crate::types::*;
+
+    fn block(number: u64, writes: Vec<(&str, &str, Option<&str>)>, status: TxStatus) -> Block {
+        let payload = Bytes::from(format!("tx{number}"));
+        let id = TxId::of_payload(&payload);
+        let mut result = TxResult::failed(id, status, "");
+        result.writes = writes
+            .into_iter()
+            .map(|(ns, k, v)| NamespaceWrites {
+                chaincode: ns.into(),
+                writes: vec![KvWrite {
+                    key: Bytes::copy_from_slice(k.as_bytes()),
+                    value: v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+                }],
+            })
+            .collect();
+        Block {
+            header: BlockHeader {
+                number,
+                sequence: number,
+                previous_hash: Hash::ZERO,
+                transactions_root: Hash::ZERO,
+                results_root: Hash::ZERO,
+                state_root: Hash::ZERO,
+            },
+            transactions: vec![SignedTransaction {
+                id,
+                payload,
+                signer: Bytes::new(),
+                signature: Bytes::new(),
+            }],
+            results: vec![result],
+        }
+    }
+
+    pub fn run(store: &dyn Store) {
+        assert_eq!(store.height().expect("height"), 0);
+        let b0 = block(0, vec![("cc", "a", Some("1")), ("cc", "b", Some("2"))], TxStatus::Valid);
+        store.commit_block(&b0).expect("commit 0");
+        let out_of_order = block(5, vec![], TxStatus::Valid);
+        assert!(matches!(
+            store.commit_block(&out_of_order),
+            Err(StoreError::OutOfOrder { .. })
+        ));
+        let b1 = block(
+            1,
+            vec![("cc", "a", None), ("cc", "c", Some("3")), ("other", "a", Some("x"))],
+            TxStatus::Valid,
+        );
+        store.commit_block(&b1).expect("commit 1");
+        let failed = block(2, vec![("cc", "z", Some("nope"))], TxStatus::ChaincodeError);
+        store.commit_block(&failed).expect("commit 2");
+
+        assert_eq!(store.height().expect("height"), 3);
+        assert_eq!(store.block(1).expect("read"), Some(b1.clone()));
+        assert_eq!(store.block(3).expect("read"), None);
+        assert_eq!(store.block_number(&b1.hash()).expect("read"), Some(1));
+        assert_eq!(
+            store.tx_location(&b1.transactions[0].id).expect("read"),
+            Some(TxLocation { block: 1, index: 0 })
+        );
+        assert_eq!(store.get_state("cc", b"a").expect("read"), None);
+        assert_eq!(store.get_state("cc", b"z").expect("read"), None, "failed tx writes are not applied");
+        assert_eq!(
+            store.get_state("other", b"a").expect("read").as_deref(),
+            Some(&b"x"[..])
+        );
+        let range = store.state_range("cc", b"b", b"", 100).expect("range");
+        let keys: Vec<&[u8]> = range.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(keys, vec![&b"b"[..], &b"c"[..]]);
+        let range = store.state_range("cc", b"", b"c", 100).expect("range");
+        assert_eq!(range.len(), 1, "end is exclusive and namespaces do not leak");
+        let mut seen = Vec::new();
+        store
+            .for_each_state(&mut |ns, k, v| seen.push((ns.to_string(), k.to_vec(), v.to_vec())))
+            .expect("visit");
+        assert_eq!(seen.len(), 3);
+        store.put_consensus(b"view", b"7").expect("put");
+        assert_eq!(store.get_consensus(b"view").expect("get").as_deref(), Some(&b"7"[..]));
+    }
+}

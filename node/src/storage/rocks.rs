@@ -1,0 +1,239 @@
+//! The RocksDB [`Store`]: one database, one column family per [`Column`]. A block, its index
+//! entries and its state writes go in one write batch with one sync, so a crash leaves either
+//! the whole block or none of it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use super::{
+    Column, StateVisitor, Store, StoreError, block_state_writes, decode_location, encode_location,
+    split_state_key, state_key,
+};
+use crate::types::convert::{decode_block, encode_block};
+use crate::types::{Block, Hash, TxId, TxLocation};
+
+pub struct RocksStore {
+    db: DB,
+    /// Number of blocks; also serialises commits.
+    height: Mutex<u64>,
+}
+
+fn backend(e: rocksdb::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let columns = Column::ALL
+            .iter()
+            .map(|c| ColumnFamilyDescriptor::new(c.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, columns).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open the ledger database in {}: {e} (is another node using this data directory?)",
+                path.display()
+            ))
+        })?;
+        let height = {
+            let cf = db
+                .cf_handle(Column::Blocks.name())
+                .expect("column families are created at open");
+            match db.iterator_cf(cf, IteratorMode::End).next() {
+                None => 0,
+                Some(entry) => {
+                    let (key, _) = entry.map_err(backend)?;
+                    let bytes: [u8; 8] = key
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("block key is not 8 bytes".into()))?;
+                    u64::from_be_bytes(bytes) + 1
+                }
+            }
+        };
+        Ok(RocksStore {
+            db,
+            height: Mutex::new(height),
+        })
+    }
+
+    fn cf(&self, column: Column) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(column.name())
+            .expect("column families are created at open")
+    }
+
+    fn height_lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.height.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for RocksStore {
+    fn height(&self) -> Result<u64, StoreError> {
+        Ok(*self.height_lock())
+    }
+
+    fn block(&self, number: u64) -> Result<Option<Block>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(Column::Blocks), number.to_be_bytes())
+            .map_err(backend)?
+        {
+            None => Ok(None),
+            Some(raw) => decode_block(&raw)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("block {number}: {e}"))),
+        }
+    }
+
+    fn block_number(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(Column::BlockHashes), hash.0)
+            .map_err(backend)?
+        {
+            None => Ok(None),
+            Some(raw) => Ok(Some(u64::from_be_bytes(raw.as_ref().try_into().map_err(
+                |_| StoreError::Corrupt("block hash entry is not 8 bytes".into()),
+            )?))),
+        }
+    }
+
+    fn tx_location(&self, id: &TxId) -> Result<Option<TxLocation>, StoreError> {
+        self.db
+            .get_pinned_cf(self.cf(Column::TxIndex), id.as_bytes())
+            .map_err(backend)?
+            .map(|raw| decode_location(&raw))
+            .transpose()
+    }
+
+    fn get_state(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(Column::State), state_key(namespace, key))
+            .map_err(backend)?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    fn state_range(
+        &self,
+        namespace: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let from = state_key(namespace, start);
+        let prefix_len = state_key(namespace, b"").len();
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(Column::State),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for entry in iter {
+            let (k, v) = entry.map_err(backend)?;
+            if !k.starts_with(&from[..prefix_len]) {
+                break;
+            }
+            let key = &k[prefix_len..];
+            if (!end.is_empty() && key >= end) || out.len() >= limit {
+                break;
+            }
+            out.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(&v)));
+        }
+        Ok(out)
+    }
+
+    fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError> {
+        for entry in self.db.iterator_cf(self.cf(Column::State), IteratorMode::Start) {
+            let (k, v) = entry.map_err(backend)?;
+            let (ns, key) =
+                split_state_key(&k).ok_or_else(|| StoreError::Corrupt("bad state key".into()))?;
+            visit(ns, key, &v);
+        }
+        Ok(())
+    }
+
+    fn commit_block(&self, block: &Block) -> Result<(), StoreError> {
+        let mut height = self.height_lock();
+        if block.number() != *height {
+            return Err(StoreError::OutOfOrder {
+                height: *height,
+                got: block.number(),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(Column::Blocks),
+            block.number().to_be_bytes(),
+            encode_block(block),
+        );
+        batch.put_cf(
+            self.cf(Column::BlockHashes),
+            block.hash().0,
+            block.number().to_be_bytes(),
+        );
+        for (index, tx) in block.transactions.iter().enumerate() {
+            let location = TxLocation {
+                block: block.number(),
+                index: index as u32,
+            };
+            batch.put_cf(
+                self.cf(Column::TxIndex),
+                tx.id.as_bytes(),
+                encode_location(location),
+            );
+        }
+        let state = self.cf(Column::State);
+        for (ns, key, value) in block_state_writes(block) {
+            match value {
+                Some(v) => batch.put_cf(state, state_key(ns, key), v),
+                None => batch.delete_cf(state, state_key(ns, key)),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(backend)?;
+        *height += 1;
+        Ok(())
+    }
+
+    fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(Column::Consensus), key)
+            .map_err(backend)?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(Column::Consensus), key, value, &options)
+            .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocks_store_passes_the_store_contract_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = RocksStore::open(dir.path()).expect("open");
+            super::super::contract::run(&store);
+        }
+        let store = RocksStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.height().expect("height"), 3);
+        assert_eq!(store.get_state("cc", b"c").expect("read").as_deref(), Some(&b"3"[..]));
+        assert!(store.block(2).expect("read").is_some());
+    }
+}
