@@ -1,0 +1,80 @@
+//! The probe chaincode as a program, for the peer's tests: the library's `ProbeChaincode` plus
+//! functions that misbehave on purpose (crash, sleep, spin, allocate, nondeterminism);
+//! invariant: every other function behaves exactly as the library's probe.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chaincode_sdk::contract::ProbeChaincode;
+use chaincode_sdk::{Chaincode, ChaincodeError, Stub, async_trait};
+
+fn main() {
+    chaincode_sdk::start(Probe)
+}
+
+struct Probe;
+
+fn arg<'a>(args: &'a [String], function: &str, usage: &str) -> Result<&'a str, ChaincodeError> {
+    match args {
+        [one] => Ok(one),
+        _ => Err(ChaincodeError::BadArguments(format!(
+            "{function} takes {usage}"
+        ))),
+    }
+}
+
+fn number(value: &str, function: &str) -> Result<u64, ChaincodeError> {
+    value.parse().map_err(|_| {
+        ChaincodeError::BadArguments(format!("{function} takes a number, got {value:?}"))
+    })
+}
+
+#[async_trait]
+impl Chaincode for Probe {
+    async fn init(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError> {
+        ProbeChaincode.init(stub).await
+    }
+
+    async fn invoke(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError> {
+        let function = stub.function().to_string();
+        match function.as_str() {
+            // Dies mid-transaction, as a crashing chaincode would.
+            "crash" => std::process::exit(3),
+            "sleep" => {
+                let args = stub.string_args()?;
+                let ms = number(arg(&args, &function, "milliseconds")?, &function)?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(b"ok".to_vec())
+            }
+            // Never yields: only the peer's execution timeout ends it.
+            "spin" => loop {
+                std::hint::spin_loop();
+            },
+            "alloc" => {
+                let args = stub.string_args()?;
+                let mib = number(arg(&args, &function, "a size in MiB")?, &function)?;
+                let bytes = usize::try_from(mib.saturating_mul(1024 * 1024)).map_err(|_| {
+                    ChaincodeError::BadArguments(format!("alloc: {mib} MiB is too large"))
+                })?;
+                // Touch every page so the memory is really committed.
+                let mut block = vec![0u8; bytes];
+                for page in block.chunks_mut(4096) {
+                    page[0] = 1;
+                }
+                let touched: usize = block.iter().step_by(4096).map(|&b| usize::from(b)).sum();
+                Ok(touched.to_string().into_bytes())
+            }
+            "nondeterministic" => {
+                let args = stub.string_args()?;
+                let key = arg(&args, &function, "a key")?.to_string();
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let value = format!("{nanos}-{}", std::process::id());
+                stub.put_state(&key, value.clone().into_bytes())?;
+                Ok(value.into_bytes())
+            }
+            _ => ProbeChaincode.invoke(stub).await,
+        }
+    }
+}
