@@ -26,12 +26,19 @@ pub enum AdmissionError {
     WrongChain { got: String, expected: String },
     #[error("the signer's certificate is not accepted: {0}")]
     Certificate(#[from] IdentityError),
-    #[error("the payload's creator does not match the signer's certificate (sign with the same identity whose certificate you send)")]
+    #[error(
+        "the payload's creator does not match the signer's certificate (sign with the same identity whose certificate you send)"
+    )]
     CreatorMismatch,
     #[error("the signature does not verify against the signer's certificate")]
     BadSignature,
-    #[error("{name} has the role {role}, which may not submit transactions (use a client or admin identity)")]
-    RoleMayNotSubmit { name: String, role: weft_proto::Role },
+    #[error(
+        "{name} has the role {role}, which may not submit transactions (use a client or admin identity)"
+    )]
+    RoleMayNotSubmit {
+        name: String,
+        role: weft_proto::Role,
+    },
     #[error("the transaction names no chaincode")]
     NoChaincode,
 }
@@ -77,8 +84,8 @@ impl Admission {
         if size > MAX_TX_BYTES {
             return Err(AdmissionError::TooLarge { size });
         }
-        let payload =
-            decode_payload(&signed.payload).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+        let payload = decode_payload(&signed.payload)
+            .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
         if payload.chain_id != self.chain_id {
             return Err(AdmissionError::WrongChain {
                 got: payload.chain_id,

@@ -154,7 +154,10 @@ impl Config {
         Self::load_with_env(path, &env)
     }
 
-    pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    pub fn load_with_env(
+        path: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -170,23 +173,24 @@ impl Config {
     }
 
     /// Parses TOML `text`; relative paths are taken from `base`.
-    pub fn parse(text: &str, base: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let toml_err = |reason: String| ConfigError::Toml {
             path: "<text>".into(),
             reason,
         };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_err(e.to_string()))?;
-        let mut overrides: Vec<(&String, &String)> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("WEFT_"))
-            .collect();
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| toml_err(e.to_string()))?;
+        let mut overrides: Vec<(&String, &String)> =
+            env.iter().filter(|(k, _)| k.starts_with("WEFT_")).collect();
         overrides.sort();
         for (name, value) in overrides {
             let rest = name["WEFT_".len()..].to_ascii_lowercase();
-            let Some(section) = SECTIONS
-                .iter()
-                .find(|s| rest.starts_with(&format!("{s}_")))
-            else {
+            let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
                 continue;
             };
             let key = rest[section.len() + 1..].to_string();
@@ -221,13 +225,17 @@ fn parse_env_value(value: &str) -> toml::Value {
 
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| {
-        ConfigError::Invalid(format!("{key} = {text:?} is not a duration ({e}); write for example \"2s\" or \"500ms\""))
+        ConfigError::Invalid(format!(
+            "{key} = {text:?} is not a duration ({e}); write for example \"2s\" or \"500ms\""
+        ))
     })
 }
 
 fn address(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse().map_err(|_| {
-        ConfigError::Invalid(format!("{key} = {text:?} is not an IP address and port, for example \"127.0.0.1:7051\""))
+        ConfigError::Invalid(format!(
+            "{key} = {text:?} is not an IP address and port, for example \"127.0.0.1:7051\""
+        ))
     })
 }
 
@@ -242,12 +250,17 @@ impl RawConfig {
             .runtime
             .parse::<RuntimeKind>()
             .map_err(|e| ConfigError::Invalid(format!("chaincode.runtime: {e}")))?;
-        let execute_timeout = duration("chaincode.execute_timeout", &self.chaincode.execute_timeout)?;
+        let execute_timeout =
+            duration("chaincode.execute_timeout", &self.chaincode.execute_timeout)?;
         if execute_timeout.is_zero() {
-            return Err(ConfigError::Invalid("chaincode.execute_timeout must be above zero".into()));
+            return Err(ConfigError::Invalid(
+                "chaincode.execute_timeout must be above zero".into(),
+            ));
         }
         if self.api.max_pending == 0 {
-            return Err(ConfigError::Invalid("api.max_pending must be above zero".into()));
+            return Err(ConfigError::Invalid(
+                "api.max_pending must be above zero".into(),
+            ));
         }
         Ok(Config {
             node: NodeConfig {
@@ -260,12 +273,18 @@ impl RawConfig {
             },
             chaincode: ChaincodeConfig {
                 runtime,
-                launch_timeout: duration("chaincode.launch_timeout", &self.chaincode.launch_timeout)?,
+                launch_timeout: duration(
+                    "chaincode.launch_timeout",
+                    &self.chaincode.launch_timeout,
+                )?,
                 execute_timeout,
                 peer_address: self.chaincode.peer_address,
             },
             api: ApiConfig {
-                commit_wait_timeout: duration("api.commit_wait_timeout", &self.api.commit_wait_timeout)?,
+                commit_wait_timeout: duration(
+                    "api.commit_wait_timeout",
+                    &self.api.commit_wait_timeout,
+                )?,
                 max_pending: self.api.max_pending,
             },
         })
@@ -285,7 +304,10 @@ identity = "validators/validator0"
 "#;
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::parse(text, Path::new("/etc/weft"), &env)
     }
 
@@ -320,7 +342,11 @@ identity = "validators/validator0"
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let err = parse(&format!("{MINIMAL}\n[chaincode]\nruntim = \"process\"\n"), &[]).expect_err("typo");
+        let err = parse(
+            &format!("{MINIMAL}\n[chaincode]\nruntim = \"process\"\n"),
+            &[],
+        )
+        .expect_err("typo");
         assert!(err.to_string().contains("runtim"), "{err}");
         let err = parse(MINIMAL, &[("WEFT_CHAINCODE_RUNTIM", "process")]).expect_err("typo in env");
         assert!(err.to_string().contains("runtim"), "{err}");
@@ -331,11 +357,19 @@ identity = "validators/validator0"
     #[test]
     fn bad_values_say_what_to_write() {
         let err = parse(MINIMAL, &[("WEFT_CHAINCODE_RUNTIME", "podman")]).expect_err("bad runtime");
-        assert!(err.to_string().contains("process, docker, external or auto"), "{err}");
-        let err = parse(MINIMAL, &[("WEFT_API_COMMIT_WAIT_TIMEOUT", "soon")]).expect_err("bad duration");
+        assert!(
+            err.to_string()
+                .contains("process, docker, external or auto"),
+            "{err}"
+        );
+        let err =
+            parse(MINIMAL, &[("WEFT_API_COMMIT_WAIT_TIMEOUT", "soon")]).expect_err("bad duration");
         assert!(err.to_string().contains("\"2s\""), "{err}");
         let err = parse(MINIMAL, &[("WEFT_NODE_LISTEN", "localhost")]).expect_err("bad address");
         assert!(err.to_string().contains("node.listen"), "{err}");
-        assert!(parse("[node]\nid = \"x\"\n", &[]).is_err(), "missing keys are refused");
+        assert!(
+            parse("[node]\nid = \"x\"\n", &[]).is_err(),
+            "missing keys are refused"
+        );
     }
 }

@@ -97,7 +97,10 @@ pub fn result_hash(result: &TxResult) -> Hash {
 pub fn merkle_root(domain: &str, leaves: &[Hash]) -> Hash {
     fn node(domain: &str, leaves: &[Hash]) -> Hash {
         match leaves.len() {
-            1 => CanonicalHasher::new(domain).put_u8(0).put_hash(&leaves[0]).finish(),
+            1 => CanonicalHasher::new(domain)
+                .put_u8(0)
+                .put_hash(&leaves[0])
+                .finish(),
             n => {
                 let split = (n - 1).next_power_of_two() / 2;
                 let split = split.max(1);

@@ -101,7 +101,8 @@ impl Executor {
         }
         let mut overlay = BlockOverlay::default();
         let mut results = Vec::with_capacity(kept.len());
-        let segments = kept.chunk_by(|a, b| a.chaincode == b.chaincode && a.chaincode != LIFECYCLE_CHAINCODE);
+        let segments =
+            kept.chunk_by(|a, b| a.chaincode == b.chaincode && a.chaincode != LIFECYCLE_CHAINCODE);
         for segment in segments {
             let name = &segment[0].chaincode;
             if name == LIFECYCLE_CHAINCODE {
@@ -112,10 +113,15 @@ impl Executor {
             }
             match self.definition_in(&self.lifecycle_view(&overlay), name) {
                 None => results.extend(segment.iter().map(|tx| {
-                    TxResult::failed(tx.id(), TxStatus::ChaincodeNotFound, format!("chaincode {name} is not deployed"))
+                    TxResult::failed(
+                        tx.id(),
+                        TxStatus::ChaincodeNotFound,
+                        format!("chaincode {name} is not deployed"),
+                    )
                 })),
                 Some(definition) => {
-                    let segment_results = self.run_segment(&definition, segment, &mut overlay).await;
+                    let segment_results =
+                        self.run_segment(&definition, segment, &mut overlay).await;
                     results.extend(segment_results);
                 }
             }
@@ -149,11 +155,18 @@ impl Executor {
         ));
         let outcome = self
             .chaincodes
-            .execute(definition, ExecutionKind::Invoke, transactions, view, Some(invoker))
+            .execute(
+                definition,
+                ExecutionKind::Invoke,
+                transactions,
+                view,
+                Some(invoker),
+            )
             .await;
         match outcome {
             Ok(outcomes) => {
-                let mut nested = std::mem::take(&mut *nested.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut nested =
+                    std::mem::take(&mut *nested.lock().unwrap_or_else(|p| p.into_inner()));
                 let mut results = Vec::with_capacity(outcomes.len());
                 let mut touched = HashSet::new();
                 for (index, (tx, outcome)) in transactions.iter().zip(outcomes).enumerate() {
@@ -174,7 +187,9 @@ impl Executor {
                 tracing::warn!(chaincode = %definition.name, error = %error, "re-running the batch one transaction at a time");
                 let mut results = Vec::with_capacity(transactions.len());
                 for tx in transactions {
-                    let single = Box::pin(self.run_segment(definition, std::slice::from_ref(tx), overlay)).await;
+                    let single =
+                        Box::pin(self.run_segment(definition, std::slice::from_ref(tx), overlay))
+                            .await;
                     results.extend(single);
                 }
                 results
@@ -200,7 +215,10 @@ impl Executor {
         if tx.function != LIFECYCLE_DEPLOY {
             return fail(
                 TxStatus::ChaincodeError,
-                format!("{LIFECYCLE_CHAINCODE} has no function {:?}; it has: {LIFECYCLE_DEPLOY}", tx.function),
+                format!(
+                    "{LIFECYCLE_CHAINCODE} has no function {:?}; it has: {LIFECYCLE_DEPLOY}",
+                    tx.function
+                ),
             );
         }
         let text = |i: usize| {
@@ -236,19 +254,36 @@ impl Executor {
             version,
             package_hash: hash,
         };
-        if self.definition_in(&self.lifecycle_view(overlay), &name).as_ref() == Some(&definition) {
+        if self
+            .definition_in(&self.lifecycle_view(overlay), &name)
+            .as_ref()
+            == Some(&definition)
+        {
             return fail(
                 TxStatus::ChaincodeError,
-                format!("{name}:{} with this package is already deployed", definition.version),
+                format!(
+                    "{name}:{} with this package is already deployed",
+                    definition.version
+                ),
             );
         }
         let mut init_tx = tx.clone();
         init_tx.function = "init".into();
         init_tx.args = tx.args[3..].to_vec();
-        let view = Arc::new(OverlayView::new(self.ledger.clone(), &name, overlay.namespace(&name)));
+        let view = Arc::new(OverlayView::new(
+            self.ledger.clone(),
+            &name,
+            overlay.namespace(&name),
+        ));
         let outcome = self
             .chaincodes
-            .execute(&definition, ExecutionKind::Init, std::slice::from_ref(&init_tx), view, None)
+            .execute(
+                &definition,
+                ExecutionKind::Init,
+                std::slice::from_ref(&init_tx),
+                view,
+                None,
+            )
             .await;
         let outcome = match outcome {
             Ok(mut outcomes) => outcomes.remove(0),
@@ -280,7 +315,13 @@ impl Executor {
         let view = Arc::new(OverlayView::committed(self.ledger.clone(), &tx.chaincode));
         let mut outcomes = self
             .chaincodes
-            .execute(&definition, ExecutionKind::Query, std::slice::from_ref(tx), view, None)
+            .execute(
+                &definition,
+                ExecutionKind::Query,
+                std::slice::from_ref(tx),
+                view,
+                None,
+            )
             .await
             .map_err(|e| QueryError::Chaincode(e.to_string()))?;
         let outcome = outcomes.remove(0);
@@ -302,11 +343,15 @@ fn failure_result(tx: &Transaction, error: &ChaincodeError) -> TxResult {
             source: SessionError::Timeout(limit),
         } => (
             TxStatus::ExecutionTimeout,
-            format!("chaincode {chaincode} did not finish this transaction within {limit:?}; it was restarted"),
+            format!(
+                "chaincode {chaincode} did not finish this transaction within {limit:?}; it was restarted"
+            ),
         ),
         ChaincodeError::Session { chaincode, source } => (
             TxStatus::ChaincodeCrashed,
-            format!("chaincode {chaincode} failed while running this transaction ({source}); it was restarted"),
+            format!(
+                "chaincode {chaincode} failed while running this transaction ({source}); it was restarted"
+            ),
         ),
         other => (TxStatus::ChaincodeCrashed, other.to_string()),
     };
@@ -337,7 +382,10 @@ fn result_of(
     }
     let mut by_namespace: BTreeMap<String, BTreeMap<Bytes, Option<Bytes>>> = BTreeMap::new();
     for (ns, write) in calls {
-        by_namespace.entry(ns).or_default().insert(write.key, write.value);
+        by_namespace
+            .entry(ns)
+            .or_default()
+            .insert(write.key, write.value);
     }
     for (ns, entries) in by_namespace {
         writes.push(NamespaceWrites {
@@ -399,11 +447,16 @@ impl NestedInvoker for SegmentInvoker {
             return Err(format!("{} may not call {}", self.caller, call.chaincode));
         }
         if self.depth >= MAX_CALL_DEPTH {
-            return Err(format!("chaincode calls are limited to a depth of {MAX_CALL_DEPTH}"));
+            return Err(format!(
+                "chaincode calls are limited to a depth of {MAX_CALL_DEPTH}"
+            ));
         }
         let definition = self
             .executor
-            .definition_in(&self.executor.lifecycle_view(&self.overlay), &call.chaincode)
+            .definition_in(
+                &self.executor.lifecycle_view(&self.overlay),
+                &call.chaincode,
+            )
             .ok_or_else(|| format!("chaincode {} is not deployed", call.chaincode))?;
         let mut pending = (*self.overlay.namespace(&call.chaincode)).clone();
         {
@@ -445,17 +498,25 @@ impl NestedInvoker for SegmentInvoker {
         let mut outcomes = self
             .executor
             .chaincodes
-            .execute(&definition, ExecutionKind::Nested, std::slice::from_ref(&nested_tx), view, Some(child))
+            .execute(
+                &definition,
+                ExecutionKind::Nested,
+                std::slice::from_ref(&nested_tx),
+                view,
+                Some(child),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let outcome = outcomes.remove(0);
         match outcome.status {
             OutcomeStatus::Ok => {
                 let mut nested = self.nested.lock().unwrap_or_else(|p| p.into_inner());
-                nested
-                    .entry(index)
-                    .or_default()
-                    .extend(outcome.writes.into_iter().map(|w| (call.chaincode.clone(), w)));
+                nested.entry(index).or_default().extend(
+                    outcome
+                        .writes
+                        .into_iter()
+                        .map(|w| (call.chaincode.clone(), w)),
+                );
                 Ok(outcome.payload)
             }
             OutcomeStatus::Error => Err(outcome.message),

@@ -11,7 +11,9 @@ use crate::types::{Block, TxId, TxResult};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MempoolError {
-    #[error("transaction {0} is already pending: wait for its commit instead of submitting it again")]
+    #[error(
+        "transaction {0} is already pending: wait for its commit instead of submitting it again"
+    )]
     AlreadyPending(TxId),
     #[error("{0} transactions are already waiting to be ordered: retry shortly")]
     Full(usize),
@@ -127,7 +129,10 @@ mod tests {
         pool.admit(a, false).expect("first");
         assert!(matches!(pool.admit(a, true), Err(MempoolError::AlreadyPending(id)) if id == a));
         pool.admit(TxId([2; 32]), false).expect("second");
-        assert!(matches!(pool.admit(TxId([3; 32]), false), Err(MempoolError::Full(2))));
+        assert!(matches!(
+            pool.admit(TxId([3; 32]), false),
+            Err(MempoolError::Full(2))
+        ));
         pool.abandon(&a);
         assert_eq!(pool.len(), 1);
     }

@@ -78,23 +78,73 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        gauge(&mut out, "weft_ledger_height", "Blocks in the chain, block 0 included.", "gauge", load(&self.height));
-        gauge(&mut out, "weft_transactions_committed_total", "Committed transactions with status VALID.", "counter", load(&self.committed_valid));
-        gauge(&mut out, "weft_transactions_failed_total", "Committed transactions with a failure status.", "counter", load(&self.committed_failed));
-        gauge(&mut out, "weft_transactions_pending", "Transactions accepted and not yet committed.", "gauge", load(&self.pending));
-        gauge(&mut out, "weft_chaincode_executions_total", "Transactions executed by chaincode.", "counter", load(&self.chaincode_executions));
-        gauge(&mut out, "weft_chaincode_errors_total", "Transactions whose chaincode failed, crashed or timed out.", "counter", load(&self.chaincode_errors));
+        gauge(
+            &mut out,
+            "weft_ledger_height",
+            "Blocks in the chain, block 0 included.",
+            "gauge",
+            load(&self.height),
+        );
+        gauge(
+            &mut out,
+            "weft_transactions_committed_total",
+            "Committed transactions with status VALID.",
+            "counter",
+            load(&self.committed_valid),
+        );
+        gauge(
+            &mut out,
+            "weft_transactions_failed_total",
+            "Committed transactions with a failure status.",
+            "counter",
+            load(&self.committed_failed),
+        );
+        gauge(
+            &mut out,
+            "weft_transactions_pending",
+            "Transactions accepted and not yet committed.",
+            "gauge",
+            load(&self.pending),
+        );
+        gauge(
+            &mut out,
+            "weft_chaincode_executions_total",
+            "Transactions executed by chaincode.",
+            "counter",
+            load(&self.chaincode_executions),
+        );
+        gauge(
+            &mut out,
+            "weft_chaincode_errors_total",
+            "Transactions whose chaincode failed, crashed or timed out.",
+            "counter",
+            load(&self.chaincode_errors),
+        );
         self.commit_latency.render(
             "weft_commit_latency_seconds",
             "Time from admission to commit of transactions this peer admitted.",
             &mut out,
         );
-        let _ = writeln!(out, "# HELP weft_requests_rejected_total Client requests refused, by reason.\n# TYPE weft_requests_rejected_total counter");
-        for (reason, count) in self.rejected.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "weft_requests_rejected_total{{reason=\"{reason}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "# HELP weft_requests_rejected_total Client requests refused, by reason.\n# TYPE weft_requests_rejected_total counter"
+        );
+        for (reason, count) in self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "weft_requests_rejected_total{{reason=\"{reason}\"}} {count}"
+            );
         }
         out
     }

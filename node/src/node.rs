@@ -22,8 +22,8 @@ use crate::chaincode::runtime::{ChaincodeRuntime, RuntimeKind};
 use crate::chaincode::session::ChaincodeSupportService;
 use crate::chaincode::{ChaincodeManager, ManagerConfig};
 use crate::config::Config;
-use crate::consensus::solo::{self, SoloConfig};
 use crate::consensus::OrderedBatch;
+use crate::consensus::solo::{self, SoloConfig};
 use crate::execution::Executor;
 use crate::ledger::Ledger;
 use crate::mempool::Mempool;
@@ -105,7 +105,10 @@ fn choose_runtime(config: &Config) -> Result<Arc<dyn ChaincodeRuntime>, NodeErro
     match config.chaincode.runtime {
         RuntimeKind::Process => Ok(Arc::new(ProcessRuntime::new(work_dir))),
         RuntimeKind::Auto => {
-            tracing::info!(runtime = "process", "chaincode runtime chosen (auto): this build runs chaincode as processes");
+            tracing::info!(
+                runtime = "process",
+                "chaincode runtime chosen (auto): this build runs chaincode as processes"
+            );
             Ok(Arc::new(ProcessRuntime::new(work_dir)))
         }
         other => Err(NodeError::Setup(format!(
@@ -117,14 +120,20 @@ fn choose_runtime(config: &Config) -> Result<Arc<dyn ChaincodeRuntime>, NodeErro
 /// Starts a validating node with RocksDB storage.
 pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
     std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
-        NodeError::Setup(format!("cannot create data directory {}: {e}", config.node.data_dir.display()))
+        NodeError::Setup(format!(
+            "cannot create data directory {}: {e}",
+            config.node.data_dir.display()
+        ))
     })?;
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.node.data_dir.join("ledger"))?);
     start_with_store(config, store).await
 }
 
 /// Starts a validating node over `store`.
-pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<NodeHandle, NodeError> {
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> Result<NodeHandle, NodeError> {
     let genesis = Genesis::load(&config.node.genesis)?;
     let signer = Signer::load(&config.node.identity).map_err(|source| NodeError::Identity {
         path: config.node.identity.display().to_string(),
@@ -158,13 +167,19 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
     let ledger = Arc::new(Ledger::open(store, &genesis)?);
     let listener = TcpListener::bind(config.node.listen)
         .await
-        .map_err(|e| NodeError::Listen { address: config.node.listen, reason: e.to_string() })?;
+        .map_err(|e| NodeError::Listen {
+            address: config.node.listen,
+            reason: e.to_string(),
+        })?;
     let grpc_address = listener
         .local_addr()
         .map_err(|e| NodeError::Setup(e.to_string()))?;
     let ops_listener = TcpListener::bind(config.node.operations_listen)
         .await
-        .map_err(|e| NodeError::Listen { address: config.node.operations_listen, reason: e.to_string() })?;
+        .map_err(|e| NodeError::Listen {
+            address: config.node.operations_listen,
+            reason: e.to_string(),
+        })?;
     let operations_address = ops_listener
         .local_addr()
         .map_err(|e| NodeError::Setup(e.to_string()))?;
@@ -203,7 +218,10 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
         ready: AtomicBool::new(false),
         healthy: AtomicBool::new(true),
     });
-    shared.metrics.height.store(ledger.tip().height, Ordering::Relaxed);
+    shared
+        .metrics
+        .height
+        .store(ledger.tip().height, Ordering::Relaxed);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (failed_tx, failed) = watch::channel(None);
@@ -218,7 +236,11 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
         submitted,
         ordered_tx,
     )));
-    tasks.push(tokio::spawn(commit_loop(shared.clone(), ordered, failed_tx)));
+    tasks.push(tokio::spawn(commit_loop(
+        shared.clone(),
+        ordered,
+        failed_tx,
+    )));
 
     let limit = weft_proto::MAX_MESSAGE_BYTES;
     let router = tonic::transport::Server::builder()
@@ -234,10 +256,9 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
                 .max_encoding_message_size(limit),
         )
         .add_service(
-            pb::chaincode_support_server::ChaincodeSupportServer::new(ChaincodeSupportService::new(
-                chaincodes.registrations(),
-                config.node.id.clone(),
-            ))
+            pb::chaincode_support_server::ChaincodeSupportServer::new(
+                ChaincodeSupportService::new(chaincodes.registrations(), config.node.id.clone()),
+            )
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         );
@@ -251,7 +272,11 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
             tracing::error!(error = %e, "gRPC server failed");
         }
     }));
-    tasks.push(tokio::spawn(operations::serve(ops_listener, shared.clone(), shutdown_rx)));
+    tasks.push(tokio::spawn(operations::serve(
+        ops_listener,
+        shared.clone(),
+        shutdown_rx,
+    )));
 
     // Start deployed chaincode now rather than on the first transaction.
     let warm = executor.clone();
@@ -283,7 +308,11 @@ async fn commit_loop(
 ) {
     while let Some(batch) = ordered.recv().await {
         let ids: Vec<_> = batch.transactions.iter().map(|t| t.id()).collect();
-        match shared.executor.execute_block(batch.sequence, batch.transactions).await {
+        match shared
+            .executor
+            .execute_block(batch.sequence, batch.transactions)
+            .await
+        {
             Ok(block) => {
                 let latencies = shared.mempool.committed(&block);
                 shared.mempool.dropped(ids);
@@ -291,23 +320,46 @@ async fn commit_loop(
                 for latency in latencies {
                     m.commit_latency.observe(latency);
                 }
-                let valid = block.results.iter().filter(|r| r.status == TxStatus::Valid).count() as u64;
+                let valid = block
+                    .results
+                    .iter()
+                    .filter(|r| r.status == TxStatus::Valid)
+                    .count() as u64;
                 let failed_count = block.results.len() as u64 - valid;
                 let chaincode_failures = block
                     .results
                     .iter()
-                    .filter(|r| matches!(r.status, TxStatus::ChaincodeError | TxStatus::ChaincodeCrashed | TxStatus::ExecutionTimeout))
+                    .filter(|r| {
+                        matches!(
+                            r.status,
+                            TxStatus::ChaincodeError
+                                | TxStatus::ChaincodeCrashed
+                                | TxStatus::ExecutionTimeout
+                        )
+                    })
                     .count() as u64;
                 m.committed_valid.fetch_add(valid, Ordering::Relaxed);
-                m.committed_failed.fetch_add(failed_count, Ordering::Relaxed);
-                m.chaincode_executions.fetch_add(block.results.len() as u64, Ordering::Relaxed);
-                m.chaincode_errors.fetch_add(chaincode_failures, Ordering::Relaxed);
+                m.committed_failed
+                    .fetch_add(failed_count, Ordering::Relaxed);
+                m.chaincode_executions
+                    .fetch_add(block.results.len() as u64, Ordering::Relaxed);
+                m.chaincode_errors
+                    .fetch_add(chaincode_failures, Ordering::Relaxed);
                 m.height.store(block.number() + 1, Ordering::Relaxed);
-                m.pending.store(shared.mempool.len() as u64, Ordering::Relaxed);
-                tracing::debug!(block = block.number(), transactions = block.transactions.len(), valid, "block committed");
+                m.pending
+                    .store(shared.mempool.len() as u64, Ordering::Relaxed);
+                tracing::debug!(
+                    block = block.number(),
+                    transactions = block.transactions.len(),
+                    valid,
+                    "block committed"
+                );
             }
             Err(e) => {
-                let reason = format!("cannot commit block for sequence {}: {e}; the node stops so nothing half-written is served", batch.sequence);
+                let reason = format!(
+                    "cannot commit block for sequence {}: {e}; the node stops so nothing half-written is served",
+                    batch.sequence
+                );
                 tracing::error!("{reason}");
                 shared.healthy.store(false, Ordering::SeqCst);
                 let _ = failed.send(Some(reason));

@@ -19,7 +19,9 @@ pub enum ClientError {
     Connect { address: String, reason: String },
     #[error("{}", .0.message())]
     Rpc(#[from] tonic::Status),
-    #[error("transaction {tx_id} was committed in block {block} but failed ({status:?}): {message}")]
+    #[error(
+        "transaction {tx_id} was committed in block {block} but failed ({status:?}): {message}"
+    )]
     TxFailed {
         tx_id: TxId,
         block: u64,

@@ -364,7 +364,10 @@ impl CertificateAuthority {
         name.push(DnType::OrganizationName, organization);
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
         let cert = params.self_signed(&key).map_err(gen_err)?;
@@ -385,10 +388,11 @@ impl CertificateAuthority {
             })
         };
         let certificate_pem = read(cert_path)?;
-        let key = KeyPair::from_pem(&read(key_path)?).map_err(|e| IdentityError::BadPrivateKey {
-            path: key_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let key =
+            KeyPair::from_pem(&read(key_path)?).map_err(|e| IdentityError::BadPrivateKey {
+                path: key_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         let certificate_der = pem_to_der(&certificate_pem).ok_or_else(|| {
             IdentityError::MalformedCertificate(format!("{} holds no PEM", cert_path.display()))
         })?;
@@ -429,9 +433,8 @@ impl CertificateAuthority {
     pub fn issue(&self, name: &str, role: Role) -> Result<IssuedIdentity, IdentityError> {
         let gen_err = |e: rcgen::Error| IdentityError::Generate(e.to_string());
         let key = KeyPair::generate_for(&PKCS_ED25519).map_err(gen_err)?;
-        let mut params =
-            CertificateParams::new(vec![name.to_string(), "localhost".to_string()])
-                .map_err(gen_err)?;
+        let mut params = CertificateParams::new(vec![name.to_string(), "localhost".to_string()])
+            .map_err(gen_err)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         dn.push(DnType::OrganizationName, self.organization.as_str());
@@ -552,8 +555,11 @@ mod tests {
         carol.write_to(&dir.path().join("carol")).expect("write");
         let signer = Signer::load(&dir.path().join("carol")).expect("load signer");
         assert_eq!(signer.identity().name, "carol");
-        verify_certificate(&signer.identity().certificate, &[ca.certificate_der().to_vec()])
-            .expect("issued by the loaded CA verifies against the original");
+        verify_certificate(
+            &signer.identity().certificate,
+            &[ca.certificate_der().to_vec()],
+        )
+        .expect("issued by the loaded CA verifies against the original");
     }
 
     #[test]

@@ -139,8 +139,9 @@ pub fn open(bytes: &[u8]) -> Result<Package, PackageError> {
             _ => {}
         }
     }
-    let manifest: Manifest = serde_json::from_slice(&manifest.ok_or(PackageError::Missing(MANIFEST_NAME))?)
-        .map_err(|e| PackageError::Manifest(e.to_string()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest.ok_or(PackageError::Missing(MANIFEST_NAME))?)
+            .map_err(|e| PackageError::Manifest(e.to_string()))?;
     validate_name(&manifest.name).map_err(PackageError::Manifest)?;
     validate_name(&manifest.version).map_err(PackageError::Manifest)?;
     let binary = binary.ok_or(PackageError::Missing(BINARY_NAME))?;

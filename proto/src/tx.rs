@@ -75,5 +75,7 @@ pub fn deploy_args(
 
 /// Turns string arguments into the byte arguments a transaction carries.
 pub fn string_args<S: AsRef<str>>(args: &[S]) -> Vec<Vec<u8>> {
-    args.iter().map(|a| a.as_ref().as_bytes().to_vec()).collect()
+    args.iter()
+        .map(|a| a.as_ref().as_bytes().to_vec())
+        .collect()
 }

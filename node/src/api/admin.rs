@@ -32,7 +32,9 @@ impl pb::admin_server::Admin for AdminService {
             .shared
             .admission
             .identity(&request.signer)
-            .map_err(|e| Status::unauthenticated(format!("the signer's certificate is not accepted: {e}")))?;
+            .map_err(|e| {
+                Status::unauthenticated(format!("the signer's certificate is not accepted: {e}"))
+            })?;
         if identity.role != Role::Admin {
             return Err(Status::permission_denied(format!(
                 "{} has the role {}; only an admin may install chaincode",
@@ -40,13 +42,16 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         if !identity.verify(&install_signing_bytes(&request.package), &request.signature) {
-            return Err(Status::unauthenticated("the install signature does not verify against the signer's certificate"));
+            return Err(Status::unauthenticated(
+                "the install signature does not verify against the signer's certificate",
+            ));
         }
         let chaincodes = self.shared.executor.chaincodes().clone();
-        let (manifest, hash) = tokio::task::spawn_blocking(move || chaincodes.install(&request.package))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (manifest, hash) =
+            tokio::task::spawn_blocking(move || chaincodes.install(&request.package))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::InstallChaincodeResponse {
             package_hash: hash,
             name: manifest.name,

@@ -16,7 +16,9 @@ use weft_proto::tx::LIFECYCLE_CHAINCODE;
 use super::admission_status;
 use crate::mempool::MempoolError;
 use crate::node::Shared;
-use crate::types::convert::{block_to_pb, chain_info_to_pb, result_to_pb, signed_from_pb, signed_to_pb, status_to_pb};
+use crate::types::convert::{
+    block_to_pb, chain_info_to_pb, result_to_pb, signed_from_pb, signed_to_pb, status_to_pb,
+};
 use crate::types::{Block, Hash, Transaction, TxId};
 
 pub struct ClientService {
@@ -46,7 +48,13 @@ impl ClientService {
         &self,
         tx: pb::SignedTx,
         wait: bool,
-    ) -> Result<(TxId, Option<tokio::sync::oneshot::Receiver<crate::mempool::Committed>>), Status> {
+    ) -> Result<
+        (
+            TxId,
+            Option<tokio::sync::oneshot::Receiver<crate::mempool::Committed>>,
+        ),
+        Status,
+    > {
         let tx = self.verify(tx).await?;
         let id = tx.id();
         let shared = &self.shared;
@@ -57,7 +65,8 @@ impl ClientService {
                 location.block
             )));
         }
-        if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none() {
+        if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none()
+        {
             shared.metrics.rejected("unknown_chaincode");
             return Err(Status::not_found(format!(
                 "chaincode {} is not deployed on this network: deploy it with `weft chaincode deploy` or check the name",
@@ -74,7 +83,9 @@ impl ClientService {
         if let Err(e) = shared.submit.try_send(tx) {
             shared.mempool.abandon(&id);
             shared.metrics.rejected("queue_full");
-            return Err(Status::resource_exhausted(format!("the ordering queue is full ({e}): retry shortly")));
+            return Err(Status::resource_exhausted(format!(
+                "the ordering queue is full ({e}): retry shortly"
+            )));
         }
         Ok((id, receiver))
     }
@@ -89,9 +100,14 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::EventMessage, Status>> +
 
 #[tonic::async_trait]
 impl pb::client_server::Client for ClientService {
-    async fn submit(&self, request: Request<pb::SignedTx>) -> Result<Response<pb::SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        request: Request<pb::SignedTx>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
         let (id, _) = self.accept(request.into_inner(), false).await?;
-        Ok(Response::new(pb::SubmitResponse { tx_id: Bytes::copy_from_slice(id.as_bytes()) }))
+        Ok(Response::new(pb::SubmitResponse {
+            tx_id: Bytes::copy_from_slice(id.as_bytes()),
+        }))
     }
 
     async fn submit_and_wait(
@@ -99,9 +115,9 @@ impl pb::client_server::Client for ClientService {
         request: Request<pb::SubmitAndWaitRequest>,
     ) -> Result<Response<pb::CommitStatus>, Status> {
         let request = request.into_inner();
-        let tx = request
-            .transaction
-            .ok_or_else(|| Status::invalid_argument("SubmitAndWaitRequest.transaction is missing"))?;
+        let tx = request.transaction.ok_or_else(|| {
+            Status::invalid_argument("SubmitAndWaitRequest.transaction is missing")
+        })?;
         let timeout = match request.timeout_ms {
             0 => self.shared.config.api.commit_wait_timeout,
             ms => Duration::from_millis(ms).min(Duration::from_secs(600)),
@@ -125,32 +141,52 @@ impl pb::client_server::Client for ClientService {
         }
     }
 
-    async fn query(&self, request: Request<pb::SignedTx>) -> Result<Response<pb::QueryResponse>, Status> {
+    async fn query(
+        &self,
+        request: Request<pb::SignedTx>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
         let tx = self.verify(request.into_inner()).await?;
         match self.shared.executor.query(&tx).await {
             Ok(payload) => Ok(Response::new(pb::QueryResponse { payload })),
-            Err(crate::execution::QueryError::NotDeployed(name)) => Err(Status::not_found(format!(
-                "chaincode {name} is not deployed on this network: deploy it with `weft chaincode deploy` or check the name"
-            ))),
-            Err(crate::execution::QueryError::Chaincode(message)) => Err(Status::failed_precondition(message)),
+            Err(crate::execution::QueryError::NotDeployed(name)) => {
+                Err(Status::not_found(format!(
+                    "chaincode {name} is not deployed on this network: deploy it with `weft chaincode deploy` or check the name"
+                )))
+            }
+            Err(crate::execution::QueryError::Chaincode(message)) => {
+                Err(Status::failed_precondition(message))
+            }
             Err(e) => Err(internal(e)),
         }
     }
 
-    async fn get_block(&self, request: Request<pb::GetBlockRequest>) -> Result<Response<pb::Block>, Status> {
+    async fn get_block(
+        &self,
+        request: Request<pb::GetBlockRequest>,
+    ) -> Result<Response<pb::Block>, Status> {
         let ledger = &self.shared.ledger;
         let block = match request.into_inner().by {
             Some(pb::get_block_request::By::Number(n)) => ledger.block(n).map_err(internal)?,
             Some(pb::get_block_request::By::Hash(h)) => {
-                let hash = Hash::from_slice(&h).ok_or_else(|| Status::invalid_argument("a block hash is 32 bytes"))?;
+                let hash = Hash::from_slice(&h)
+                    .ok_or_else(|| Status::invalid_argument("a block hash is 32 bytes"))?;
                 ledger.block_by_hash(&hash).map_err(internal)?
             }
-            None => return Err(Status::invalid_argument("name a block by number or by hash")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "name a block by number or by hash",
+                ));
+            }
         };
         let height = ledger.tip().height;
         block
             .map(|b| Response::new(block_to_pb(&b)))
-            .ok_or_else(|| Status::not_found(format!("no such block; the chain has {height} blocks (0 to {})", height - 1)))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no such block; the chain has {height} blocks (0 to {})",
+                    height - 1
+                ))
+            })
     }
 
     async fn get_transaction(
@@ -160,17 +196,21 @@ impl pb::client_server::Client for ClientService {
         let id = TxId::from_slice(&request.into_inner().tx_id)
             .ok_or_else(|| Status::invalid_argument("a transaction id is 32 bytes"))?;
         let ledger = &self.shared.ledger;
-        let location = ledger
-            .tx_location(&id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("transaction {id} is not committed (it may be pending, or unknown)")))?;
+        let location = ledger.tx_location(&id).map_err(internal)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "transaction {id} is not committed (it may be pending, or unknown)"
+            ))
+        })?;
         let block = ledger
             .block(location.block)
             .map_err(internal)?
             .ok_or_else(|| Status::internal("the transaction index names a missing block"))?;
         let index = location.index as usize;
-        let (Some(tx), Some(result)) = (block.transactions.get(index), block.results.get(index)) else {
-            return Err(Status::internal("the transaction index names a missing position"));
+        let (Some(tx), Some(result)) = (block.transactions.get(index), block.results.get(index))
+        else {
+            return Err(Status::internal(
+                "the transaction index names a missing position",
+            ));
         };
         Ok(Response::new(pb::TransactionInfo {
             transaction: Some(signed_to_pb(tx)),
@@ -184,7 +224,10 @@ impl pb::client_server::Client for ClientService {
         &self,
         _request: Request<pb::GetChainInfoRequest>,
     ) -> Result<Response<pb::ChainInfo>, Status> {
-        Ok(Response::new(chain_info_to_pb(self.shared.ledger.chain_id(), &self.shared.ledger.tip())))
+        Ok(Response::new(chain_info_to_pb(
+            self.shared.ledger.chain_id(),
+            &self.shared.ledger.tip(),
+        )))
     }
 
     type StreamBlocksStream = BlockStream;
@@ -223,7 +266,9 @@ impl pb::client_server::Client for ClientService {
                 async move {
                     for result in &block.results {
                         let Some(event) = &result.event else { continue };
-                        if (!chaincode.is_empty() && event.chaincode != chaincode) || (!name.is_empty() && event.name != name) {
+                        if (!chaincode.is_empty() && event.chaincode != chaincode)
+                            || (!name.is_empty() && event.name != name)
+                        {
                             continue;
                         }
                         let message = pb::EventMessage {

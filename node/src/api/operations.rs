@@ -13,7 +13,11 @@ use tokio::sync::watch;
 
 use crate::node::Shared;
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -22,7 +26,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, "operations server failed");
     }
 }
@@ -31,7 +38,10 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str
     if shared.healthy.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "failed: the committer stopped; see the node's log\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed: the committer stopped; see the node's log\n",
+        )
     }
 }
 

@@ -32,7 +32,9 @@ pub struct Definition {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaincodeError {
-    #[error("package {0} is not installed on this peer: install it with `weft chaincode deploy` (or the Admin InstallChaincode call)")]
+    #[error(
+        "package {0} is not installed on this peer: install it with `weft chaincode deploy` (or the Admin InstallChaincode call)"
+    )]
     NotInstalled(String),
     #[error(transparent)]
     Package(#[from] PackageError),
@@ -269,7 +271,14 @@ impl ChaincodeManager {
         let session = self.ensure_running(definition).await?;
         let epoch = self.epoch(&definition.name);
         let result = session
-            .execute(kind, epoch, transactions, view, invoker, self.execute_timeout)
+            .execute(
+                kind,
+                epoch,
+                transactions,
+                view,
+                invoker,
+                self.execute_timeout,
+            )
             .await;
         match result {
             Ok(outcomes) => Ok(outcomes),

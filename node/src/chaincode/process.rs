@@ -33,7 +33,8 @@ impl ProcessRuntime {
             .join(format!("{}-{}-{short}", spec.name, spec.version));
         let path = dir.join("chaincode");
         if !path.exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| prepare(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| prepare(format!("{}: {e}", dir.display())))?;
             let tmp = dir.join("chaincode.tmp");
             std::fs::write(&tmp, spec.binary.as_slice())
                 .map_err(|e| prepare(format!("{}: {e}", tmp.display())))?;
@@ -86,7 +87,11 @@ impl ChaincodeRuntime for ProcessRuntime {
     }
 }
 
-fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, tag: String, logs: LogTail) {
+fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    tag: String,
+    logs: LogTail,
+) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {

@@ -62,7 +62,10 @@ pub enum RuntimeError {
     #[error("cannot start chaincode {chaincode}: {reason}")]
     Start { chaincode: String, reason: String },
     #[error("the {runtime} runtime is not available here: {reason}")]
-    Unavailable { runtime: RuntimeKind, reason: String },
+    Unavailable {
+        runtime: RuntimeKind,
+        reason: String,
+    },
 }
 
 /// Everything a runtime needs to start one chaincode instance.

@@ -267,7 +267,9 @@ impl Session {
                     let request_id = request.request_id;
                     let result = match invoker {
                         None => Err(format!("batch {} is not running", request.batch_id)),
-                        Some(None) => Err("this kind of execution cannot call other chaincode".into()),
+                        Some(None) => {
+                            Err("this kind of execution cannot call other chaincode".into())
+                        }
                         Some(Some(invoker)) => {
                             invoker
                                 .invoke(NestedCall {
@@ -337,7 +339,12 @@ fn outcomes_from_pb(
             let status = match pb::OutcomeStatus::try_from(o.status) {
                 Ok(pb::OutcomeStatus::Ok) => OutcomeStatus::Ok,
                 Ok(pb::OutcomeStatus::Error) => OutcomeStatus::Error,
-                _ => return Err(SessionError::Protocol(format!("outcome status {}", o.status))),
+                _ => {
+                    return Err(SessionError::Protocol(format!(
+                        "outcome status {}",
+                        o.status
+                    )));
+                }
             };
             let mut writes: Vec<KvWrite> = o
                 .writes
@@ -352,7 +359,11 @@ fn outcomes_from_pb(
                 payload: o.payload,
                 message: o.message,
                 event: o.event.map(|e| (e.name, e.payload)),
-                writes: if status == OutcomeStatus::Ok { writes } else { Vec::new() },
+                writes: if status == OutcomeStatus::Ok {
+                    writes
+                } else {
+                    Vec::new()
+                },
             })
         })
         .collect()
@@ -438,7 +449,11 @@ impl pb::chaincode_support_server::ChaincodeSupport for ChaincodeSupportService 
             Some(Ok(pb::ChaincodeMessage {
                 kind: Some(InKind::Register(register)),
             })) => register,
-            Some(Ok(_)) => return Err(Status::invalid_argument("the first message must be Register")),
+            Some(Ok(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be Register",
+                ));
+            }
             Some(Err(status)) => return Err(status),
             None => return Err(Status::cancelled("stream closed before Register")),
         };

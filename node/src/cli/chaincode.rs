@@ -61,19 +61,38 @@ pub enum ChaincodeCommand {
 
 pub async fn run(command: ChaincodeCommand) -> Result<()> {
     match command {
-        ChaincodeCommand::Package { name, version, binary, out, require_static } => {
-            let bytes = std::fs::read(&binary).with_context(|| format!("cannot read the chaincode binary {}", binary.display()))?;
+        ChaincodeCommand::Package {
+            name,
+            version,
+            binary,
+            out,
+            require_static,
+        } => {
+            let bytes = std::fs::read(&binary).with_context(|| {
+                format!("cannot read the chaincode binary {}", binary.display())
+            })?;
             if require_static && !package::is_static_elf(&bytes) {
                 return Err(package::PackageError::NotStatic(binary.display().to_string()).into());
             }
             let packaged = package::build(&name, &version, &bytes)?;
-            std::fs::write(&out, &packaged).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&out, &packaged)
+                .with_context(|| format!("cannot write {}", out.display()))?;
             let opened = package::open(&packaged)?;
-            println!("{} ({name}:{version}, {} bytes, package hash {})", out.display(), packaged.len(), opened.hash);
+            println!(
+                "{} ({name}:{version}, {} bytes, package hash {})",
+                out.display(),
+                packaged.len(),
+                opened.hash
+            );
             Ok(())
         }
-        ChaincodeCommand::Deploy { peer, package: path, init_args } => {
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read the package {}", path.display()))?;
+        ChaincodeCommand::Deploy {
+            peer,
+            package: path,
+            init_args,
+        } => {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read the package {}", path.display()))?;
             let opened = package::open(&bytes)?;
             let client = peer.client().await?;
             let committed = client.deploy(bytes, &string_args(&init_args)).await?;
@@ -83,16 +102,33 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
             );
             Ok(())
         }
-        ChaincodeCommand::Invoke { peer, chaincode, function, args } => {
+        ChaincodeCommand::Invoke {
+            peer,
+            chaincode,
+            function,
+            args,
+        } => {
             let client = peer.client().await?;
-            let committed = client.invoke(&chaincode, &function, &string_args(&args)).await?;
-            eprintln!("committed {} in block {}", committed.tx_id, committed.block_number);
+            let committed = client
+                .invoke(&chaincode, &function, &string_args(&args))
+                .await?;
+            eprintln!(
+                "committed {} in block {}",
+                committed.tx_id, committed.block_number
+            );
             println!("{}", String::from_utf8_lossy(&committed.payload));
             Ok(())
         }
-        ChaincodeCommand::Query { peer, chaincode, function, args } => {
+        ChaincodeCommand::Query {
+            peer,
+            chaincode,
+            function,
+            args,
+        } => {
             let client = peer.client().await?;
-            let payload = client.query(&chaincode, &function, &string_args(&args)).await?;
+            let payload = client
+                .query(&chaincode, &function, &string_args(&args))
+                .await?;
             println!("{}", String::from_utf8_lossy(&payload));
             Ok(())
         }
@@ -107,7 +143,14 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
                 bail!("no chaincode is deployed: deploy one with `weft chaincode deploy`");
             }
             for c in list.chaincodes {
-                println!("{}:{}  {}  {}  {}", c.name, c.version, &c.package_hash[..16.min(c.package_hash.len())], c.runtime, c.state);
+                println!(
+                    "{}:{}  {}  {}  {}",
+                    c.name,
+                    c.version,
+                    &c.package_hash[..16.min(c.package_hash.len())],
+                    c.runtime,
+                    c.state
+                );
             }
             Ok(())
         }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use weft_proto::genesis::{ConsensusKind, ConsensusParams, Genesis, OrganizationInfo, ValidatorInfo};
+use weft_proto::genesis::{
+    ConsensusKind, ConsensusParams, Genesis, OrganizationInfo, ValidatorInfo,
+};
 use weft_proto::identity::write_private;
 use weft_proto::{CertificateAuthority, Role};
 
@@ -42,13 +44,28 @@ pub fn run(command: CryptoCommand) -> Result<()> {
     match command {
         CryptoCommand::Generate(args) => {
             let genesis = generate(&args)?;
-            println!("network {} written to {}", genesis.chain_id, args.out.display());
+            println!(
+                "network {} written to {}",
+                genesis.chain_id,
+                args.out.display()
+            );
             for v in &genesis.validators {
-                println!("  {} at {}  config: {}", v.id, v.address, args.out.join("nodes").join(format!("{}.toml", v.id)).display());
+                println!(
+                    "  {} at {}  config: {}",
+                    v.id,
+                    v.address,
+                    args.out
+                        .join("nodes")
+                        .join(format!("{}.toml", v.id))
+                        .display()
+                );
             }
             println!("  admin: {}", args.out.join("admin").display());
             for c in &args.clients {
-                println!("  client {c}: {}", args.out.join("clients").join(c).display());
+                println!(
+                    "  client {c}: {}",
+                    args.out.join("clients").join(c).display()
+                );
             }
             Ok(())
         }
@@ -58,18 +75,26 @@ pub fn run(command: CryptoCommand) -> Result<()> {
 /// Writes the network directory and returns its genesis.
 pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
     if args.validators != 1 {
-        bail!("--validators {}: this build orders with one validator (solo); use --validators 1", args.validators);
+        bail!(
+            "--validators {}: this build orders with one validator (solo); use --validators 1",
+            args.validators
+        );
     }
     if args.out.join("genesis.json").exists() {
-        bail!("{} already holds a network (genesis.json): choose another --out or remove it", args.out.display());
+        bail!(
+            "{} already holds a network (genesis.json): choose another --out or remove it",
+            args.out.display()
+        );
     }
     for name in &args.clients {
-        weft_proto::package::validate_name(name).map_err(|e| anyhow::anyhow!("client name: {e}"))?;
+        weft_proto::package::validate_name(name)
+            .map_err(|e| anyhow::anyhow!("client name: {e}"))?;
         if name == "admin" {
             bail!("client name \"admin\" is reserved for the admin identity");
         }
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let ca = CertificateAuthority::generate(&args.organization)?;
     let ca_dir = args.out.join("ca");
     std::fs::create_dir_all(&ca_dir)?;
@@ -81,8 +106,14 @@ pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
         let id = format!("validator{i}");
         let issued = ca.issue(&id, Role::Validator)?;
         issued.write_to(&args.out.join("validators").join(&id))?;
-        let port = args.base_port.checked_add(i as u16).context("port out of range")?;
-        let ops = args.operations_port.checked_add(i as u16).context("port out of range")?;
+        let port = args
+            .base_port
+            .checked_add(i as u16)
+            .context("port out of range")?;
+        let ops = args
+            .operations_port
+            .checked_add(i as u16)
+            .context("port out of range")?;
         write_node_config(&args.out, &id, port, ops)?;
         validators.push(ValidatorInfo {
             id,
@@ -90,9 +121,11 @@ pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
             address: format!("127.0.0.1:{port}"),
         });
     }
-    ca.issue("admin", Role::Admin)?.write_to(&args.out.join("admin"))?;
+    ca.issue("admin", Role::Admin)?
+        .write_to(&args.out.join("admin"))?;
     for name in &args.clients {
-        ca.issue(name, Role::Client)?.write_to(&args.out.join("clients").join(name))?;
+        ca.issue(name, Role::Client)?
+            .write_to(&args.out.join("clients").join(name))?;
     }
     let genesis = Genesis {
         chain_id: args.chain_id.clone(),

@@ -30,9 +30,13 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn find_chaincode(explicit: Option<PathBuf>) -> Result<PathBuf> {
+pub fn find_chaincode(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = explicit {
-        ensure!(path.exists(), "the chaincode binary {} does not exist", path.display());
+        ensure!(
+            path.exists(),
+            "the chaincode binary {} does not exist",
+            path.display()
+        );
         return Ok(path);
     }
     let exe = std::env::current_exe()?;
@@ -54,29 +58,46 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let network = dir.path().join("network");
     let grpc_port = free_port()?;
     let ops_port = free_port()?;
-    step(&format!("generating identities and genesis in {}", network.display()));
+    step(&format!(
+        "generating identities and genesis in {}",
+        network.display()
+    ));
     let genesis = generate(&GenerateArgs {
         out: network.clone(),
         chain_id: "weft-demo".into(),
         organization: "Org1".into(),
         validators: 1,
-        clients: vec!["alice".into(), "bob".into(), "charlie".into(), "dave".into()],
+        clients: vec![
+            "alice".into(),
+            "bob".into(),
+            "charlie".into(),
+            "dave".into(),
+        ],
         base_port: grpc_port,
         operations_port: ops_port,
     })?;
 
     step("starting the validating node");
-    let mut config = weft_node::config::Config::load(&network.join("nodes").join("validator0.toml"))?;
+    let mut config =
+        weft_node::config::Config::load(&network.join("nodes").join("validator0.toml"))?;
     config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
-    let node = weft_node::node::start(config).await.context("cannot start the demo node")?;
+    let node = weft_node::node::start(config)
+        .await
+        .context("cannot start the demo node")?;
     let address = node.grpc_address.to_string();
-    println!("    validator0 at {address}, operations at http://{}", node.operations_address);
+    println!(
+        "    validator0 at {address}, operations at http://{}",
+        node.operations_address
+    );
 
     let outcome = scenario(&network, &address, &genesis.chain_id, &binary).await;
     if args.keep && outcome.is_ok() {
         let kept = dir.keep();
         println!("\nThe network keeps running (Ctrl-C stops it). Reach it with, for example:");
-        println!("  weft ledger info --peer {address} --network {}", kept.join("network").display());
+        println!(
+            "  weft ledger info --peer {address} --network {}",
+            kept.join("network").display()
+        );
         println!(
             "  weft chaincode query --peer {address} --network {} --as alice {CHAINCODE} GetAllAssets",
             kept.join("network").display()
@@ -98,16 +119,23 @@ fn signer(network: &Path, name: &str) -> Result<Signer> {
 }
 
 async fn owner_of(client: &WeftClient, asset: &str) -> Result<String> {
-    let payload = client.query(CHAINCODE, "ReadAsset", &string_args(&[asset])).await?;
-    let asset: Value = serde_json::from_slice(&payload).context("ReadAsset returned something that is not JSON")?;
+    let payload = client
+        .query(CHAINCODE, "ReadAsset", &string_args(&[asset]))
+        .await?;
+    let asset: Value = serde_json::from_slice(&payload)
+        .context("ReadAsset returned something that is not JSON")?;
     Ok(asset["Owner"].as_str().unwrap_or_default().to_string())
 }
 
 async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) -> Result<()> {
     let admin = WeftClient::connect(address, signer(network, "admin")?, chain_id).await?;
-    let as_user = |name: &str| -> Result<WeftClient> { Ok(admin.with_signer(signer(network, name)?)) };
+    let as_user =
+        |name: &str| -> Result<WeftClient> { Ok(admin.with_signer(signer(network, name)?)) };
 
-    step(&format!("packaging and deploying {CHAINCODE} from {}", binary.display()));
+    step(&format!(
+        "packaging and deploying {CHAINCODE} from {}",
+        binary.display()
+    ));
     let bytes = std::fs::read(binary)?;
     let package = weft_proto::package::build(CHAINCODE, "1.0", &bytes)?;
     let deployed = admin.deploy(package, &[]).await?;
@@ -115,11 +143,18 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
 
     step("the admin assigns asset1 to alice");
     admin
-        .invoke(CHAINCODE, "CreateAsset", &string_args(&["asset1", "blue", "5", "alice", "300"]))
+        .invoke(
+            CHAINCODE,
+            "CreateAsset",
+            &string_args(&["asset1", "blue", "5", "alice", "300"]),
+        )
         .await?;
     let owner = owner_of(&admin, "asset1").await?;
     println!("    asset1 is owned by {owner}");
-    ensure!(owner == "alice", "asset1 should belong to alice, it belongs to {owner}");
+    ensure!(
+        owner == "alice",
+        "asset1 should belong to alice, it belongs to {owner}"
+    );
 
     for (from, to) in [("alice", "bob"), ("bob", "charlie"), ("charlie", "dave")] {
         step(&format!("{from} transfers asset1 to {to}"));
@@ -127,13 +162,23 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
             .invoke(CHAINCODE, "TransferAsset", &string_args(&["asset1", to]))
             .await?;
         let owner = owner_of(&admin, "asset1").await?;
-        println!("    block {}: asset1 is owned by {owner}", committed.block_number);
-        ensure!(owner == to, "asset1 should belong to {to}, it belongs to {owner}");
+        println!(
+            "    block {}: asset1 is owned by {owner}",
+            committed.block_number
+        );
+        ensure!(
+            owner == to,
+            "asset1 should belong to {to}, it belongs to {owner}"
+        );
     }
 
     step("alice, no longer the owner, tries to take asset1 back");
     match as_user("alice")?
-        .invoke(CHAINCODE, "TransferAsset", &string_args(&["asset1", "alice"]))
+        .invoke(
+            CHAINCODE,
+            "TransferAsset",
+            &string_args(&["asset1", "alice"]),
+        )
         .await
     {
         Err(ClientError::TxFailed { block, message, .. }) => {
@@ -143,7 +188,10 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
         Err(e) => return Err(e.into()),
     }
     let owner = owner_of(&admin, "asset1").await?;
-    ensure!(owner == "dave", "asset1 should still belong to dave, it belongs to {owner}");
+    ensure!(
+        owner == "dave",
+        "asset1 should still belong to dave, it belongs to {owner}"
+    );
     println!("    asset1 is still owned by {owner}");
 
     step("asset-transfer-basic round: InitLedger, GetAllAssets, Create/Read/Update/Delete");
@@ -151,26 +199,56 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
     let all: Value = serde_json::from_slice(&admin.query(CHAINCODE, "GetAllAssets", &[]).await?)?;
     let count = all.as_array().map(Vec::len).unwrap_or_default();
     println!("    GetAllAssets: {count} assets");
-    ensure!(count >= 7, "InitLedger should create 6 assets beside asset1, GetAllAssets shows {count}");
+    // InitLedger writes asset1 to asset6 (replacing asset1, as Fabric's sample does).
+    ensure!(
+        count == 6,
+        "InitLedger should leave asset1 to asset6, GetAllAssets shows {count}"
+    );
     let alice = as_user("alice")?;
     alice
-        .invoke(CHAINCODE, "CreateAsset", &string_args(&["asset-a", "green", "3", "alice", "90"]))
+        .invoke(
+            CHAINCODE,
+            "CreateAsset",
+            &string_args(&["asset-a", "green", "3", "alice", "90"]),
+        )
         .await?;
-    let read: Value = serde_json::from_slice(&alice.query(CHAINCODE, "ReadAsset", &string_args(&["asset-a"])).await?)?;
+    let read: Value = serde_json::from_slice(
+        &alice
+            .query(CHAINCODE, "ReadAsset", &string_args(&["asset-a"]))
+            .await?,
+    )?;
     ensure!(read["Color"] == "green", "ReadAsset returned {read}");
     alice
-        .invoke(CHAINCODE, "UpdateAsset", &string_args(&["asset-a", "red", "4", "alice", "120"]))
+        .invoke(
+            CHAINCODE,
+            "UpdateAsset",
+            &string_args(&["asset-a", "red", "4", "alice", "120"]),
+        )
         .await?;
-    let read: Value = serde_json::from_slice(&alice.query(CHAINCODE, "ReadAsset", &string_args(&["asset-a"])).await?)?;
-    ensure!(read["Color"] == "red" && read["AppraisedValue"] == 120, "UpdateAsset did not apply: {read}");
-    alice.invoke(CHAINCODE, "DeleteAsset", &string_args(&["asset-a"])).await?;
-    let exists = alice.query(CHAINCODE, "AssetExists", &string_args(&["asset-a"])).await?;
+    let read: Value = serde_json::from_slice(
+        &alice
+            .query(CHAINCODE, "ReadAsset", &string_args(&["asset-a"]))
+            .await?,
+    )?;
+    ensure!(
+        read["Color"] == "red" && read["AppraisedValue"] == 120,
+        "UpdateAsset did not apply: {read}"
+    );
+    alice
+        .invoke(CHAINCODE, "DeleteAsset", &string_args(&["asset-a"]))
+        .await?;
+    let exists = alice
+        .query(CHAINCODE, "AssetExists", &string_args(&["asset-a"]))
+        .await?;
     ensure!(exists == b"false", "asset-a still exists after DeleteAsset");
     println!("    created, read, updated and deleted asset-a");
 
     step("chain info");
     let info = admin.chain_info().await?;
-    println!("    chain {}  height {}  transactions {}", info.chain_id, info.height, info.transactions);
+    println!(
+        "    chain {}  height {}  transactions {}",
+        info.chain_id, info.height, info.transactions
+    );
     println!("    tip hash   {}", hex::encode(&info.current_hash));
     println!("    state root {}", hex::encode(&info.state_root));
     Ok(())

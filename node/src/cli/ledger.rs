@@ -59,7 +59,11 @@ pub async fn run(command: LedgerCommand) -> Result<()> {
             println!("  results root       {}", block.header.results_root);
             println!("  state root         {}", block.header.state_root);
             for (tx, result) in block.transactions.iter().zip(&block.results) {
-                let note = if result.message.is_empty() { String::new() } else { format!(": {}", result.message) };
+                let note = if result.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", result.message)
+                };
                 println!("  tx {}  {}{note}", tx.id, result.status);
             }
             Ok(())
@@ -80,8 +84,17 @@ pub async fn run(command: LedgerCommand) -> Result<()> {
             for ns in &result.writes {
                 for w in &ns.writes {
                     match &w.value {
-                        Some(v) => println!("  write   {}/{} = {}", ns.chaincode, String::from_utf8_lossy(&w.key), String::from_utf8_lossy(v)),
-                        None => println!("  delete  {}/{}", ns.chaincode, String::from_utf8_lossy(&w.key)),
+                        Some(v) => println!(
+                            "  write   {}/{} = {}",
+                            ns.chaincode,
+                            String::from_utf8_lossy(&w.key),
+                            String::from_utf8_lossy(v)
+                        ),
+                        None => println!(
+                            "  delete  {}/{}",
+                            ns.chaincode,
+                            String::from_utf8_lossy(&w.key)
+                        ),
                     }
                 }
             }

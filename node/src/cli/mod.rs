@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch for `weft`.
 
+mod bench;
 mod chaincode;
 mod crypto;
 mod demo;
@@ -12,7 +13,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "Weft: a permissioned ledger with PBFT ordering and out-of-process chaincode")]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: a permissioned ledger with PBFT ordering and out-of-process chaincode"
+)]
 pub struct Cli {
     /// Log more (RUST_LOG overrides).
     #[arg(short, long, global = true)]
@@ -37,6 +42,8 @@ enum Command {
     /// Read and verify the ledger.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Measure committed transactions per second and commit latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -51,7 +58,11 @@ enum NodeCommand {
 }
 
 pub fn init_tracing(verbose: bool) {
-    let default = if verbose { "info,weft_node=debug" } else { "info" };
+    let default = if verbose {
+        "info,weft_node=debug"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -68,13 +79,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Crypto(command) => crypto::run(command),
         Command::Chaincode(command) => chaincode::run(command).await,
         Command::Ledger(command) => ledger::run(command).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
 async fn start_node(config: PathBuf) -> Result<()> {
     let config = weft_node::config::Config::load(&config)?;
-    let mut node = weft_node::node::start(config).await.context("cannot start the node")?;
-    println!("node listening: gRPC {} operations http://{}", node.grpc_address, node.operations_address);
+    let mut node = weft_node::node::start(config)
+        .await
+        .context("cannot start the node")?;
+    println!(
+        "node listening: gRPC {} operations http://{}",
+        node.grpc_address, node.operations_address
+    );
     let outcome = tokio::select! {
         reason = node.failed() => Err(anyhow::anyhow!(reason)),
         _ = shutdown_signal() => Ok(()),

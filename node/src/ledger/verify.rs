@@ -19,7 +19,9 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error("block {block}: {what}")]
     Mismatch { block: u64, what: String },
-    #[error("the stored world state (root {stored}) does not match the state the chain produces (root {replayed})")]
+    #[error(
+        "the stored world state (root {stored}) does not match the state the chain produces (root {replayed})"
+    )]
     StateDiffers { stored: Hash, replayed: Hash },
 }
 
@@ -44,29 +46,47 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
             .block(number)?
             .ok_or_else(|| mismatch(number, "missing".into()))?;
         if block.number() != number {
-            return Err(mismatch(number, format!("header says number {}", block.number())));
+            return Err(mismatch(
+                number,
+                format!("header says number {}", block.number()),
+            ));
         }
         if number == 0 && block != genesis_block(genesis) {
             return Err(mismatch(0, "does not match this genesis".into()));
         }
         if block.header.previous_hash != previous {
-            return Err(mismatch(number, "previous_hash does not match the hash of the block before".into()));
+            return Err(mismatch(
+                number,
+                "previous_hash does not match the hash of the block before".into(),
+            ));
         }
         if let Err(root) = crypto::check_block_roots(&block) {
-            return Err(mismatch(number, format!("{root} does not match its contents")));
+            return Err(mismatch(
+                number,
+                format!("{root} does not match its contents"),
+            ));
         }
         if number > 0 {
             for (index, (tx, result)) in block.transactions.iter().zip(&block.results).enumerate() {
                 if tx.id != TxId::of_payload(&tx.payload) || result.tx_id != tx.id {
-                    return Err(mismatch(number, format!("transaction {index}: id does not match its payload")));
+                    return Err(mismatch(
+                        number,
+                        format!("transaction {index}: id does not match its payload"),
+                    ));
                 }
                 if !seen.insert(tx.id) {
-                    return Err(mismatch(number, format!("transaction {} appears twice in the chain", tx.id)));
+                    return Err(mismatch(
+                        number,
+                        format!("transaction {} appears twice in the chain", tx.id),
+                    ));
                 }
                 let identity = verify_certificate(&tx.signer, &cas)
                     .map_err(|e| mismatch(number, format!("transaction {}: {e}", tx.id)))?;
                 if !crypto::verify_tx_signature(&identity.public_key, tx) {
-                    return Err(mismatch(number, format!("transaction {}: bad signature", tx.id)));
+                    return Err(mismatch(
+                        number,
+                        format!("transaction {}: bad signature", tx.id),
+                    ));
                 }
             }
         }
@@ -76,7 +96,11 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
         if tree.root() != block.header.state_root {
             return Err(mismatch(
                 number,
-                format!("state root {} does not match the replayed state {}", block.header.state_root, tree.root()),
+                format!(
+                    "state root {} does not match the replayed state {}",
+                    block.header.state_root,
+                    tree.root()
+                ),
             ));
         }
         transactions += block.transactions.len() as u64;

@@ -94,9 +94,7 @@ fn split(a: Node, a_path: Hash, b: Node, b_path: Hash, depth: usize) -> Node {
 fn insert(node: Node, path: Hash, value: Hash, depth: usize) -> Node {
     match node {
         Node::Empty => Node::leaf(path, value),
-        Node::Leaf {
-            path: existing, ..
-        } if existing == path => Node::leaf(path, value),
+        Node::Leaf { path: existing, .. } if existing == path => Node::leaf(path, value),
         leaf @ Node::Leaf { .. } => {
             let Node::Leaf { path: existing, .. } = leaf else {
                 unreachable!("matched as a leaf")
@@ -126,7 +124,8 @@ fn remove(node: Node, path: &Hash, depth: usize) -> Node {
             };
             match (left, right) {
                 (Node::Empty, Node::Empty) => Node::Empty,
-                (leaf @ Node::Leaf { .. }, Node::Empty) | (Node::Empty, leaf @ Node::Leaf { .. }) => leaf,
+                (leaf @ Node::Leaf { .. }, Node::Empty)
+                | (Node::Empty, leaf @ Node::Leaf { .. }) => leaf,
                 (left, right) => Node::branch(left, right),
             }
         }
@@ -250,7 +249,10 @@ mod tests {
         let mut tree = StateTree::new();
         assert_eq!(tree.root(), Hash::ZERO);
         tree.apply("cc", b"k", Some(b"v"));
-        assert_eq!(tree.root(), leaf_hash(&key_path("cc", b"k"), &value_hash(b"v")));
+        assert_eq!(
+            tree.root(),
+            leaf_hash(&key_path("cc", b"k"), &value_hash(b"v"))
+        );
         tree.apply("cc", b"k", None);
         assert_eq!(tree.root(), Hash::ZERO);
         assert!(tree.is_empty());

@@ -28,7 +28,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -76,8 +78,8 @@ impl Store for MemoryStore {
     fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError> {
         let inner = self.lock();
         for (raw, value) in &inner.state {
-            let (ns, key) = split_state_key(raw)
-                .ok_or_else(|| StoreError::Corrupt("bad state key".into()))?;
+            let (ns, key) =
+                split_state_key(raw).ok_or_else(|| StoreError::Corrupt("bad state key".into()))?;
             visit(ns, key, value);
         }
         Ok(())

@@ -172,7 +172,11 @@ pub(crate) mod contract {
 
     pub fn run(store: &dyn Store) {
         assert_eq!(store.height().expect("height"), 0);
-        let b0 = block(0, vec![("cc", "a", Some("1")), ("cc", "b", Some("2"))], TxStatus::Valid);
+        let b0 = block(
+            0,
+            vec![("cc", "a", Some("1")), ("cc", "b", Some("2"))],
+            TxStatus::Valid,
+        );
         store.commit_block(&b0).expect("commit 0");
         let out_of_order = block(5, vec![], TxStatus::Valid);
         assert!(matches!(
@@ -181,7 +185,11 @@ pub(crate) mod contract {
         ));
         let b1 = block(
             1,
-            vec![("cc", "a", None), ("cc", "c", Some("3")), ("other", "a", Some("x"))],
+            vec![
+                ("cc", "a", None),
+                ("cc", "c", Some("3")),
+                ("other", "a", Some("x")),
+            ],
             TxStatus::Valid,
         );
         store.commit_block(&b1).expect("commit 1");
@@ -197,7 +205,11 @@ pub(crate) mod contract {
             Some(TxLocation { block: 1, index: 0 })
         );
         assert_eq!(store.get_state("cc", b"a").expect("read"), None);
-        assert_eq!(store.get_state("cc", b"z").expect("read"), None, "failed tx writes are not applied");
+        assert_eq!(
+            store.get_state("cc", b"z").expect("read"),
+            None,
+            "failed tx writes are not applied"
+        );
         assert_eq!(
             store.get_state("other", b"a").expect("read").as_deref(),
             Some(&b"x"[..])
@@ -206,13 +218,20 @@ pub(crate) mod contract {
         let keys: Vec<&[u8]> = range.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, vec![&b"b"[..], &b"c"[..]]);
         let range = store.state_range("cc", b"", b"c", 100).expect("range");
-        assert_eq!(range.len(), 1, "end is exclusive and namespaces do not leak");
+        assert_eq!(
+            range.len(),
+            1,
+            "end is exclusive and namespaces do not leak"
+        );
         let mut seen = Vec::new();
         store
             .for_each_state(&mut |ns, k, v| seen.push((ns.to_string(), k.to_vec(), v.to_vec())))
             .expect("visit");
         assert_eq!(seen.len(), 3);
         store.put_consensus(b"view", b"7").expect("put");
-        assert_eq!(store.get_consensus(b"view").expect("get").as_deref(), Some(&b"7"[..]));
+        assert_eq!(
+            store.get_consensus(b"view").expect("get").as_deref(),
+            Some(&b"7"[..])
+        );
     }
 }

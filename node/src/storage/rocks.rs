@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 
 use super::{
     Column, StateVisitor, Store, StoreError, block_state_writes, decode_location, encode_location,
@@ -150,7 +152,10 @@ impl Store for RocksStore {
     }
 
     fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError> {
-        for entry in self.db.iterator_cf(self.cf(Column::State), IteratorMode::Start) {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(Column::State), IteratorMode::Start)
+        {
             let (k, v) = entry.map_err(backend)?;
             let (ns, key) =
                 split_state_key(&k).ok_or_else(|| StoreError::Corrupt("bad state key".into()))?;
@@ -233,7 +238,10 @@ mod tests {
         }
         let store = RocksStore::open(dir.path()).expect("reopen");
         assert_eq!(store.height().expect("height"), 3);
-        assert_eq!(store.get_state("cc", b"c").expect("read").as_deref(), Some(&b"3"[..]));
+        assert_eq!(
+            store.get_state("cc", b"c").expect("read").as_deref(),
+            Some(&b"3"[..])
+        );
         assert!(store.block(2).expect("read").is_some());
     }
 }

@@ -33,7 +33,8 @@ pub struct Payload {
 }
 
 pub fn decode_payload(bytes: &[u8]) -> Result<Payload, ConvertError> {
-    let p = pb::TxPayload::decode(bytes).map_err(|e| malformed("transaction payload", e.to_string()))?;
+    let p = pb::TxPayload::decode(bytes)
+        .map_err(|e| malformed("transaction payload", e.to_string()))?;
     let creator = <[u8; 32]>::try_from(p.creator.as_ref())
         .map_err(|_| malformed("transaction payload", "creator is not a 32-byte hash"))?;
     Ok(Payload {
@@ -83,7 +84,10 @@ pub fn status_from_pb(code: i32) -> Result<TxStatus, ConvertError> {
         Ok(pb::TxStatus::ChaincodeCrashed) => Ok(TxStatus::ChaincodeCrashed),
         Ok(pb::TxStatus::ExecutionTimeout) => Ok(TxStatus::ExecutionTimeout),
         Ok(pb::TxStatus::Forbidden) => Ok(TxStatus::Forbidden),
-        _ => Err(malformed("transaction result", format!("unknown status {code}"))),
+        _ => Err(malformed(
+            "transaction result",
+            format!("unknown status {code}"),
+        )),
     }
 }
 
@@ -167,7 +171,8 @@ pub fn header_to_pb(h: &BlockHeader) -> pb::BlockHeader {
 
 pub fn header_from_pb(h: pb::BlockHeader) -> Result<BlockHeader, ConvertError> {
     let hash = |b: &Bytes, field: &'static str| {
-        Hash::from_slice(b).ok_or_else(|| malformed("block header", format!("{field} is not 32 bytes")))
+        Hash::from_slice(b)
+            .ok_or_else(|| malformed("block header", format!("{field} is not 32 bytes")))
     };
     Ok(BlockHeader {
         number: h.number,
