@@ -24,6 +24,9 @@ use crate::types::{
     Block, ChaincodeEvent, KvWrite, NamespaceWrites, Transaction, TxResult, TxStatus,
 };
 
+/// Writes made by nested calls, by the index (in its batch) of the calling transaction.
+type NestedWrites = Arc<Mutex<HashMap<usize, Vec<(String, KvWrite)>>>>;
+
 /// How deep chaincode may call chaincode.
 const MAX_CALL_DEPTH: usize = 4;
 
@@ -138,7 +141,7 @@ impl Executor {
         transactions: &[Transaction],
         overlay: &mut BlockOverlay,
     ) -> Vec<TxResult> {
-        let nested = Arc::new(Mutex::new(HashMap::<usize, Vec<(String, KvWrite)>>::new()));
+        let nested = NestedWrites::default();
         let invoker = Arc::new(SegmentInvoker {
             executor: self.clone(),
             overlay: overlay.clone(),
@@ -230,7 +233,7 @@ impl Executor {
         let (Some(name), Some(version), Some(hash)) = (text(0), text(1), text(2)) else {
             return fail(
                 TxStatus::ChaincodeError,
-                "deploy takes: name, version, package hash, then the init arguments".into(),
+                "deploy takes: name, version, package hash, then optionally the init function and its arguments".into(),
             );
         };
         if let Err(reason) = validate_name(&name) {
@@ -267,9 +270,25 @@ impl Executor {
                 ),
             );
         }
+        // The first init argument, if any, names the init function (as in Fabric's deploy);
+        // the rest are its arguments.
         let mut init_tx = tx.clone();
-        init_tx.function = "init".into();
-        init_tx.args = tx.args[3..].to_vec();
+        match tx.args.get(3).map(|f| std::str::from_utf8(f)) {
+            Some(Ok(function)) => {
+                init_tx.function = function.to_string();
+                init_tx.args = tx.args[4..].to_vec();
+            }
+            Some(Err(_)) => {
+                return fail(
+                    TxStatus::ChaincodeError,
+                    "the init function name is not UTF-8".into(),
+                );
+            }
+            None => {
+                init_tx.function = "init".into();
+                init_tx.args = Vec::new();
+            }
+        }
         let view = Arc::new(OverlayView::new(
             self.ledger.clone(),
             &name,
@@ -432,7 +451,7 @@ struct SegmentInvoker {
     depth: usize,
     /// Set for calls made from inside a nested call: the top-level transaction's index.
     tx_index: Option<usize>,
-    nested: Arc<Mutex<HashMap<usize, Vec<(String, KvWrite)>>>>,
+    nested: NestedWrites,
 }
 
 #[async_trait]

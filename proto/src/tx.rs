@@ -13,7 +13,8 @@ use crate::signing::{TxId, tx_signing_bytes};
 
 /// The system chaincode that deploys and upgrades chaincode.
 pub const LIFECYCLE_CHAINCODE: &str = "_lifecycle";
-/// `_lifecycle` function: args = [name, version, package hash (hex), init args...].
+/// `_lifecycle` function: args = [name, version, package hash (hex), init function, init args...];
+/// without an init function, init is called with function "init" and no arguments.
 pub const LIFECYCLE_DEPLOY: &str = "deploy";
 
 /// Encodes, signs and returns a transaction and its id.
@@ -57,7 +58,8 @@ pub fn sign_payload(signer: &Signer, payload: &pb::TxPayload) -> (TxId, pb::Sign
     )
 }
 
-/// The arguments of a `_lifecycle` deploy transaction.
+/// The arguments of a `_lifecycle` deploy transaction; `init_args` starts with the init
+/// function's name when the chaincode's init needs one.
 pub fn deploy_args(
     name: &str,
     version: &str,

@@ -42,13 +42,11 @@ pub enum ChaincodeError {
     Io(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error(
-        "chaincode {chaincode} ({instance}) did not register within {timeout:?}; its last log lines:\n{logs}"
-    )]
-    LaunchTimeout {
+    #[error("chaincode {chaincode} ({instance}) {reason}; its last log lines:\n{logs}")]
+    LaunchFailed {
         chaincode: String,
         instance: String,
-        timeout: Duration,
+        reason: String,
         logs: String,
     },
     #[error("chaincode {chaincode}: {source}")]
@@ -204,8 +202,15 @@ impl ChaincodeManager {
                 return Err(e.into());
             }
         };
-        match tokio::time::timeout(self.launch_timeout, on_register).await {
-            Ok(Ok(session)) => {
+        let registered = tokio::select! {
+            registered = tokio::time::timeout(self.launch_timeout, on_register) => match registered {
+                Ok(Ok(session)) => Ok(session),
+                _ => Err(format!("did not register within {:?}", self.launch_timeout)),
+            },
+            status = instance.exited() => Err(format!("exited ({status}) before registering")),
+        };
+        match registered {
+            Ok(session) => {
                 // A new instance starts with an empty cache; a new epoch says so explicitly.
                 self.bump_epoch(&definition.name);
                 Ok(Running {
@@ -214,17 +219,15 @@ impl ChaincodeManager {
                     session,
                 })
             }
-            _ => {
+            Err(reason) => {
                 self.registrations.forget(&token);
-                // Give the output forwarders a moment to drain what the instance printed.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let logs = instance.recent_logs();
                 let id = instance.id();
                 instance.stop().await;
-                Err(ChaincodeError::LaunchTimeout {
+                let logs = instance.recent_logs();
+                Err(ChaincodeError::LaunchFailed {
                     chaincode: format!("{}:{}", definition.name, definition.version),
                     instance: id,
-                    timeout: self.launch_timeout,
+                    reason,
                     logs: if logs.is_empty() {
                         "(it printed nothing)".into()
                     } else {
@@ -243,10 +246,11 @@ impl ChaincodeManager {
     ) -> Result<Arc<Session>, ChaincodeError> {
         let slot = self.slot(&definition.name).await;
         let mut running = slot.lock().await;
-        if let Some(current) = running.as_ref() {
-            if current.definition == *definition && !current.session.is_closed() {
-                return Ok(current.session.clone());
-            }
+        if let Some(current) = running.as_ref()
+            && current.definition == *definition
+            && !current.session.is_closed()
+        {
+            return Ok(current.session.clone());
         }
         if let Some(old) = running.take() {
             tracing::info!(chaincode = %old.definition.name, version = %old.definition.version, "stopping chaincode instance");

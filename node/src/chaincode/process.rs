@@ -7,8 +7,8 @@ use std::process::Stdio;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tokio::process::Command;
+use tokio::sync::{Mutex, oneshot, watch};
 
 use super::runtime::{ChaincodeRuntime, Instance, LaunchSpec, LogTail, RuntimeError, RuntimeKind};
 
@@ -72,16 +72,41 @@ impl ChaincodeRuntime for ProcessRuntime {
         let pid = child.id().unwrap_or_default();
         let logs = LogTail::default();
         let tag = format!("{}:{}", spec.name, spec.version);
+        let mut forwarders = Vec::new();
         if let Some(out) = child.stdout.take() {
-            forward(out, tag.clone(), logs.clone());
+            forwarders.push(forward(out, tag.clone(), logs.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            forward(err, tag.clone(), logs.clone());
+            forwarders.push(forward(err, tag.clone(), logs.clone()));
         }
+        // One task owns the child: it reports the exit, or kills the child when asked.
+        let (kill, killed) = oneshot::channel::<()>();
+        let (exit_tx, exit) = watch::channel(None::<String>);
+        let exit_tag = tag.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                _ = killed => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            // Let the forwarders drain what the process printed before it is reported gone.
+            for f in forwarders {
+                let _ = f.await;
+            }
+            let text = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::info!(chaincode = %exit_tag, pid, status = %text, "chaincode process ended");
+            let _ = exit_tx.send(Some(text));
+        });
         tracing::info!(chaincode = %tag, pid, "chaincode process started");
         Ok(Box::new(ProcessInstance {
             pid,
-            child: Mutex::new(child),
+            kill: Mutex::new(Some(kill)),
+            exit,
             logs,
         }))
     }
@@ -91,19 +116,20 @@ fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     reader: R,
     tag: String,
     logs: LogTail,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::info!(target: "weft::chaincode", chaincode = %tag, "{line}");
             logs.push(line);
         }
-    });
+    })
 }
 
 struct ProcessInstance {
     pid: u32,
-    child: Mutex<Child>,
+    kill: Mutex<Option<oneshot::Sender<()>>>,
+    exit: watch::Receiver<Option<String>>,
     logs: LogTail,
 }
 
@@ -117,9 +143,18 @@ impl Instance for ProcessInstance {
         self.logs.lines()
     }
 
+    async fn exited(&self) -> String {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            Err(_) => "unknown".into(),
+        }
+    }
+
     async fn stop(&self) {
-        let mut child = self.child.lock().await;
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        if let Some(kill) = self.kill.lock().await.take() {
+            let _ = kill.send(());
+        }
+        let _ = self.exited().await;
     }
 }

@@ -107,6 +107,8 @@ pub trait Instance: Send + Sync {
     fn id(&self) -> String;
     /// The instance's most recent log lines, oldest first.
     fn recent_logs(&self) -> Vec<String>;
+    /// Waits until the instance has ended; returns how (for example "exit status: 3").
+    async fn exited(&self) -> String;
     /// Stops the instance and waits for it to be gone.
     async fn stop(&self);
 }

@@ -33,7 +33,7 @@ pub enum ChaincodeCommand {
         peer: PeerArgs,
         #[arg(long)]
         package: PathBuf,
-        /// Arguments for the chaincode's init.
+        /// The chaincode's init function and its arguments (for example InitLedger).
         init_args: Vec<String>,
     },
     /// Submit a transaction and wait for its commit.

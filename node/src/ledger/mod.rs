@@ -197,3 +197,78 @@ impl Ledger {
         Ok(self.store.state_range(namespace, start, end, limit)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+    use crate::types::{KvWrite, NamespaceWrites, TxStatus};
+    use weft_proto::genesis::{ConsensusParams, OrganizationInfo, ValidatorInfo};
+    use weft_proto::{CertificateAuthority, Role};
+
+    fn genesis(chain: &str) -> Genesis {
+        let ca = CertificateAuthority::generate("Org1").expect("ca");
+        let validator = ca.issue("validator0", Role::Validator).expect("issue");
+        Genesis {
+            chain_id: chain.into(),
+            organizations: vec![OrganizationInfo {
+                name: "Org1".into(),
+                ca_certificate: ca.certificate_pem().to_string(),
+            }],
+            validators: vec![ValidatorInfo {
+                id: "validator0".into(),
+                certificate: validator.certificate_pem,
+                address: "127.0.0.1:1".into(),
+            }],
+            consensus: ConsensusParams::default(),
+        }
+    }
+
+    fn write_result(n: u8, status: TxStatus) -> (SignedTransaction, TxResult) {
+        let payload = Bytes::from(vec![n]);
+        let id = TxId::of_payload(&payload);
+        let tx = SignedTransaction {
+            id,
+            payload,
+            signer: Bytes::new(),
+            signature: Bytes::new(),
+        };
+        let mut result = TxResult::failed(id, status, "");
+        result.writes = vec![NamespaceWrites {
+            chaincode: "cc".into(),
+            writes: vec![KvWrite {
+                key: Bytes::from(vec![n]),
+                value: Some(Bytes::from_static(b"v")),
+            }],
+        }];
+        (tx, result)
+    }
+
+    #[test]
+    fn append_chains_blocks_and_reopen_restores_the_tip() {
+        let g = genesis("one");
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open(store.clone(), &g).expect("open");
+        let mut live = ledger.subscribe();
+        let (tx, result) = write_result(1, TxStatus::Valid);
+        let b1 = ledger.append(1, vec![tx], vec![result]).expect("append");
+        let (tx, result) = write_result(2, TxStatus::ChaincodeError);
+        let b2 = ledger.append(2, vec![tx], vec![result]).expect("append");
+        assert_eq!(b2.header.previous_hash, b1.hash());
+        assert_eq!(
+            b2.header.state_root, b1.header.state_root,
+            "failed writes change nothing"
+        );
+        assert_ne!(b1.header.state_root, Hash::ZERO);
+        assert_eq!(live.try_recv().expect("live block").number(), 1);
+        let tip = ledger.tip();
+        assert_eq!((tip.height, tip.transactions), (3, 2));
+        drop(ledger);
+        let reopened = Ledger::open(store.clone(), &g).expect("reopen");
+        assert_eq!(reopened.tip(), tip);
+        assert!(matches!(
+            Ledger::open(store, &genesis("two")),
+            Err(LedgerError::WrongNetwork)
+        ));
+    }
+}
