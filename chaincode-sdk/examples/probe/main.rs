@@ -1,13 +1,18 @@
 //! The probe chaincode as a program, for the peer's tests: the library's `ProbeChaincode` plus
 //! functions that misbehave on purpose (crash, sleep, spin, allocate, nondeterminism);
-//! invariant: every other function behaves exactly as the library's probe.
+//! invariant: every other function behaves exactly as the library's probe. Launched under the
+//! name "echo" (as a package named echo), it serves the library's `EchoChaincode` instead, the
+//! callee of the contract suite's nested calls.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chaincode_sdk::contract::ProbeChaincode;
+use chaincode_sdk::contract::{ECHO, EchoChaincode, ProbeChaincode};
 use chaincode_sdk::{Chaincode, ChaincodeError, Stub, async_trait};
 
 fn main() {
+    if std::env::var(chaincode_sdk::ENV_CHAINCODE_NAME).as_deref() == Ok(ECHO) {
+        chaincode_sdk::start(EchoChaincode)
+    }
     chaincode_sdk::start(Probe)
 }
 
