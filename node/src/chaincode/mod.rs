@@ -331,3 +331,88 @@ impl ChaincodeManager {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaincode::process::ProcessRuntime;
+
+    fn manager(dir: &std::path::Path, launch_timeout: Duration) -> ChaincodeManager {
+        ChaincodeManager::new(
+            Arc::new(ProcessRuntime::new(dir.join("work"))),
+            ManagerConfig {
+                packages_dir: dir.join("packages"),
+                // Nothing listens here: these chaincodes never get as far as dialing.
+                peer_address: "127.0.0.1:9".into(),
+                launch_timeout,
+                execute_timeout: Duration::from_secs(5),
+            },
+        )
+    }
+
+    fn install_script(manager: &ChaincodeManager, name: &str, script: &str) -> Definition {
+        let package = package::build(name, "1", script.as_bytes()).expect("package");
+        let (manifest, hash) = manager.install(&package).expect("install");
+        Definition {
+            name: manifest.name,
+            version: manifest.version,
+            package_hash: hash,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chaincode_that_exits_at_launch_is_reported_with_its_last_log_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = manager(dir.path(), Duration::from_secs(30));
+        let definition = install_script(
+            &manager,
+            "broken",
+            "#!/bin/sh\necho \"cannot open config: no such file\" >&2\nexit 7\n",
+        );
+        let started = std::time::Instant::now();
+        let Err(err) = manager.ensure_running(&definition).await else {
+            panic!("a chaincode that exits cannot register");
+        };
+        let text = err.to_string();
+        assert!(text.contains("broken:1"), "{text}");
+        assert!(text.contains("exit status: 7"), "{text}");
+        assert!(text.contains("cannot open config: no such file"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "an early exit must not wait for the launch timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chaincode_that_never_registers_times_out_and_is_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = manager(dir.path(), Duration::from_millis(300));
+        let definition = install_script(
+            &manager,
+            "silent",
+            "#!/bin/sh\necho waiting\nexec sleep 60\n",
+        );
+        let Err(err) = manager.ensure_running(&definition).await else {
+            panic!("a chaincode that never dials cannot register");
+        };
+        let text = err.to_string();
+        assert!(text.contains("did not register within 300ms"), "{text}");
+        assert!(text.contains("waiting"), "{text}");
+        assert!(text.contains("pid "), "names the instance: {text}");
+    }
+
+    #[test]
+    fn packages_are_checked_before_they_are_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = manager(dir.path(), Duration::from_secs(1));
+        assert!(manager.install(b"not a package").is_err());
+        assert!(matches!(
+            manager.package(&"0".repeat(64)),
+            Err(ChaincodeError::NotInstalled(_))
+        ));
+        assert!(matches!(
+            manager.package("../../etc/passwd"),
+            Err(ChaincodeError::NotInstalled(_))
+        ));
+    }
+}
