@@ -104,8 +104,8 @@ pub async fn run(command: LedgerCommand) -> Result<()> {
             let config = weft_node::config::Config::load(&config)?;
             let genesis = Genesis::load(&config.node.genesis)?;
             let store: Arc<dyn Store> = Arc::new(
-                RocksStore::open(&config.node.data_dir.join("ledger"))
-                    .context("stop the node first: verify reads its database directly")?,
+                RocksStore::open_existing(&config.node.data_dir.join("ledger"))
+                    .context("cannot open the ledger (stop the node first: verify reads its database directly)")?,
             );
             let report = verify_chain(store.as_ref(), &genesis)?;
             println!(

@@ -23,6 +23,8 @@ pub enum VerifyError {
         "the stored world state (root {stored}) does not match the state the chain produces (root {replayed})"
     )]
     StateDiffers { stored: Hash, replayed: Hash },
+    #[error("the ledger holds no blocks, not even the genesis block: this is not a node's ledger")]
+    Empty,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct VerifyReport {
 
 pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport, VerifyError> {
     let height = store.height()?;
+    if height == 0 {
+        return Err(VerifyError::Empty);
+    }
     let cas = genesis.ca_certificates();
     let mut tree = StateTree::new();
     let mut seen = HashSet::<TxId>::new();
@@ -326,5 +331,12 @@ mod tests {
             matches!(&err, VerifyError::Mismatch { block: 0, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_store_is_not_a_verified_ledger() {
+        let f = fixture();
+        let err = verify_chain(&store_of(&[]), &f.genesis).expect_err("empty");
+        assert!(matches!(err, VerifyError::Empty), "{err}");
     }
 }

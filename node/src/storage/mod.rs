@@ -18,6 +18,8 @@ pub enum StoreError {
     Backend(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("there is no ledger in {}: check the node's data_dir (a node creates its ledger when it first starts)", .0.display())]
+    Missing(std::path::PathBuf),
     #[error("block {got} cannot follow height {height}: blocks are appended in order")]
     OutOfOrder { height: u64, got: u64 },
 }

@@ -17,6 +17,13 @@ use super::{
 use crate::types::convert::{decode_block, encode_block};
 use crate::types::{Block, Hash, TxId, TxLocation};
 
+/// Whether opening may create a new database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    CreateIfMissing,
+    Required,
+}
+
 pub struct RocksStore {
     db: DB,
     /// Number of blocks; also serialises commits.
@@ -30,8 +37,21 @@ fn backend(e: rocksdb::Error) -> StoreError {
 impl RocksStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+        RocksStore::open_with(path, Existing::CreateIfMissing)
+    }
+
+    /// Opens the store in `path`, refusing to create one: for tools that inspect a node's
+    /// ledger, where an empty new database would hide a wrong path.
+    pub fn open_existing(path: &Path) -> Result<RocksStore, StoreError> {
+        if !path.join("CURRENT").is_file() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        RocksStore::open_with(path, Existing::Required)
+    }
+
+    fn open_with(path: &Path, existing: Existing) -> Result<RocksStore, StoreError> {
         let mut options = Options::default();
-        options.create_if_missing(true);
+        options.create_if_missing(existing == Existing::CreateIfMissing);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let columns = Column::ALL
