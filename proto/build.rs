@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/weft/v1/client.proto",
         "proto/weft/v1/admin.proto",
         "proto/weft/v1/chaincode.proto",
+        "proto/weft/v1/consensus.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -11,6 +11,7 @@ pub mod execution;
 pub mod ledger;
 pub mod mempool;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod state;
 pub mod storage;

@@ -62,6 +62,21 @@ pub struct Metrics {
     pub chaincode_errors: AtomicU64,
     pub commit_latency: Histogram,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// PBFT: views entered after view 0.
+    pub view_changes: AtomicU64,
+    /// PBFT: checkpoints that became stable.
+    pub checkpoints: AtomicU64,
+    /// PBFT: state transfers completed.
+    pub state_transfers: AtomicU64,
+    /// PBFT: the current view.
+    pub view: AtomicU64,
+    /// PBFT: verified messages waiting for the replica.
+    pub consensus_inbound_queue: AtomicU64,
+    /// PBFT: signed messages waiting in the outbound peer queues.
+    pub consensus_outbound_queue: AtomicU64,
+    /// PBFT: outbound messages dropped because a peer's queue was full.
+    pub consensus_dropped: AtomicU64,
+    consensus_rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -73,6 +88,24 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry(reason)
             .or_default() += 1;
+    }
+
+    /// Counts a refused consensus message (at the edge or by the replica) by reason.
+    pub fn consensus_rejected(&self, reason: &'static str, count: u64) {
+        *self
+            .consensus_rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += count;
+    }
+
+    /// Sets the replica's own refusal counts (it keeps running totals by reason).
+    pub fn set_consensus_rejected(&self, reason: &'static str, total: u64) {
+        self.consensus_rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reason, total);
     }
 
     pub fn render(&self) -> String {
@@ -144,6 +177,67 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "weft_requests_rejected_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        for (name, help, kind, value) in [
+            (
+                "weft_pbft_view",
+                "The view this validator is in.",
+                "gauge",
+                &self.view,
+            ),
+            (
+                "weft_pbft_view_changes_total",
+                "Views entered after view 0.",
+                "counter",
+                &self.view_changes,
+            ),
+            (
+                "weft_pbft_checkpoints_total",
+                "Checkpoints that became stable.",
+                "counter",
+                &self.checkpoints,
+            ),
+            (
+                "weft_pbft_state_transfers_total",
+                "State transfers completed.",
+                "counter",
+                &self.state_transfers,
+            ),
+            (
+                "weft_pbft_inbound_queue",
+                "Verified consensus messages waiting for the replica.",
+                "gauge",
+                &self.consensus_inbound_queue,
+            ),
+            (
+                "weft_pbft_outbound_queue",
+                "Consensus messages waiting in the peer queues.",
+                "gauge",
+                &self.consensus_outbound_queue,
+            ),
+            (
+                "weft_pbft_dropped_total",
+                "Outbound consensus messages dropped because a peer queue was full.",
+                "counter",
+                &self.consensus_dropped,
+            ),
+        ] {
+            gauge(&mut out, name, help, kind, load(value));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weft_pbft_rejected_total Consensus messages refused, by reason.\n# TYPE weft_pbft_rejected_total counter"
+        );
+        for (reason, count) in self
+            .consensus_rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "weft_pbft_rejected_total{{reason=\"{reason}\"}} {count}"
             );
         }
         out

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use weft_proto::pb;
-use weft_proto::{Genesis, Role, Signer};
+use weft_proto::{ConsensusKind, Genesis, Role, Signer};
 
 use crate::admission::Admission;
 use crate::api::admin::AdminService;
@@ -22,12 +22,18 @@ use crate::chaincode::runtime::{ChaincodeRuntime, RuntimeKind};
 use crate::chaincode::session::ChaincodeSupportService;
 use crate::chaincode::{ChaincodeManager, ManagerConfig};
 use crate::config::Config;
-use crate::consensus::OrderedBatch;
+use crate::consensus::driver::{ConsensusStatus, Driver, DriverChannels};
+use crate::consensus::journal::Journal;
+use crate::consensus::pbft::{Replica, ReplicaId};
 use crate::consensus::solo::{self, SoloConfig};
+use crate::consensus::{CommitWork, Feedback, TICK, pbft_config};
 use crate::execution::Executor;
 use crate::ledger::Ledger;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
+use crate::network::peers::PeerLinks;
+use crate::network::service::ConsensusService;
+use crate::network::wire::Wire;
 use crate::storage::{RocksStore, Store};
 use crate::types::{Transaction, TxStatus};
 
@@ -59,8 +65,10 @@ pub struct Shared {
     pub executor: Executor,
     pub admission: Admission,
     pub mempool: Mempool,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub submit: mpsc::Sender<Transaction>,
+    /// The replica's view, primary and checkpoints (PBFT networks only).
+    pub consensus: Option<watch::Receiver<ConsensusStatus>>,
     pub config: Config,
     pub ready: AtomicBool,
     pub healthy: AtomicBool,
@@ -152,17 +160,17 @@ pub async fn start_with_store(
             me.name, me.role
         )));
     }
-    let listed = genesis.validators.iter().any(|v| {
+    let replica_index = genesis.validators.iter().position(|v| {
         v.id == config.node.id
             && weft_proto::identity::pem_to_der(&v.certificate).as_deref()
                 == Some(signer.identity().certificate.as_slice())
     });
-    if !listed {
+    let Some(replica_index) = replica_index else {
         return Err(NodeError::Setup(format!(
             "genesis lists no validator {:?} with this node's certificate: check node.id and node.identity",
             config.node.id
         )));
-    }
+    };
 
     let ledger = Arc::new(Ledger::open(store, &genesis)?);
     let listener = TcpListener::bind(config.node.listen)
@@ -202,9 +210,19 @@ pub async fn start_with_store(
         },
     ));
     let executor = Executor::new(ledger.clone(), chaincodes.clone());
+    let pbft = genesis.consensus.kind == ConsensusKind::Pbft;
+    let replica_count = genesis.validators.len();
+    let pbft_parameters = pbft_config(&genesis.consensus, replica_count, config.api.max_pending);
+    let (status_tx, status_rx) = watch::channel(ConsensusStatus {
+        replica: replica_index as u32,
+        ..ConsensusStatus::default()
+    });
 
     let (submit, submitted) = mpsc::channel::<Transaction>(config.api.max_pending);
-    let (ordered_tx, ordered) = mpsc::channel::<OrderedBatch>(16);
+    // The window bounds how many batches the replica hands out before they execute.
+    let (ordered_tx, ordered) = mpsc::channel::<CommitWork>(pbft_parameters.window as usize + 16);
+    let (feedback_tx, feedback_rx) =
+        mpsc::channel::<Feedback>(pbft_parameters.window as usize + 16);
     let shared = Arc::new(Shared {
         node_id: config.node.id.clone(),
         genesis: genesis.clone(),
@@ -212,8 +230,9 @@ pub async fn start_with_store(
         executor: executor.clone(),
         admission,
         mempool: Mempool::new(config.api.max_pending),
-        metrics: Metrics::default(),
+        metrics: Arc::new(Metrics::default()),
         submit,
+        consensus: pbft.then_some(status_rx),
         config: config.clone(),
         ready: AtomicBool::new(false),
         healthy: AtomicBool::new(true),
@@ -225,22 +244,97 @@ pub async fn start_with_store(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (failed_tx, failed) = watch::channel(None);
+    let failed_tx = Arc::new(failed_tx);
     let mut tasks = Vec::new();
 
-    tasks.push(tokio::spawn(solo::run(
-        SoloConfig {
-            batch_size: genesis.consensus.batch_size,
-            batch_timeout: genesis.consensus.batch_timeout,
-        },
-        ledger.tip().height,
-        submitted,
-        ordered_tx,
-    )));
-    tasks.push(tokio::spawn(commit_loop(
-        shared.clone(),
-        ordered,
-        failed_tx,
-    )));
+    let mut consensus_service = None;
+    if pbft {
+        let me = ReplicaId(replica_index as u32);
+        let mut identities = Vec::with_capacity(replica_count);
+        for validator in &genesis.validators {
+            let der =
+                weft_proto::identity::pem_to_der(&validator.certificate).ok_or_else(|| {
+                    NodeError::Setup(format!(
+                        "genesis validator {}: the certificate is not PEM",
+                        validator.id
+                    ))
+                })?;
+            identities.push(shared.admission.identity(&der).map_err(|source| {
+                NodeError::Identity {
+                    path: format!("genesis validator {}", validator.id),
+                    source,
+                }
+            })?);
+        }
+        let wire = Arc::new(Wire::new(&genesis, me, signer.clone(), identities));
+        let addresses: Vec<String> = genesis
+            .validators
+            .iter()
+            .map(|v| v.address.clone())
+            .collect();
+        let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+        consensus_service = Some(ConsensusService::new(
+            wire.clone(),
+            inbound_tx,
+            ledger.clone(),
+            shared.metrics.clone(),
+            shutdown_rx.clone(),
+        ));
+        let replica = Replica::new(pbft_parameters, me)
+            .map_err(|e| NodeError::Setup(format!("PBFT parameters in genesis: {e}")))?;
+        let driver = Driver {
+            replica,
+            wire: wire.clone(),
+            links: PeerLinks::start(&addresses, me, 1024, shutdown_rx.clone()),
+            journal: Journal::new(ledger.store().clone(), wire),
+            addresses,
+            ledger: ledger.clone(),
+            metrics: shared.metrics.clone(),
+            status: status_tx,
+            tick: TICK,
+        };
+        let channels = DriverChannels {
+            inbound: inbound_rx,
+            requests: submitted,
+            feedback_sender: feedback_tx.clone(),
+            feedback: feedback_rx,
+            commit: ordered_tx,
+            shutdown: shutdown_rx.clone(),
+        };
+        let driver_failed = failed_tx.clone();
+        let driver_shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = driver.run(channels).await {
+                let reason = format!("consensus stopped: {e}");
+                tracing::error!(node = %driver_shared.node_id, "{reason}");
+                driver_shared.healthy.store(false, Ordering::SeqCst);
+                let _ = driver_failed.send(Some(reason));
+            }
+        }));
+        tasks.push(tokio::spawn(commit_loop(
+            shared.clone(),
+            ordered,
+            failed_tx,
+            Some(feedback_tx),
+        )));
+    } else {
+        drop((status_tx, feedback_rx));
+        tasks.push(tokio::spawn(solo::run(
+            SoloConfig {
+                batch_size: genesis.consensus.batch_size,
+                batch_timeout: genesis.consensus.batch_timeout,
+            },
+            ledger.tip().height,
+            submitted,
+            ordered_tx,
+        )));
+        tasks.push(tokio::spawn(commit_loop(
+            shared.clone(),
+            ordered,
+            failed_tx,
+            None,
+        )));
+    }
 
     let limit = weft_proto::MAX_MESSAGE_BYTES;
     let router = tonic::transport::Server::builder()
@@ -261,7 +355,12 @@ pub async fn start_with_store(
             )
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
-        );
+        )
+        .add_optional_service(consensus_service.map(|service| {
+            pb::consensus_server::ConsensusServer::new(service)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit)
+        }));
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(listener);
@@ -303,68 +402,140 @@ pub async fn start_with_store(
 
 async fn commit_loop(
     shared: Arc<Shared>,
-    mut ordered: mpsc::Receiver<OrderedBatch>,
-    failed: watch::Sender<Option<String>>,
+    mut work: mpsc::Receiver<CommitWork>,
+    failed: Arc<watch::Sender<Option<String>>>,
+    feedback: Option<mpsc::Sender<Feedback>>,
 ) {
-    while let Some(batch) = ordered.recv().await {
-        let ids: Vec<_> = batch.transactions.iter().map(|t| t.id()).collect();
-        match shared
-            .executor
-            .execute_block(batch.sequence, batch.transactions)
-            .await
-        {
-            Ok(block) => {
-                let latencies = shared.mempool.committed(&block);
-                shared.mempool.dropped(ids);
-                let m = &shared.metrics;
-                for latency in latencies {
-                    m.commit_latency.observe(latency);
+    let fail = |reason: String| {
+        tracing::error!("{reason}");
+        shared.healthy.store(false, Ordering::SeqCst);
+        let _ = failed.send(Some(reason));
+    };
+    while let Some(item) = work.recv().await {
+        match item {
+            CommitWork::Execute(batch) => {
+                let sequence = batch.sequence;
+                let ids: Vec<_> = batch.transactions.iter().map(|t| t.id()).collect();
+                match shared
+                    .executor
+                    .execute_block(sequence, batch.transactions)
+                    .await
+                {
+                    Ok(block) => {
+                        // Wake waiters first: `dropped` forgets the rest (already committed).
+                        record_block(&shared, &block);
+                        shared.mempool.dropped(ids);
+                        if let Some(feedback) = &feedback {
+                            if block.number() != sequence {
+                                return fail(format!(
+                                    "sequence {sequence} became block {}: the chain and the consensus log disagree; the node stops",
+                                    block.number()
+                                ));
+                            }
+                            let _ = feedback
+                                .send(Feedback::Executed {
+                                    sequence,
+                                    digest: block.hash(),
+                                })
+                                .await;
+                        }
+                    }
+                    Err(e) => {
+                        return fail(format!(
+                            "cannot commit block for sequence {sequence}: {e}; the node stops so nothing half-written is served"
+                        ));
+                    }
                 }
-                let valid = block
-                    .results
-                    .iter()
-                    .filter(|r| r.status == TxStatus::Valid)
-                    .count() as u64;
-                let failed_count = block.results.len() as u64 - valid;
-                let chaincode_failures = block
-                    .results
-                    .iter()
-                    .filter(|r| {
-                        matches!(
-                            r.status,
-                            TxStatus::ChaincodeError
-                                | TxStatus::ChaincodeCrashed
-                                | TxStatus::ExecutionTimeout
-                        )
-                    })
-                    .count() as u64;
-                m.committed_valid.fetch_add(valid, Ordering::Relaxed);
-                m.committed_failed
-                    .fetch_add(failed_count, Ordering::Relaxed);
-                m.chaincode_executions
-                    .fetch_add(block.results.len() as u64, Ordering::Relaxed);
-                m.chaincode_errors
-                    .fetch_add(chaincode_failures, Ordering::Relaxed);
-                m.height.store(block.number() + 1, Ordering::Relaxed);
-                m.pending
-                    .store(shared.mempool.len() as u64, Ordering::Relaxed);
-                tracing::debug!(
-                    block = block.number(),
-                    transactions = block.transactions.len(),
-                    valid,
-                    "block committed"
-                );
             }
-            Err(e) => {
-                let reason = format!(
-                    "cannot commit block for sequence {}: {e}; the node stops so nothing half-written is served",
-                    batch.sequence
-                );
-                tracing::error!("{reason}");
-                shared.healthy.store(false, Ordering::SeqCst);
-                let _ = failed.send(Some(reason));
-                return;
+            CommitWork::Apply {
+                sequence,
+                digest,
+                blocks,
+            } => {
+                let mut outcome = Ok(());
+                for block in blocks {
+                    match shared.ledger.append_block(block) {
+                        Ok(block) => {
+                            for namespace in block
+                                .results
+                                .iter()
+                                .flat_map(|r| r.writes.iter().map(|w| w.chaincode.clone()))
+                            {
+                                shared.executor.chaincodes().bump_epoch(&namespace);
+                            }
+                            record_block(&shared, &block);
+                        }
+                        Err(crate::ledger::LedgerError::Store(e)) => {
+                            return fail(format!(
+                                "cannot store a block fetched by state transfer: {e}; the node stops"
+                            ));
+                        }
+                        Err(e) => {
+                            outcome = Err(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                let tip = shared.ledger.tip();
+                let report = match outcome {
+                    Ok(()) if tip.height == sequence + 1 && tip.hash == digest => {
+                        tracing::info!(sequence, "state transfer complete");
+                        Feedback::Transferred { sequence, digest }
+                    }
+                    Ok(()) => Feedback::TransferFailed {
+                        sequence,
+                        reason: format!(
+                            "the chain ends at height {} after the transfer",
+                            tip.height
+                        ),
+                    },
+                    Err(reason) => Feedback::TransferFailed { sequence, reason },
+                };
+                if let Some(feedback) = &feedback {
+                    let _ = feedback.send(report).await;
+                }
             }
         }
     }
+}
+
+/// Wakes waiters and updates metrics for a block just appended.
+fn record_block(shared: &Shared, block: &crate::types::Block) {
+    let latencies = shared.mempool.committed(block);
+    let m = &shared.metrics;
+    for latency in latencies {
+        m.commit_latency.observe(latency);
+    }
+    let valid = block
+        .results
+        .iter()
+        .filter(|r| r.status == TxStatus::Valid)
+        .count() as u64;
+    let failed_count = block.results.len() as u64 - valid;
+    let chaincode_failures = block
+        .results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.status,
+                TxStatus::ChaincodeError | TxStatus::ChaincodeCrashed | TxStatus::ExecutionTimeout
+            )
+        })
+        .count() as u64;
+    m.committed_valid.fetch_add(valid, Ordering::Relaxed);
+    m.committed_failed
+        .fetch_add(failed_count, Ordering::Relaxed);
+    m.chaincode_executions
+        .fetch_add(block.results.len() as u64, Ordering::Relaxed);
+    m.chaincode_errors
+        .fetch_add(chaincode_failures, Ordering::Relaxed);
+    m.height.store(block.number() + 1, Ordering::Relaxed);
+    m.pending
+        .store(shared.mempool.len() as u64, Ordering::Relaxed);
+    tracing::debug!(
+        block = block.number(),
+        transactions = block.transactions.len(),
+        valid,
+        "block committed"
+    );
 }

@@ -11,6 +11,18 @@ pub const TX_DOMAIN: &[u8] = b"weft.v1/tx\0";
 /// Domain of chaincode package installation requests.
 pub const INSTALL_DOMAIN: &[u8] = b"weft.v1/install\0";
 
+/// Domain of validator consensus messages.
+pub const CONSENSUS_DOMAIN: &[u8] = b"weft.v1/consensus\0";
+
+/// The bytes a validator signs for an encoded `ConsensusMessage` on chain `chain_id`: the chain
+/// id is hashed to a fixed width, so a signature for one network never verifies on another.
+pub fn consensus_signing_bytes(chain_id: &str, message: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(32 + message.len());
+    body.extend_from_slice(&Sha256::digest(chain_id.as_bytes()));
+    body.extend_from_slice(message);
+    domain_message(CONSENSUS_DOMAIN, &body)
+}
+
 /// The bytes a client signs for a transaction whose encoded payload is `payload`.
 pub fn tx_signing_bytes(payload: &[u8]) -> Vec<u8> {
     domain_message(TX_DOMAIN, payload)

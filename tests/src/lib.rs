@@ -160,7 +160,8 @@ pub async fn weft<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> CliOutput {
     weft_with_env(args, &[]).await
 }
 
-/// A network directory written by `weft crypto generate`, with one validator.
+/// A network directory written by `weft crypto generate`: one validator (solo), or several
+/// (PBFT) on consecutive ports from `grpc_port`.
 #[derive(Debug, Clone)]
 pub struct Network {
     /// The directory `weft crypto generate` wrote.
@@ -168,6 +169,23 @@ pub struct Network {
     pub chain_id: String,
     pub grpc_port: u16,
     pub operations_port: u16,
+    pub validators: usize,
+}
+
+/// The first of `count` consecutive loopback ports that were all free a moment ago.
+pub fn free_ports(count: usize) -> u16 {
+    for _ in 0..200 {
+        let first = free_port();
+        if usize::from(u16::MAX - first) < count {
+            continue;
+        }
+        let all_free =
+            (1..count as u16).all(|i| TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
+    panic!("no {count} consecutive free loopback ports found");
 }
 
 /// The clients every harness network has.
@@ -181,9 +199,19 @@ impl Network {
 
     /// Generates `tmp/NAME` on free ports with `chain_id`.
     pub async fn generate_named(tmp: &Path, name: &str, chain_id: &str) -> Network {
+        Network::generate_with(tmp, name, chain_id, 1).await
+    }
+
+    /// Generates `tmp/network` with `validators` validators (PBFT for more than one).
+    pub async fn generate_cluster(tmp: &Path, validators: usize) -> Network {
+        Network::generate_with(tmp, "network", "weft-dev", validators).await
+    }
+
+    async fn generate_with(tmp: &Path, name: &str, chain_id: &str, validators: usize) -> Network {
         let dir = tmp.join(name);
-        let grpc_port = free_port();
-        let operations_port = free_port();
+        let grpc_port = free_ports(validators);
+        let operations_port = free_ports(validators);
+        let validators_text = validators.to_string();
         let dir_text = dir.display().to_string();
         let grpc_text = grpc_port.to_string();
         let ops_text = operations_port.to_string();
@@ -200,6 +228,8 @@ impl Network {
             CLIENTS,
             "--chain-id",
             chain_id,
+            "--validators",
+            &validators_text,
         ])
         .await
         .expect_success("weft crypto generate");
@@ -208,7 +238,28 @@ impl Network {
             chain_id: chain_id.to_string(),
             grpc_port,
             operations_port,
+            validators,
         }
+    }
+
+    /// `nodes/validatorI.toml`.
+    pub fn config_path_of(&self, validator: usize) -> PathBuf {
+        self.dir
+            .join("nodes")
+            .join(format!("validator{validator}.toml"))
+    }
+
+    /// Validator `validator`'s gRPC address, host:port.
+    pub fn address_of(&self, validator: usize) -> String {
+        format!("127.0.0.1:{}", self.grpc_port as usize + validator)
+    }
+
+    /// Connects to validator `validator` as `name`.
+    pub async fn client_of(&self, validator: usize, name: &str) -> WeftClient {
+        let address = self.address_of(validator);
+        WeftClient::connect(&address, self.signer(name), &self.chain_id)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {address} as {name}: {e}"))
     }
 
     /// `nodes/validator0.toml`.
@@ -577,6 +628,27 @@ pub async fn start_in_process(network: &Network) -> weft_node::node::NodeHandle 
     weft_node::node::start_with_store(config, store)
         .await
         .expect("start an in-process node")
+}
+
+/// Validator `validator` of a cluster network, in process, over `store` (pass the same store
+/// again to restart it with what it had persisted), on its genesis address.
+pub async fn start_validator_in_process(
+    network: &Network,
+    validator: usize,
+    store: Arc<weft_node::storage::MemoryStore>,
+) -> weft_node::node::NodeHandle {
+    let env: HashMap<String, String> = [
+        ("WEFT_NODE_OPERATIONS_LISTEN", "127.0.0.1:0"),
+        ("WEFT_CHAINCODE_RUNTIME", "process"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = weft_node::config::Config::load_with_env(&network.config_path_of(validator), &env)
+        .expect("load the node config");
+    weft_node::node::start_with_store(config, store)
+        .await
+        .unwrap_or_else(|e| panic!("start validator {validator} in process: {e}"))
 }
 
 /// Reads an asset-transfer asset's owner through a query.

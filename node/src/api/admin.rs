@@ -92,16 +92,41 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
         let tip = self.shared.ledger.tip();
+        // Solo: this node orders alone, so it is the primary and every block is final.
+        let (view, primary, sequence, last_stable_checkpoint) = match &self.shared.consensus {
+            Some(status) => {
+                let status = status.borrow().clone();
+                let primary = self
+                    .shared
+                    .genesis
+                    .validators
+                    .get(status.primary as usize)
+                    .map(|v| v.id.clone())
+                    .unwrap_or_default();
+                (
+                    status.view,
+                    primary,
+                    status.last_executed,
+                    status.stable_checkpoint,
+                )
+            }
+            None => (
+                0,
+                self.shared.node_id.clone(),
+                tip.height.saturating_sub(1),
+                tip.height.saturating_sub(1),
+            ),
+        };
         Ok(Response::new(pb::NodeStatusResponse {
             node_id: self.shared.node_id.clone(),
             role: "validator".into(),
             chain_id: self.shared.genesis.chain_id.clone(),
             height: tip.height,
             current_hash: Bytes::copy_from_slice(&tip.hash.0),
-            view: 0,
-            primary: self.shared.node_id.clone(),
-            sequence: tip.height.saturating_sub(1),
-            last_stable_checkpoint: tip.height.saturating_sub(1),
+            view,
+            primary,
+            sequence,
+            last_stable_checkpoint,
             pending: self.shared.metrics.pending.load(Ordering::Relaxed),
         }))
     }

@@ -26,7 +26,7 @@ pub struct GenerateArgs {
     pub chain_id: String,
     #[arg(long, default_value = "Org1")]
     pub organization: String,
-    /// Number of validators (one runs solo ordering).
+    /// Number of validators: one orders alone (solo); more run PBFT (4 tolerate one faulty).
     #[arg(long, default_value_t = 1)]
     pub validators: usize,
     /// Client identities to create, comma separated.
@@ -74,9 +74,9 @@ pub fn run(command: CryptoCommand) -> Result<()> {
 
 /// Writes the network directory and returns its genesis.
 pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
-    if args.validators != 1 {
+    if !(args.validators == 1 || args.validators >= 4) {
         bail!(
-            "--validators {}: this build orders with one validator (solo); use --validators 1",
+            "--validators {}: use 1 (solo ordering) or at least 4 (PBFT: n = 3f+1 validators tolerate f faulty ones)",
             args.validators
         );
     }
@@ -135,7 +135,12 @@ pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
         }],
         validators,
         consensus: ConsensusParams {
-            kind: ConsensusKind::Solo,
+            // One validator orders alone; several agree with PBFT (n = 3f+1 tolerates f).
+            kind: if args.validators > 1 {
+                ConsensusKind::Pbft
+            } else {
+                ConsensusKind::Solo
+            },
             ..ConsensusParams::default()
         },
     };

@@ -1,10 +1,12 @@
-//! `weft demo`: a fresh network in a temporary directory, asset-transfer deployed, an asset
-//! passed from Alice to Bob, Charlie and Dave with ownership checked after each step, a
-//! non-owner refused, a round of asset-transfer-basic calls, then the chain info. Exits 0 only
-//! if every check held.
+//! `weft demo`: a fresh network of four PBFT validators in a temporary directory, asset-transfer
+//! deployed, an asset passed from Alice to Bob, Charlie and Dave (each step submitted through a
+//! different validator, ownership read back from another), a non-owner refused, a round of
+//! asset-transfer-basic calls, then every validator's height and tip hash, which must agree.
+//! Exits 0 only if every check held.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
@@ -26,8 +28,23 @@ pub struct DemoArgs {
     chaincode: Option<PathBuf>,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Validators in the demo network: n = 3f+1 with f = 1.
+const VALIDATORS: usize = 4;
+/// How long a validator may take to reach a block another one committed.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The first of `count` consecutive loopback ports that were free a moment ago.
+fn free_ports(count: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if first.checked_add(count).is_none() {
+            continue;
+        }
+        if (1..count).all(|i| TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return Ok(first);
+        }
+    }
+    bail!("no {count} consecutive free ports on 127.0.0.1")
 }
 
 pub fn find_chaincode(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -56,17 +73,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let binary = find_chaincode(args.chaincode)?;
     let dir = tempfile::Builder::new().prefix("weft-demo-").tempdir()?;
     let network = dir.path().join("network");
-    let grpc_port = free_port()?;
-    let ops_port = free_port()?;
+    let grpc_port = free_ports(VALIDATORS as u16)?;
+    let ops_port = free_ports(VALIDATORS as u16)?;
     step(&format!(
-        "generating identities and genesis in {}",
+        "generating identities and genesis for {VALIDATORS} validators in {}",
         network.display()
     ));
     let genesis = generate(&GenerateArgs {
         out: network.clone(),
         chain_id: "weft-demo".into(),
         organization: "Org1".into(),
-        validators: 1,
+        validators: VALIDATORS,
         clients: vec![
             "alice".into(),
             "bob".into(),
@@ -77,25 +94,35 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         operations_port: ops_port,
     })?;
 
-    step("starting the validating node");
-    let mut config =
-        weft_node::config::Config::load(&network.join("nodes").join("validator0.toml"))?;
-    config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
-    let node = weft_node::node::start(config)
-        .await
-        .context("cannot start the demo node")?;
-    let address = node.grpc_address.to_string();
-    println!(
-        "    validator0 at {address}, operations at http://{}",
-        node.operations_address
-    );
+    step(&format!(
+        "starting {VALIDATORS} validating peers (PBFT, tolerates one faulty)"
+    ));
+    let mut nodes = Vec::new();
+    let mut addresses = Vec::new();
+    for i in 0..VALIDATORS {
+        let mut config = weft_node::config::Config::load(
+            &network.join("nodes").join(format!("validator{i}.toml")),
+        )?;
+        config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
+        let node = weft_node::node::start(config)
+            .await
+            .with_context(|| format!("cannot start demo validator{i}"))?;
+        let address = node.grpc_address.to_string();
+        println!(
+            "    validator{i} at {address}, operations at http://{}",
+            node.operations_address
+        );
+        addresses.push(address);
+        nodes.push(node);
+    }
 
-    let outcome = scenario(&network, &address, &genesis.chain_id, &binary).await;
+    let outcome = scenario(&network, &addresses, &genesis.chain_id, &binary).await;
     if args.keep && outcome.is_ok() {
         let kept = dir.keep();
+        let address = &addresses[0];
         println!("\nThe network keeps running (Ctrl-C stops it). Reach it with, for example:");
         println!(
-            "  weft ledger info --peer {address} --network {}",
+            "  weft node status --peer {address} --network {}",
             kept.join("network").display()
         );
         println!(
@@ -104,10 +131,27 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         );
         let _ = tokio::signal::ctrl_c().await;
     }
-    node.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
     outcome?;
     println!("\ndemo passed: every check held");
     Ok(())
+}
+
+/// Waits until the validator behind `client` has at least `height` blocks.
+async fn wait_for_height(client: &WeftClient, height: u64) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if client.chain_info().await?.height >= height {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < CATCH_UP,
+            "a validator did not reach height {height} within {CATCH_UP:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn step(text: &str) {
@@ -127,44 +171,73 @@ async fn owner_of(client: &WeftClient, asset: &str) -> Result<String> {
     Ok(asset["Owner"].as_str().unwrap_or_default().to_string())
 }
 
-async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) -> Result<()> {
-    let admin = WeftClient::connect(address, signer(network, "admin")?, chain_id).await?;
-    let as_user =
-        |name: &str| -> Result<WeftClient> { Ok(admin.with_signer(signer(network, name)?)) };
+async fn scenario(
+    network: &Path,
+    addresses: &[String],
+    chain_id: &str,
+    binary: &Path,
+) -> Result<()> {
+    let mut admins = Vec::new();
+    for address in addresses {
+        admins.push(WeftClient::connect(address, signer(network, "admin")?, chain_id).await?);
+    }
+    let admin = &admins[0];
+    // `as_user(name, i)`: `name`'s client on validator i (mod the validator count).
+    let as_user = |name: &str, validator: usize| -> Result<WeftClient> {
+        Ok(admins[validator % admins.len()].with_signer(signer(network, name)?))
+    };
 
     step(&format!(
-        "packaging and deploying {CHAINCODE} from {}",
+        "packaging {CHAINCODE} from {}, installing it on every validator, deploying it",
         binary.display()
     ));
     let bytes = std::fs::read(binary)?;
     let package = weft_proto::package::build(CHAINCODE, "1.0", &bytes)?;
+    for other in &admins[1..] {
+        other.install(package.clone()).await?;
+    }
     let deployed = admin.deploy(package, &[]).await?;
     println!("    deployed in block {}", deployed.block_number);
+    for other in &admins {
+        wait_for_height(other, deployed.block_number + 1).await?;
+    }
 
-    step("the admin assigns asset1 to alice");
-    admin
+    step("the admin assigns asset1 to alice (through validator1)");
+    let created = admins[1]
         .invoke(
             CHAINCODE,
             "CreateAsset",
             &string_args(&["asset1", "blue", "5", "alice", "300"]),
         )
         .await?;
-    let owner = owner_of(&admin, "asset1").await?;
-    println!("    asset1 is owned by {owner}");
+    wait_for_height(&admins[2], created.block_number + 1).await?;
+    let owner = owner_of(&admins[2], "asset1").await?;
+    println!("    asset1 is owned by {owner} (read on validator2)");
     ensure!(
         owner == "alice",
         "asset1 should belong to alice, it belongs to {owner}"
     );
 
-    for (from, to) in [("alice", "bob"), ("bob", "charlie"), ("charlie", "dave")] {
-        step(&format!("{from} transfers asset1 to {to}"));
-        let committed = as_user(from)?
+    for (step_number, (from, to)) in [("alice", "bob"), ("bob", "charlie"), ("charlie", "dave")]
+        .into_iter()
+        .enumerate()
+    {
+        let through = step_number + 2;
+        let reader = step_number + 3;
+        step(&format!(
+            "{from} transfers asset1 to {to} (through validator{})",
+            through % VALIDATORS
+        ));
+        let committed = as_user(from, through)?
             .invoke(CHAINCODE, "TransferAsset", &string_args(&["asset1", to]))
             .await?;
-        let owner = owner_of(&admin, "asset1").await?;
+        let reading = &admins[reader % VALIDATORS];
+        wait_for_height(reading, committed.block_number + 1).await?;
+        let owner = owner_of(reading, "asset1").await?;
         println!(
-            "    block {}: asset1 is owned by {owner}",
-            committed.block_number
+            "    block {}: asset1 is owned by {owner} (read on validator{})",
+            committed.block_number,
+            reader % VALIDATORS
         );
         ensure!(
             owner == to,
@@ -173,7 +246,7 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
     }
 
     step("alice, no longer the owner, tries to take asset1 back");
-    match as_user("alice")?
+    match as_user("alice", 1)?
         .invoke(
             CHAINCODE,
             "TransferAsset",
@@ -187,7 +260,7 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
         Ok(_) => bail!("a transfer signed by a non-owner was accepted"),
         Err(e) => return Err(e.into()),
     }
-    let owner = owner_of(&admin, "asset1").await?;
+    let owner = owner_of(admin, "asset1").await?;
     ensure!(
         owner == "dave",
         "asset1 should still belong to dave, it belongs to {owner}"
@@ -204,7 +277,7 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
         count == 6,
         "InitLedger should leave asset1 to asset6, GetAllAssets shows {count}"
     );
-    let alice = as_user("alice")?;
+    let alice = as_user("alice", 0)?;
     alice
         .invoke(
             CHAINCODE,
@@ -243,13 +316,35 @@ async fn scenario(network: &Path, address: &str, chain_id: &str, binary: &Path) 
     ensure!(exists == b"false", "asset-a still exists after DeleteAsset");
     println!("    created, read, updated and deleted asset-a");
 
-    step("chain info");
+    step("chain info on every validator");
     let info = admin.chain_info().await?;
     println!(
         "    chain {}  height {}  transactions {}",
         info.chain_id, info.height, info.transactions
     );
-    println!("    tip hash   {}", hex::encode(&info.current_hash));
     println!("    state root {}", hex::encode(&info.state_root));
+    let mut tips = Vec::new();
+    for (i, client) in admins.iter().enumerate() {
+        wait_for_height(client, info.height).await?;
+        let block = client.block(info.height - 1).await?;
+        let status = client.node_status().await?;
+        let hash = hex::encode(&block.hash);
+        println!(
+            "    validator{i}: block {} hash {hash}  view {} primary {}",
+            info.height - 1,
+            status.view,
+            status.primary
+        );
+        tips.push(hash);
+    }
+    ensure!(
+        tips.iter().all(|hash| *hash == tips[0]),
+        "the validators disagree on block {}: {tips:?}",
+        info.height - 1
+    );
+    println!(
+        "    every validator holds the same block {}",
+        info.height - 1
+    );
     Ok(())
 }

@@ -57,11 +57,13 @@ enum NodeCommand {
     Status(network::PeerArgs),
 }
 
-pub fn init_tracing(verbose: bool) {
-    let default = if verbose {
-        "info,weft_node=debug"
-    } else {
-        "info"
+/// Logs go to stderr. The demo tells its own story on stdout, so its nodes log only warnings
+/// unless asked (`--verbose` or `RUST_LOG`).
+pub fn init_tracing(cli: &Cli) {
+    let default = match (cli.verbose, &cli.command) {
+        (true, _) => "info,weft_node=debug",
+        (false, Command::Demo(_)) => "warn",
+        (false, _) => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -1,14 +1,75 @@
 //! Ordering: turns a stream of verified transactions into numbered batches. `solo` orders alone
 //! for a one-validator network; the PBFT replica fills the same seam for a cluster.
 
+pub mod driver;
+pub mod journal;
 pub mod pbft;
 pub mod solo;
 
-use crate::types::Transaction;
+use std::time::Duration;
+
+use weft_proto::ConsensusParams;
+
+use crate::types::{Block, Hash, Transaction};
 
 /// A batch whose order is final.
 #[derive(Debug)]
 pub struct OrderedBatch {
     pub sequence: u64,
     pub transactions: Vec<Transaction>,
+}
+
+/// What the commit loop is asked to do, in order.
+#[derive(Debug)]
+pub enum CommitWork {
+    /// Execute an ordered batch and append its block (block number = sequence).
+    Execute(OrderedBatch),
+    /// Append blocks fetched by state transfer, ending at the certified checkpoint `sequence`.
+    Apply {
+        sequence: u64,
+        digest: Hash,
+        blocks: Vec<Block>,
+    },
+}
+
+/// What the commit loop reports back to the driver.
+#[derive(Debug)]
+pub enum Feedback {
+    /// Block `sequence` is appended; `digest` is its hash.
+    Executed { sequence: u64, digest: Hash },
+    /// State transfer reached block `sequence` with hash `digest`.
+    Transferred { sequence: u64, digest: Hash },
+    /// State transfer could not be completed (the replica asks again later).
+    TransferFailed { sequence: u64, reason: String },
+}
+
+/// How long one PBFT tick lasts: the core counts time in ticks.
+pub const TICK: Duration = Duration::from_millis(10);
+
+fn ticks(duration: Duration) -> u64 {
+    (duration.as_millis() / TICK.as_millis()).max(1) as u64
+}
+
+/// The replica parameters for a network of `replica_count` validators with the genesis
+/// consensus parameters.
+pub fn pbft_config(
+    params: &ConsensusParams,
+    replica_count: usize,
+    max_pending: usize,
+) -> pbft::Config {
+    let request_timeout = ticks(params.request_timeout);
+    pbft::Config {
+        batch_size: params.batch_size,
+        batch_timeout_ticks: ticks(params.batch_timeout),
+        checkpoint_period: params.checkpoint_period,
+        window: 2 * params.checkpoint_period,
+        request_timeout_ticks: request_timeout,
+        view_change_timeout_ticks: request_timeout,
+        max_view_change_timeout_ticks: request_timeout * 64,
+        view_change_resend_ticks: (request_timeout / 2).max(1),
+        state_transfer_grace_ticks: ticks(Duration::from_millis(500)),
+        state_transfer_retry_ticks: ticks(Duration::from_secs(10)),
+        max_pending_requests: max_pending.max(params.batch_size),
+        ..pbft::Config::new(replica_count)
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::OrderedBatch;
+use super::{CommitWork, OrderedBatch};
 use crate::types::Transaction;
 
 pub struct SoloConfig {
@@ -18,7 +18,7 @@ pub async fn run(
     config: SoloConfig,
     first_sequence: u64,
     mut input: mpsc::Receiver<Transaction>,
-    output: mpsc::Sender<OrderedBatch>,
+    output: mpsc::Sender<CommitWork>,
 ) {
     let mut sequence = first_sequence;
     while let Some(first) = input.recv().await {
@@ -32,10 +32,10 @@ pub async fn run(
         }
         tracing::debug!(sequence, size = batch.len(), "batch cut");
         if output
-            .send(OrderedBatch {
+            .send(CommitWork::Execute(OrderedBatch {
                 sequence,
                 transactions: batch,
-            })
+            }))
             .await
             .is_err()
         {

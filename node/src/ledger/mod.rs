@@ -33,6 +33,8 @@ pub enum LedgerError {
         stored: Hash,
         expected: Hash,
     },
+    #[error("block {number} fetched from a peer does not fit this chain: {reason}")]
+    ForeignBlock { number: u64, reason: String },
 }
 
 struct Inner {
@@ -156,6 +158,45 @@ impl Ledger {
         // A failed write here leaves the tree ahead of the store; the caller stops the node,
         // and the next start rebuilds the tree from storage.
         self.store.commit_block(&block)?;
+        inner.tip = ChainTip {
+            height: inner.tip.height + 1,
+            hash: block.hash(),
+            state_root: block.header.state_root,
+            transactions: inner.tip.transactions + block.transactions.len() as u64,
+        };
+        let block = Arc::new(block);
+        drop(inner);
+        let _ = self.blocks.send(block.clone());
+        Ok(block)
+    }
+
+    /// Appends a block another peer executed (state transfer, following): it must extend the
+    /// tip, its roots must match its contents, and applying its write sets must give its state
+    /// root. Nothing is stored when a check fails.
+    pub fn append_block(&self, block: Block) -> Result<Arc<Block>, LedgerError> {
+        let number = block.number();
+        let foreign = |reason: &str| LedgerError::ForeignBlock {
+            number,
+            reason: reason.to_string(),
+        };
+        let mut inner = self.lock();
+        if number != inner.tip.height {
+            return Err(foreign(&format!("the next block is {}", inner.tip.height)));
+        }
+        if block.header.previous_hash != inner.tip.hash {
+            return Err(foreign("its previous hash is not this chain's tip"));
+        }
+        crypto::check_block_roots(&block)
+            .map_err(|root| foreign(&format!("its {root} does not match its contents")))?;
+        let mut tree = inner.tree.clone();
+        for (ns, key, value) in block_state_writes(&block) {
+            tree.apply(ns, key, value);
+        }
+        if tree.root() != block.header.state_root {
+            return Err(foreign("its write sets do not produce its state root"));
+        }
+        self.store.commit_block(&block)?;
+        inner.tree = tree;
         inner.tip = ChainTip {
             height: inner.tip.height + 1,
             hash: block.hash(),

@@ -14,7 +14,7 @@ struct Inner {
     hashes: HashMap<Hash, u64>,
     txs: HashMap<TxId, TxLocation>,
     state: BTreeMap<Vec<u8>, Bytes>,
-    consensus: HashMap<Vec<u8>, Bytes>,
+    consensus: BTreeMap<Vec<u8>, Bytes>,
 }
 
 #[derive(Default)]
@@ -123,6 +123,24 @@ impl Store for MemoryStore {
         self.lock()
             .consensus
             .insert(key.to_vec(), Bytes::copy_from_slice(value));
+        Ok(())
+    }
+
+    fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        Ok(self
+            .lock()
+            .consensus
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (Bytes::copy_from_slice(key), value.clone()))
+            .collect())
+    }
+
+    fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for key in keys {
+            inner.consensus.remove(key);
+        }
         Ok(())
     }
 }

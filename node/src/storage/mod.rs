@@ -83,7 +83,12 @@ pub trait Store: Send + Sync + 'static {
     /// writes of its VALID results, atomically and durably.
     fn commit_block(&self, block: &Block) -> Result<(), StoreError>;
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+    /// Writes one consensus entry durably (synced before it returns).
     fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Every consensus entry whose key starts with `prefix`, in key order.
+    fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
+    /// Removes consensus entries, durably.
+    fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
 }
 
 /// The state key of `namespace`/`key` in the flat state column.
@@ -235,5 +240,26 @@ pub(crate) mod contract {
             store.get_consensus(b"view").expect("get").as_deref(),
             Some(&b"7"[..])
         );
+        for key in [&b"r/1"[..], b"r/2", b"r/3", b"s"] {
+            store.put_consensus(key, key).expect("put");
+        }
+        let listed: Vec<Vec<u8>> = store
+            .consensus_entries(b"r/")
+            .expect("list")
+            .into_iter()
+            .map(|(key, _)| key.to_vec())
+            .collect();
+        assert_eq!(listed, [b"r/1".to_vec(), b"r/2".to_vec(), b"r/3".to_vec()]);
+        store
+            .delete_consensus(&[b"r/1".to_vec(), b"r/3".to_vec()])
+            .expect("delete");
+        let left: Vec<Vec<u8>> = store
+            .consensus_entries(b"r/")
+            .expect("list")
+            .into_iter()
+            .map(|(key, _)| key.to_vec())
+            .collect();
+        assert_eq!(left, [b"r/2".to_vec()]);
+        assert!(store.get_consensus(b"s").expect("get").is_some());
     }
 }

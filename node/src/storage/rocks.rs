@@ -243,6 +243,29 @@ impl Store for RocksStore {
             .put_cf_opt(self.cf(Column::Consensus), key, value, &options)
             .map_err(backend)
     }
+
+    fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut entries = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(Column::Consensus), mode) {
+            let (key, value) = entry.map_err(backend)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            entries.push((Bytes::from(key.into_vec()), Bytes::from(value.into_vec())));
+        }
+        Ok(entries)
+    }
+
+    fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.delete_cf(self.cf(Column::Consensus), key);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(backend)
+    }
 }
 
 #[cfg(test)]

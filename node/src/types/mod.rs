@@ -67,6 +67,16 @@ impl Transaction {
     }
 }
 
+/// Two transactions are the same when their signed bytes are: everything else is decoded from
+/// them.
+impl PartialEq for Transaction {
+    fn eq(&self, other: &Transaction) -> bool {
+        self.signed == other.signed
+    }
+}
+
+impl Eq for Transaction {}
+
 /// How a committed transaction ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TxStatus {

@@ -176,6 +176,39 @@ pub enum RejectReason {
     UnexpectedRestore,
 }
 
+impl RejectReason {
+    /// A stable snake_case name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NonMember => "non_member",
+            RejectReason::StaleView => "stale_view",
+            RejectReason::OutOfWindow => "out_of_window",
+            RejectReason::NotFromPrimary => "not_from_primary",
+            RejectReason::PrepareFromPrimary => "prepare_from_primary",
+            RejectReason::BadDigest => "bad_digest",
+            RejectReason::InvalidBatch => "invalid_batch",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::ConflictingDigest => "conflicting_digest",
+            RejectReason::Equivocation => "equivocation",
+            RejectReason::ConflictsWithSigned => "conflicts_with_signed",
+            RejectReason::ConflictsWithCommitted => "conflicts_with_committed",
+            RejectReason::FutureBufferFull => "future_buffer_full",
+            RejectReason::InvalidCheckpoint => "invalid_checkpoint",
+            RejectReason::StaleCheckpoint => "stale_checkpoint",
+            RejectReason::StateDigestMismatch => "state_digest_mismatch",
+            RejectReason::InvalidViewChange => "invalid_view_change",
+            RejectReason::InvalidNewView => "invalid_new_view",
+            RejectReason::NewViewMismatch => "new_view_mismatch",
+            RejectReason::DuplicateRequest => "duplicate_request",
+            RejectReason::PendingRequestsFull => "pending_requests_full",
+            RejectReason::UnknownExecution => "unknown_execution",
+            RejectReason::StaleStateTransfer => "stale_state_transfer",
+            RejectReason::UnverifiedStateTransfer => "unverified_state_transfer",
+            RejectReason::UnexpectedRestore => "unexpected_restore",
+        }
+    }
+}
+
 /// Two different pre-prepares signed by one primary for one (view, sequence).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Equivocation<R> {

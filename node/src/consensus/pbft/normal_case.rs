@@ -56,11 +56,12 @@ impl<R: Request> Replica<R> {
             self.reject(RejectReason::PendingRequestsFull);
             return;
         }
-        if self.active && !self.is_primary() {
-            out.push(Action::Send {
-                to: self.primary(),
-                message: Message::Request(request.clone()),
-            });
+        // A request a client gave to this replica goes to every other replica, not only the
+        // primary: each then runs its own request timer, so a primary that is down or censors
+        // is suspected by all, not by the one replica the client happened to reach. Requests
+        // that come from replicas are not forwarded again.
+        if from_client {
+            out.push(Action::Broadcast(Message::Request(request.clone())));
         }
         self.requests.add_pending(request, self.now);
         self.refresh_request_timer(false);

@@ -357,8 +357,12 @@ impl<R: Request> Replica<R> {
         self.start_view_change(target, out);
     }
 
-    /// With 2f+1 view changes for the target view, arm the new-view timer; the new primary
-    /// builds the new view.
+    /// Once 2f+1 replicas have left the view before the target (their latest view changes ask
+    /// for the target view or a higher one), arm the new-view timer; with 2f+1 view changes for
+    /// the target view itself, the new primary builds the new view. A view change for a higher
+    /// view counts for the timer: a replica that moved on no longer re-sends its view change
+    /// for the target, so counting only those could leave the others waiting without a timer
+    /// forever (fewer than f+1 ahead, fewer than 2f+1 behind).
     fn check_view_change_quorum(&mut self, out: &mut Outbox<R>) {
         if self.active {
             return;
@@ -367,7 +371,7 @@ impl<R: Request> Replica<R> {
             .view_changes
             .received
             .values()
-            .filter(|view_change| view_change.message.new_view == self.view)
+            .filter(|view_change| view_change.message.new_view >= self.view)
             .count();
         if count < self.config.quorum() {
             return;

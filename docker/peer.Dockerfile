@@ -1,0 +1,10 @@
+# The Weft peer: one statically linked `weft` binary and nothing else. Built by
+# docker/build-images.sh with the classic builder; no base image is pulled.
+FROM scratch
+COPY weft /weft
+# The ledger and identities live in volumes; the binary needs no other file.
+VOLUME ["/var/lib/weft"]
+USER 65534:65534
+EXPOSE 7051 9443
+ENTRYPOINT ["/weft"]
+CMD ["node", "start", "--config", "/etc/weft/node.toml"]

@@ -1,0 +1,272 @@
+//! The async shell around the PBFT replica: one task owns the [`Replica`], selects over
+//! verified peer messages, client requests, ticks and execution reports, calls `handle`, and
+//! runs the returned actions strictly in order. Invariant: a `Persist` is durable (synced)
+//! before any later action runs, so no signature leaves before the record that justifies it;
+//! a storage failure stops the driver (and the node) instead of letting it sign unrecorded.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::journal::{Journal, JournalError};
+use super::pbft::{Action, Event, Replica, ReplicaId, Sequence, Verified};
+use super::{CommitWork, Feedback, OrderedBatch};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::network::peers::PeerLinks;
+use crate::network::state_transfer::fetch_certified;
+use crate::network::wire::{PbftMessage, Wire, WireError};
+use crate::types::{Hash, Transaction};
+
+/// What `weft node status` shows of consensus.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsensusStatus {
+    pub replica: u32,
+    pub view: u64,
+    pub primary: u32,
+    pub view_changing: bool,
+    pub last_executed: u64,
+    pub stable_checkpoint: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot record what this validator signs: {0}; it stops rather than sign unrecorded")]
+    Journal(#[from] JournalError),
+    #[error("cannot sign a consensus message: {0}")]
+    Sign(#[from] WireError),
+    #[error("the commit loop stopped")]
+    CommitLoopGone,
+}
+
+/// The driver's inputs and outputs.
+pub struct DriverChannels {
+    pub inbound: mpsc::Receiver<Verified<PbftMessage>>,
+    pub requests: mpsc::Receiver<Transaction>,
+    pub feedback_sender: mpsc::Sender<Feedback>,
+    pub feedback: mpsc::Receiver<Feedback>,
+    pub commit: mpsc::Sender<CommitWork>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub struct Driver {
+    pub replica: Replica<Transaction>,
+    pub wire: Arc<Wire>,
+    pub links: PeerLinks,
+    pub journal: Journal,
+    /// gRPC addresses of the validators, by replica id.
+    pub addresses: Vec<String>,
+    pub ledger: Arc<Ledger>,
+    pub metrics: Arc<Metrics>,
+    pub status: watch::Sender<ConsensusStatus>,
+    pub tick: Duration,
+}
+
+impl Driver {
+    /// Restores the replica from the journal and the ledger, then runs until shutdown.
+    pub async fn run(mut self, mut channels: DriverChannels) -> Result<(), DriverError> {
+        let last_executed = Sequence(self.ledger.tip().height.saturating_sub(1));
+        let restored = self.journal.restore(last_executed)?;
+        tracing::info!(
+            replica = self.replica.id().0,
+            records = restored.records.len(),
+            last_executed = last_executed.0,
+            stable = restored.stable_checkpoint.as_ref().map(|s| s.sequence.0),
+            "consensus state restored"
+        );
+        let actions = self.replica.handle(Event::Restored(restored));
+        let mut transfer: Option<u64> = None;
+        self.run_actions(actions, &channels, &mut transfer).await?;
+
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                _ = channels.shutdown.changed() => return Ok(()),
+                Some(message) = channels.inbound.recv() => Event::Message(message),
+                Some(request) = channels.requests.recv() => Event::ClientRequest(request),
+                Some(feedback) = channels.feedback.recv() => match feedback {
+                    Feedback::Executed { sequence, digest } => Event::Executed {
+                        sequence: Sequence(sequence),
+                        state_digest: digest.0,
+                    },
+                    Feedback::Transferred { sequence, digest } => {
+                        transfer = None;
+                        self.metrics.state_transfers.fetch_add(1, Ordering::Relaxed);
+                        Event::StateTransferred {
+                            sequence: Sequence(sequence),
+                            state_digest: digest.0,
+                        }
+                    }
+                    Feedback::TransferFailed { sequence, reason } => {
+                        tracing::warn!(sequence, %reason, "state transfer failed; the replica will ask again");
+                        transfer = None;
+                        continue;
+                    }
+                },
+                _ = ticker.tick() => Event::Tick,
+            };
+            let actions = self.replica.handle(event);
+            self.run_actions(actions, &channels, &mut transfer).await?;
+        }
+    }
+
+    async fn run_actions(
+        &mut self,
+        actions: Vec<Action<Transaction>>,
+        channels: &DriverChannels,
+        transfer: &mut Option<u64>,
+    ) -> Result<(), DriverError> {
+        for action in actions {
+            match action {
+                Action::Persist(record) => self.journal.persist(&record)?,
+                Action::Send { to, message } => {
+                    let signed = self.wire.sign(&message)?;
+                    self.links.send(to, signed);
+                }
+                Action::Broadcast(message) => {
+                    let signed = self.wire.sign(&message)?;
+                    self.links.broadcast(&signed);
+                }
+                Action::Execute { sequence, batch } => {
+                    channels
+                        .commit
+                        .send(CommitWork::Execute(OrderedBatch {
+                            sequence: sequence.0,
+                            transactions: batch,
+                        }))
+                        .await
+                        .map_err(|_| DriverError::CommitLoopGone)?;
+                }
+                Action::CheckpointStable {
+                    sequence,
+                    state_digest,
+                    proof,
+                } => {
+                    let stable = super::pbft::StableCheckpoint {
+                        sequence,
+                        state_digest,
+                        proof,
+                    };
+                    self.journal.stable(&stable, self.replica.view())?;
+                    self.wire.prune(sequence, self.replica.view());
+                    self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(sequence = sequence.0, "checkpoint stable");
+                }
+                Action::ViewChanged { view, primary } => {
+                    self.metrics.view_changes.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        replica = self.replica.id().0,
+                        view = view.0,
+                        primary = primary.0,
+                        "entered a new view"
+                    );
+                }
+                Action::RequestStateTransfer {
+                    sequence,
+                    state_digest,
+                    peers,
+                } => self.start_transfer(sequence, state_digest, peers, channels, transfer),
+                Action::Committed { sequence, digest } => {
+                    tracing::trace!(sequence = sequence.0, %digest, "committed");
+                }
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn start_transfer(
+        &self,
+        sequence: Sequence,
+        state_digest: [u8; 32],
+        peers: Vec<ReplicaId>,
+        channels: &DriverChannels,
+        transfer: &mut Option<u64>,
+    ) {
+        // One transfer at a time: a later checkpoint is asked for again when this one ends.
+        if transfer.is_some() {
+            return;
+        }
+        *transfer = Some(sequence.0);
+        let tip = self.ledger.tip();
+        let addresses: Vec<String> = peers
+            .iter()
+            .filter_map(|p| self.addresses.get(p.0 as usize).cloned())
+            .collect();
+        let commit = channels.commit.clone();
+        let feedback = channels.feedback_sender.clone();
+        let target = sequence.0;
+        let digest = Hash(state_digest);
+        tracing::info!(
+            from = tip.height,
+            to = target,
+            peers = ?addresses,
+            "state transfer: fetching certified blocks"
+        );
+        tokio::spawn(async move {
+            if tip.height > target {
+                // Already there (execution caught up meanwhile): report the certified state.
+                let _ = feedback
+                    .send(Feedback::TransferFailed {
+                        sequence: target,
+                        reason: format!("already at height {}", tip.height),
+                    })
+                    .await;
+                return;
+            }
+            match fetch_certified(&addresses, tip.height, target, tip.hash, digest).await {
+                Ok(blocks) => {
+                    let _ = commit
+                        .send(CommitWork::Apply {
+                            sequence: target,
+                            digest,
+                            blocks,
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    let _ = feedback
+                        .send(Feedback::TransferFailed {
+                            sequence: target,
+                            reason: e.to_string(),
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    fn publish_status(&self) {
+        let replica = &self.replica;
+        let status = ConsensusStatus {
+            replica: replica.id().0,
+            view: replica.view().0,
+            primary: replica.primary().0,
+            view_changing: replica.is_view_changing(),
+            last_executed: replica.last_executed().0,
+            stable_checkpoint: replica.last_stable_checkpoint().0,
+        };
+        self.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+        self.metrics.view.store(replica.view().0, Ordering::Relaxed);
+        for (reason, count) in replica.rejections() {
+            self.metrics.set_consensus_rejected(reason.as_str(), *count);
+        }
+        self.metrics
+            .consensus_outbound_queue
+            .store(self.links.queued() as u64, Ordering::Relaxed);
+        self.metrics.consensus_dropped.store(
+            self.links.stats().dropped.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+}

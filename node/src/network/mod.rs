@@ -1,0 +1,8 @@
+//! Validator-to-validator networking: the consensus edge (`wire`: signing and verification),
+//! outbound links with bounded queues and reconnection (`peers`), the inbound gRPC service
+//! (`service`), and block fetching for state transfer (`state_transfer`).
+
+pub mod peers;
+pub mod service;
+pub mod state_transfer;
+pub mod wire;

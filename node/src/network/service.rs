@@ -1,0 +1,135 @@
+//! The inbound side of the validator network: the `Consensus` gRPC service. Each peer stream
+//! is read in order; every message is verified off the async workers (signatures and
+//! transactions) and handed to the replica's bounded queue. Invariant: only verified messages
+//! reach the replica, a refused message is counted by reason and never stops the stream, and a
+//! full queue drops (and counts) rather than grows.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::pb;
+
+use super::wire::{PbftMessage, Wire};
+use crate::consensus::pbft::Verified;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::types::convert::block_to_pb;
+
+/// The most blocks one `FetchBlocks` call returns; a replica further behind asks again.
+pub const MAX_FETCH_BLOCKS: u64 = 256;
+
+pub struct ConsensusService {
+    wire: Arc<Wire>,
+    inbound: mpsc::Sender<Verified<PbftMessage>>,
+    ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConsensusService {
+    pub fn new(
+        wire: Arc<Wire>,
+        inbound: mpsc::Sender<Verified<PbftMessage>>,
+        ledger: Arc<Ledger>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> ConsensusService {
+        ConsensusService {
+            wire,
+            inbound,
+            ledger,
+            metrics,
+            shutdown,
+        }
+    }
+}
+
+type BlockStream = Pin<Box<dyn Stream<Item = Result<pb::Block, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::consensus_server::Consensus for ConsensusService {
+    async fn deliver(
+        &self,
+        request: Request<Streaming<pb::SignedConsensusMessage>>,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            // End the stream when this node stops, so the sender notices and reconnects to
+            // whatever serves this address next.
+            let signed = tokio::select! {
+                _ = shutdown.wait_for(|stopping| *stopping) => None,
+                message = stream.message() => message?,
+            };
+            let Some(signed) = signed else {
+                tracing::debug!(
+                    stopping = *shutdown.borrow(),
+                    "consensus stream from a validator ends"
+                );
+                break;
+            };
+            if self.inbound.is_closed() {
+                break;
+            }
+            let wire = self.wire.clone();
+            let from = signed.from;
+            let verified = tokio::task::spawn_blocking(move || wire.verify(&signed))
+                .await
+                .map_err(|e| Status::internal(format!("verification task failed: {e}")))?;
+            match verified {
+                Ok(message) => {
+                    if self.inbound.try_send(message).is_err() {
+                        self.metrics.consensus_rejected("inbound_queue_full", 1);
+                    }
+                    self.metrics.consensus_inbound_queue.store(
+                        (self.inbound.max_capacity() - self.inbound.capacity()) as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(replica = from, error = %e, "consensus message refused at the edge");
+                    self.metrics.consensus_rejected(e.reason(), 1);
+                }
+            }
+        }
+        if *shutdown.borrow() || self.inbound.is_closed() {
+            return Err(Status::unavailable("this validator is shutting down"));
+        }
+        Ok(Response::new(pb::DeliverResponse {}))
+    }
+
+    type FetchBlocksStream = BlockStream;
+
+    async fn fetch_blocks(
+        &self,
+        request: Request<pb::FetchBlocksRequest>,
+    ) -> Result<Response<BlockStream>, Status> {
+        let pb::FetchBlocksRequest { from, to } = request.into_inner();
+        let height = self.ledger.tip().height;
+        if from > to {
+            return Err(Status::invalid_argument(format!(
+                "from ({from}) is after to ({to})"
+            )));
+        }
+        if to >= height {
+            return Err(Status::out_of_range(format!(
+                "this peer has blocks 0 to {}; block {to} is not here yet",
+                height.saturating_sub(1)
+            )));
+        }
+        let to = to.min(from.saturating_add(MAX_FETCH_BLOCKS - 1));
+        let mut blocks = Vec::new();
+        for number in from..=to {
+            match self.ledger.block(number) {
+                Ok(Some(block)) => blocks.push(Ok(block_to_pb(&block))),
+                Ok(None) => return Err(Status::internal(format!("block {number} is missing"))),
+                Err(e) => return Err(Status::internal(e.to_string())),
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(blocks))))
+    }
+}

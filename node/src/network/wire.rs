@@ -1,0 +1,949 @@
+//! The consensus edge: PBFT messages <-> `weft.v1` signed consensus messages. Outbound, a
+//! message is encoded once and signed; the proofs it carries (checkpoint messages, prepared
+//! certificates, view changes) go out as the exact signed messages their senders made, looked
+//! up in [`SignedMessages`]. Inbound, every signature (nested ones included) is checked against
+//! the genesis validator keys and every client transaction through admission before a
+//! [`Verified`] value exists. Invariant: the core only ever sees messages whose every signature
+//! verified, and this replica can forward any proof the core hands it.
+//!
+//! DESIGN names `types/convert.rs` as the one place for proto <-> domain conversions; consensus
+//! messages convert here instead, because decoding a nested proof is inseparable from checking
+//! its signature (see docs/ARCHITECTURE.md).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use prost::Message as _;
+use weft_proto::pb;
+use weft_proto::pb::consensus_message::Kind;
+use weft_proto::signing::consensus_signing_bytes;
+use weft_proto::{Genesis, Identity, Signer};
+
+use crate::admission::Admission;
+use crate::consensus::pbft::{
+    Checkpoint, Commit, Message, MessageKind, NewView, PersistRecord, Phase, PrePrepare, Prepare,
+    PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence, StableCheckpoint, Verified,
+    View, ViewChange, new_view_digest, view_change_digest,
+};
+use crate::crypto::CanonicalHasher;
+use crate::types::convert::{signed_from_pb, signed_to_pb};
+use crate::types::{Hash, Transaction};
+
+/// A PBFT message of this network: requests are verified transactions.
+pub type PbftMessage = Message<Transaction>;
+
+/// The most signed messages kept for forwarding as proofs (bounded memory under flooding).
+const MAX_KEPT: usize = 200_000;
+
+/// Why a consensus message was refused at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("replica {0} is not a validator of this network")]
+    UnknownReplica(u32),
+    #[error("the signature of replica {0} does not verify")]
+    BadSignature(u32),
+    #[error("the message does not decode: {0}")]
+    Malformed(String),
+    #[error("a nested {expected:?} was expected, found {found:?}")]
+    WrongNested {
+        expected: MessageKind,
+        found: MessageKind,
+    },
+    #[error("a transaction in the message is not admissible: {0}")]
+    Transaction(#[from] crate::admission::AdmissionError),
+    #[error(
+        "the signed form of a {kind:?} from replica {from} is not known here, so it cannot be forwarded as proof"
+    )]
+    MissingProof { from: u32, kind: MessageKind },
+}
+
+impl WireError {
+    /// A short label for the rejected-messages metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::UnknownReplica(_) => "unknown_replica",
+            WireError::BadSignature(_) => "bad_signature",
+            WireError::Malformed(_) => "malformed",
+            WireError::WrongNested { .. } => "wrong_nested",
+            WireError::Transaction(_) => "bad_transaction",
+            WireError::MissingProof { .. } => "missing_proof",
+        }
+    }
+}
+
+impl Request for Transaction {
+    fn id(&self) -> crate::consensus::pbft::RequestId {
+        crate::consensus::pbft::RequestId(self.signed.id.0)
+    }
+}
+
+/// The identity of a message for the proof store: its sender and what it says.
+fn message_key(from: ReplicaId, message: &PbftMessage) -> Hash {
+    let mut hasher = CanonicalHasher::new("weft.v1/pbft/proof-key");
+    hasher.put_u64(u64::from(from.0));
+    match message {
+        Message::Request(tx) => hasher.put_u8(0).put_bytes(&tx.signed.id.0),
+        Message::PrePrepare(m) => hasher
+            .put_u8(1)
+            .put_u64(m.view.0)
+            .put_u64(m.sequence.0)
+            .put_hash(&m.digest),
+        Message::Prepare(m) => hasher
+            .put_u8(2)
+            .put_u64(m.view.0)
+            .put_u64(m.sequence.0)
+            .put_hash(&m.digest),
+        Message::Commit(m) => hasher
+            .put_u8(3)
+            .put_u64(m.view.0)
+            .put_u64(m.sequence.0)
+            .put_hash(&m.digest),
+        Message::Checkpoint(m) => hasher
+            .put_u8(4)
+            .put_u64(m.sequence.0)
+            .put_bytes(&m.state_digest),
+        Message::ViewChange(m) => hasher.put_u8(5).put_hash(&view_change_digest(m)),
+        Message::NewView(m) => hasher.put_u8(6).put_hash(&new_view_digest(m)),
+    };
+    hasher.finish()
+}
+
+/// Where a kept message sits, for pruning: by sequence (normal case, checkpoints) or by view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    Sequence(Sequence),
+    View(View),
+}
+
+/// The signed form of messages that may be forwarded as proof.
+#[derive(Default)]
+pub struct SignedMessages {
+    by_key: BTreeMap<Hash, (Position, pb::SignedConsensusMessage)>,
+}
+
+impl SignedMessages {
+    fn keep(&mut self, key: Hash, position: Position, signed: &pb::SignedConsensusMessage) {
+        if self.by_key.len() >= MAX_KEPT && !self.by_key.contains_key(&key) {
+            tracing::warn!(
+                kept = self.by_key.len(),
+                "proof store full: not keeping another signed message"
+            );
+            return;
+        }
+        self.by_key.insert(key, (position, signed.clone()));
+    }
+
+    fn get(&self, key: &Hash) -> Option<pb::SignedConsensusMessage> {
+        self.by_key.get(key).map(|(_, signed)| signed.clone())
+    }
+
+    /// Drops what no proof can need any more: normal-case messages and checkpoints below the
+    /// stable checkpoint, view changes of views before `view`.
+    fn prune(&mut self, stable: Sequence, view: View) {
+        self.by_key.retain(|_, (position, _)| match position {
+            Position::Sequence(sequence) => *sequence >= stable,
+            Position::View(at) => *at >= view,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// Where a message may be kept for forwarding, if it is a kind proofs carry.
+fn proof_position(message: &PbftMessage) -> Option<Position> {
+    match message {
+        Message::PrePrepare(m) => Some(Position::Sequence(m.sequence)),
+        Message::Prepare(m) => Some(Position::Sequence(m.sequence)),
+        Message::Checkpoint(m) => Some(Position::Sequence(m.sequence)),
+        Message::ViewChange(m) => Some(Position::View(m.new_view)),
+        Message::Request(_) | Message::Commit(_) | Message::NewView(_) => None,
+    }
+}
+
+/// Signs outbound messages as this replica and verifies inbound ones.
+pub struct Wire {
+    chain_id: String,
+    me: ReplicaId,
+    signer: Signer,
+    validators: Vec<Identity>,
+    admission: Admission,
+    kept: Mutex<SignedMessages>,
+}
+
+impl Wire {
+    /// `validators` are the genesis validators in replica-id order.
+    pub fn new(
+        genesis: &Genesis,
+        me: ReplicaId,
+        signer: Signer,
+        validators: Vec<Identity>,
+    ) -> Wire {
+        Wire {
+            chain_id: genesis.chain_id.clone(),
+            me,
+            signer,
+            validators,
+            admission: Admission::new(genesis),
+            kept: Mutex::new(SignedMessages::default()),
+        }
+    }
+
+    pub fn me(&self) -> ReplicaId {
+        self.me
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.validators.len()
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, SignedMessages> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many signed messages are kept for forwarding.
+    pub fn kept_len(&self) -> usize {
+        self.kept().len()
+    }
+
+    /// Forget proofs below the stable checkpoint and view changes of earlier views.
+    pub fn prune(&self, stable: Sequence, view: View) {
+        self.kept().prune(stable, view);
+    }
+
+    /// Encodes and signs `message` as this replica.
+    pub fn sign(&self, message: &PbftMessage) -> Result<pb::SignedConsensusMessage, WireError> {
+        let encoded = pb::ConsensusMessage {
+            kind: Some(self.encode(message)?),
+        }
+        .encode_to_vec();
+        let signature = self
+            .signer
+            .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
+        let signed = pb::SignedConsensusMessage {
+            from: self.me.0,
+            message: Bytes::from(encoded),
+            signature: Bytes::copy_from_slice(&signature),
+        };
+        if let Some(position) = proof_position(message) {
+            self.kept()
+                .keep(message_key(self.me, message), position, &signed);
+        }
+        Ok(signed)
+    }
+
+    /// The signed form of a message another replica (or this one) sent, to carry as proof.
+    fn proof<M: Clone>(
+        &self,
+        verified: &Verified<M>,
+        wrap: impl Fn(M) -> PbftMessage,
+    ) -> Result<pb::SignedConsensusMessage, WireError> {
+        let message = wrap(verified.message.clone());
+        // The kept form first, own messages included: re-signing an own view change would
+        // re-encode its certificates, whose messages may be pruned by now.
+        if let Some(signed) = self.kept().get(&message_key(verified.from, &message)) {
+            return Ok(signed);
+        }
+        if verified.from == self.me {
+            // Ed25519 signatures are deterministic: signing again gives the same bytes.
+            return self.sign(&message);
+        }
+        Err(WireError::MissingProof {
+            from: verified.from.0,
+            kind: message.kind(),
+        })
+    }
+
+    fn encode(&self, message: &PbftMessage) -> Result<Kind, WireError> {
+        Ok(match message {
+            Message::Request(tx) => Kind::Request(signed_to_pb(&tx.signed)),
+            Message::PrePrepare(m) => Kind::PrePrepare(pre_prepare_to_pb(m)),
+            Message::Prepare(m) => Kind::Prepare(pb::Prepare {
+                view: m.view.0,
+                sequence: m.sequence.0,
+                digest: Bytes::copy_from_slice(&m.digest.0),
+            }),
+            Message::Commit(m) => Kind::Commit(pb::Commit {
+                view: m.view.0,
+                sequence: m.sequence.0,
+                digest: Bytes::copy_from_slice(&m.digest.0),
+            }),
+            Message::Checkpoint(m) => Kind::Checkpoint(pb::Checkpoint {
+                sequence: m.sequence.0,
+                state_digest: Bytes::copy_from_slice(&m.state_digest),
+            }),
+            Message::ViewChange(m) => Kind::ViewChange(self.view_change_to_pb(m)?),
+            Message::NewView(m) => Kind::NewView(pb::NewView {
+                view: m.view.0,
+                view_changes: m
+                    .view_changes
+                    .iter()
+                    .map(|v| self.proof(v, Message::ViewChange))
+                    .collect::<Result<_, _>>()?,
+                pre_prepares: m
+                    .pre_prepares
+                    .iter()
+                    .map(|p| self.sign(&Message::PrePrepare(p.clone())))
+                    .collect::<Result<_, _>>()?,
+            }),
+        })
+    }
+
+    fn view_change_to_pb(&self, m: &ViewChange<Transaction>) -> Result<pb::ViewChange, WireError> {
+        Ok(pb::ViewChange {
+            new_view: m.new_view.0,
+            stable_checkpoint: m.stable_checkpoint.0,
+            checkpoint_proof: m
+                .checkpoint_proof
+                .iter()
+                .map(|c| self.proof(c, Message::Checkpoint))
+                .collect::<Result<_, _>>()?,
+            prepared: m
+                .prepared
+                .iter()
+                .map(|c| self.certificate_to_pb(c))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// A prepared certificate in its signed form (also what the journal stores).
+    pub fn certificate_to_pb(
+        &self,
+        certificate: &PreparedCertificate<Transaction>,
+    ) -> Result<pb::PreparedCertificate, WireError> {
+        Ok(pb::PreparedCertificate {
+            pre_prepare: Some(self.proof(&certificate.pre_prepare, Message::PrePrepare)?),
+            prepares: certificate
+                .prepares
+                .iter()
+                .map(|p| self.proof(p, Message::Prepare))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Checkpoint messages in their signed form.
+    pub fn checkpoints_to_pb(
+        &self,
+        proof: &[Verified<Checkpoint>],
+    ) -> Result<Vec<pb::SignedConsensusMessage>, WireError> {
+        proof
+            .iter()
+            .map(|c| self.proof(c, Message::Checkpoint))
+            .collect()
+    }
+
+    /// Checks the signature of `signed` (and of everything nested in it) and decodes it.
+    pub fn verify(
+        &self,
+        signed: &pb::SignedConsensusMessage,
+    ) -> Result<Verified<PbftMessage>, WireError> {
+        let from = ReplicaId(signed.from);
+        let sender = self
+            .validators
+            .get(signed.from as usize)
+            .ok_or(WireError::UnknownReplica(signed.from))?;
+        if !sender.verify(
+            &consensus_signing_bytes(&self.chain_id, &signed.message),
+            &signed.signature,
+        ) {
+            return Err(WireError::BadSignature(signed.from));
+        }
+        let decoded = pb::ConsensusMessage::decode(signed.message.as_ref())
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        let kind = decoded
+            .kind
+            .ok_or_else(|| WireError::Malformed("no message kind".into()))?;
+        let message = self.decode(from, kind)?;
+        if let Some(position) = proof_position(&message) {
+            self.kept()
+                .keep(message_key(from, &message), position, signed);
+        }
+        Ok(Verified::checked_by_edge(from, message))
+    }
+
+    /// Verifies a nested message that must be of kind `expected`.
+    fn nested<M>(
+        &self,
+        signed: &pb::SignedConsensusMessage,
+        expected: MessageKind,
+        unwrap: impl Fn(PbftMessage) -> Option<M>,
+    ) -> Result<Verified<M>, WireError> {
+        let verified = self.verify(signed)?;
+        let found = verified.message.kind();
+        let from = verified.from;
+        let message = unwrap(verified.message).ok_or(WireError::WrongNested { expected, found })?;
+        Ok(Verified::checked_by_edge(from, message))
+    }
+
+    fn decode(&self, from: ReplicaId, kind: Kind) -> Result<PbftMessage, WireError> {
+        Ok(match kind {
+            Kind::Request(tx) => Message::Request(self.admission.verify(signed_from_pb(tx))?),
+            Kind::PrePrepare(m) => Message::PrePrepare(self.pre_prepare_from_pb(m)?),
+            Kind::Prepare(m) => Message::Prepare(Prepare {
+                view: View(m.view),
+                sequence: Sequence(m.sequence),
+                digest: hash(&m.digest)?,
+            }),
+            Kind::Commit(m) => Message::Commit(Commit {
+                view: View(m.view),
+                sequence: Sequence(m.sequence),
+                digest: hash(&m.digest)?,
+            }),
+            Kind::Checkpoint(m) => Message::Checkpoint(Checkpoint {
+                sequence: Sequence(m.sequence),
+                state_digest: hash(&m.state_digest)?.0,
+            }),
+            Kind::ViewChange(m) => Message::ViewChange(self.view_change_from_pb(m)?),
+            Kind::NewView(m) => Message::NewView(NewView {
+                view: View(m.view),
+                view_changes: m
+                    .view_changes
+                    .iter()
+                    .map(|v| {
+                        self.nested(v, MessageKind::ViewChange, |m| match m {
+                            Message::ViewChange(v) => Some(v),
+                            _ => None,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                pre_prepares: m
+                    .pre_prepares
+                    .iter()
+                    .map(|p| {
+                        let verified = self.nested(p, MessageKind::PrePrepare, |m| match m {
+                            Message::PrePrepare(p) => Some(p),
+                            _ => None,
+                        })?;
+                        if verified.from != from {
+                            return Err(WireError::Malformed(format!(
+                                "a new view from replica {} carries a pre-prepare signed by replica {}",
+                                from.0, verified.from.0
+                            )));
+                        }
+                        Ok(verified.message)
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+        })
+    }
+
+    fn pre_prepare_from_pb(&self, m: pb::PrePrepare) -> Result<PrePrepare<Transaction>, WireError> {
+        let batch = m
+            .batch
+            .into_iter()
+            .map(|tx| self.admission.verify(signed_from_pb(tx)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PrePrepare {
+            view: View(m.view),
+            sequence: Sequence(m.sequence),
+            digest: hash(&m.digest)?,
+            batch,
+        })
+    }
+
+    fn view_change_from_pb(&self, m: pb::ViewChange) -> Result<ViewChange<Transaction>, WireError> {
+        Ok(ViewChange {
+            new_view: View(m.new_view),
+            stable_checkpoint: Sequence(m.stable_checkpoint),
+            checkpoint_proof: self.checkpoints_from_pb(&m.checkpoint_proof)?,
+            prepared: m
+                .prepared
+                .iter()
+                .map(|c| self.certificate_from_pb(c))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Verifies and decodes a prepared certificate (from the wire or from the journal).
+    pub fn certificate_from_pb(
+        &self,
+        c: &pb::PreparedCertificate,
+    ) -> Result<PreparedCertificate<Transaction>, WireError> {
+        let pre_prepare = c.pre_prepare.as_ref().ok_or_else(|| {
+            WireError::Malformed("a prepared certificate without its pre-prepare".into())
+        })?;
+        Ok(PreparedCertificate {
+            pre_prepare: self.nested(pre_prepare, MessageKind::PrePrepare, |m| match m {
+                Message::PrePrepare(p) => Some(p),
+                _ => None,
+            })?,
+            prepares: c
+                .prepares
+                .iter()
+                .map(|p| {
+                    self.nested(p, MessageKind::Prepare, |m| match m {
+                        Message::Prepare(p) => Some(p),
+                        _ => None,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Verifies and decodes signed checkpoint messages (from the wire or from the journal).
+    pub fn checkpoints_from_pb(
+        &self,
+        proof: &[pb::SignedConsensusMessage],
+    ) -> Result<Vec<Verified<Checkpoint>>, WireError> {
+        proof
+            .iter()
+            .map(|c| {
+                self.nested(c, MessageKind::Checkpoint, |m| match m {
+                    Message::Checkpoint(c) => Some(c),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+}
+
+fn pre_prepare_to_pb(m: &PrePrepare<Transaction>) -> pb::PrePrepare {
+    pb::PrePrepare {
+        view: m.view.0,
+        sequence: m.sequence.0,
+        digest: Bytes::copy_from_slice(&m.digest.0),
+        batch: m.batch.iter().map(|tx| signed_to_pb(&tx.signed)).collect(),
+    }
+}
+
+fn hash(bytes: &[u8]) -> Result<Hash, WireError> {
+    Hash::from_slice(bytes)
+        .ok_or_else(|| WireError::Malformed(format!("a digest of {} bytes, not 32", bytes.len())))
+}
+
+fn phase_code(phase: Phase) -> u32 {
+    match phase {
+        Phase::PrePrepare => 1,
+        Phase::Prepare => 2,
+        Phase::Commit => 3,
+        Phase::Checkpoint => 4,
+        Phase::ViewChange => 5,
+        Phase::NewView => 6,
+    }
+}
+
+fn phase_from_code(code: u32) -> Result<Phase, WireError> {
+    Ok(match code {
+        1 => Phase::PrePrepare,
+        2 => Phase::Prepare,
+        3 => Phase::Commit,
+        4 => Phase::Checkpoint,
+        5 => Phase::ViewChange,
+        6 => Phase::NewView,
+        other => {
+            return Err(WireError::Malformed(format!(
+                "unknown journal phase {other}"
+            )));
+        }
+    })
+}
+
+/// Journal encodings: what the replica signed and its stable checkpoint, with proofs in signed
+/// form so that a restarted replica can forward them and re-checks them when it reads them.
+impl Wire {
+    pub fn encode_record(&self, record: &PersistRecord<Transaction>) -> Result<Vec<u8>, WireError> {
+        let mut journal = pb::JournalRecord {
+            phase: phase_code(record.phase),
+            view: record.view.0,
+            sequence: record.sequence.0,
+            digest: Bytes::copy_from_slice(&record.digest.0),
+            prepared: None,
+            view_change: None,
+        };
+        match &record.detail {
+            RecordDetail::None => {}
+            RecordDetail::Prepared(certificate) => {
+                journal.prepared = Some(self.certificate_to_pb(certificate)?);
+            }
+            RecordDetail::ViewChange(view_change) => {
+                journal.view_change = Some(self.sign(&Message::ViewChange(view_change.clone()))?);
+            }
+        }
+        Ok(journal.encode_to_vec())
+    }
+
+    pub fn decode_record(&self, bytes: &[u8]) -> Result<PersistRecord<Transaction>, WireError> {
+        let journal =
+            pb::JournalRecord::decode(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+        let detail = match (&journal.prepared, &journal.view_change) {
+            (Some(certificate), _) => {
+                RecordDetail::Prepared(self.certificate_from_pb(certificate)?)
+            }
+            (None, Some(signed)) => {
+                let verified = self.nested(signed, MessageKind::ViewChange, |m| match m {
+                    Message::ViewChange(v) => Some(v),
+                    _ => None,
+                })?;
+                RecordDetail::ViewChange(verified.message)
+            }
+            (None, None) => RecordDetail::None,
+        };
+        Ok(PersistRecord {
+            view: View(journal.view),
+            sequence: Sequence(journal.sequence),
+            phase: phase_from_code(journal.phase)?,
+            digest: hash(&journal.digest)?,
+            detail,
+        })
+    }
+
+    pub fn encode_stable(&self, stable: &StableCheckpoint) -> Result<Vec<u8>, WireError> {
+        Ok(pb::JournalCheckpoint {
+            sequence: stable.sequence.0,
+            state_digest: Bytes::copy_from_slice(&stable.state_digest),
+            proof: self.checkpoints_to_pb(&stable.proof)?,
+        }
+        .encode_to_vec())
+    }
+
+    pub fn decode_stable(&self, bytes: &[u8]) -> Result<StableCheckpoint, WireError> {
+        let journal = pb::JournalCheckpoint::decode(bytes)
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        Ok(StableCheckpoint {
+            sequence: Sequence(journal.sequence),
+            state_digest: hash(&journal.state_digest)?.0,
+            proof: self.checkpoints_from_pb(&journal.proof)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_proto::{
+        CertificateAuthority, ConsensusKind, ConsensusParams, Role, ValidatorInfo,
+        genesis::OrganizationInfo,
+    };
+
+    use super::*;
+    use crate::consensus::pbft::{batch_digest, view_change_digest};
+
+    struct Fixture {
+        genesis: Genesis,
+        signers: Vec<Signer>,
+        alice: Signer,
+    }
+
+    fn fixture() -> Fixture {
+        let ca = CertificateAuthority::generate("Org1").expect("ca");
+        let issued: Vec<_> = (0..4)
+            .map(|i| {
+                ca.issue(&format!("validator{i}"), Role::Validator)
+                    .expect("issue")
+            })
+            .collect();
+        let genesis = Genesis {
+            chain_id: "wire".into(),
+            organizations: vec![OrganizationInfo {
+                name: "Org1".into(),
+                ca_certificate: ca.certificate_pem().to_string(),
+            }],
+            validators: issued
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ValidatorInfo {
+                    id: format!("validator{i}"),
+                    certificate: v.certificate_pem.clone(),
+                    address: format!("127.0.0.1:{}", 1 + i),
+                })
+                .collect(),
+            consensus: ConsensusParams {
+                kind: ConsensusKind::Pbft,
+                ..ConsensusParams::default()
+            },
+        };
+        let alice = ca
+            .issue("alice", Role::Client)
+            .expect("issue")
+            .signer()
+            .expect("signer");
+        Fixture {
+            signers: issued.iter().map(|v| v.signer().expect("signer")).collect(),
+            genesis,
+            alice,
+        }
+    }
+
+    impl Fixture {
+        /// The wire of replica `me`, as a fresh process would build it.
+        fn wire(&self, me: u32) -> Wire {
+            let admission = Admission::new(&self.genesis);
+            let identities = self
+                .signers
+                .iter()
+                .map(|s| {
+                    admission
+                        .identity(&s.identity().certificate)
+                        .expect("validator identity")
+                })
+                .collect();
+            Wire::new(
+                &self.genesis,
+                ReplicaId(me),
+                self.signers[me as usize].clone(),
+                identities,
+            )
+        }
+
+        fn transaction(&self, key: &str) -> Transaction {
+            let (_, signed) = weft_proto::tx::sign_transaction(
+                &self.alice,
+                &self.genesis.chain_id,
+                "cc",
+                "put",
+                &[key.as_bytes().to_vec()],
+            );
+            Admission::new(&self.genesis)
+                .verify(signed_from_pb(signed))
+                .expect("admissible")
+        }
+    }
+
+    /// A prepared certificate for (view 0, sequence 1) as replica 3 would hold it: the
+    /// primary's pre-prepare and prepares from replicas 1 and 2, each received over the wire.
+    fn certificate(f: &Fixture, receiver: &Wire) -> PreparedCertificate<Transaction> {
+        let batch = vec![f.transaction("k")];
+        let digest = batch_digest(&batch);
+        let pre_prepare = PrePrepare {
+            view: View(0),
+            sequence: Sequence(1),
+            digest,
+            batch,
+        };
+        let prepare = Prepare {
+            view: View(0),
+            sequence: Sequence(1),
+            digest,
+        };
+        let received = |from: u32, message: PbftMessage| {
+            let signed = f.wire(from).sign(&message).expect("sign");
+            receiver.verify(&signed).expect("verifies")
+        };
+        let unwrap_pre_prepare = |v: Verified<PbftMessage>| match v.message {
+            Message::PrePrepare(p) => Verified::checked_by_edge(v.from, p),
+            other => panic!("{other:?}"),
+        };
+        let unwrap_prepare = |v: Verified<PbftMessage>| match v.message {
+            Message::Prepare(p) => Verified::checked_by_edge(v.from, p),
+            other => panic!("{other:?}"),
+        };
+        PreparedCertificate {
+            pre_prepare: unwrap_pre_prepare(received(0, Message::PrePrepare(pre_prepare))),
+            prepares: vec![
+                unwrap_prepare(received(1, Message::Prepare(prepare.clone()))),
+                unwrap_prepare(received(2, Message::Prepare(prepare))),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_message_kind_round_trips_through_signing_and_verification() {
+        let f = fixture();
+        let sender = f.wire(1);
+        let receiver = f.wire(2);
+        let certificate = certificate(&f, &sender);
+        let view_change = ViewChange {
+            new_view: View(1),
+            stable_checkpoint: Sequence(0),
+            checkpoint_proof: Vec::new(),
+            prepared: vec![certificate.clone()],
+        };
+        let messages = [
+            Message::Request(f.transaction("r")),
+            Message::PrePrepare(certificate.pre_prepare.message.clone()),
+            Message::Prepare(certificate.prepares[0].message.clone()),
+            Message::Commit(Commit {
+                view: View(0),
+                sequence: Sequence(1),
+                digest: certificate.digest(),
+            }),
+            Message::Checkpoint(Checkpoint {
+                sequence: Sequence(10),
+                state_digest: [7; 32],
+            }),
+            Message::ViewChange(view_change),
+        ];
+        for message in messages {
+            let signed = sender.sign(&message).expect("sign");
+            let verified = receiver.verify(&signed).expect("verifies");
+            assert_eq!(verified.from, ReplicaId(1));
+            assert_eq!(verified.message, message);
+        }
+    }
+
+    #[test]
+    fn forged_replayed_elsewhere_and_malformed_messages_are_refused() {
+        let f = fixture();
+        let sender = f.wire(1);
+        let receiver = f.wire(2);
+        let prepare = Message::Prepare(Prepare {
+            view: View(0),
+            sequence: Sequence(1),
+            digest: Hash([1; 32]),
+        });
+        let good = sender.sign(&prepare).expect("sign");
+
+        let mut flipped = good.clone();
+        let mut signature = flipped.signature.to_vec();
+        signature[0] ^= 1;
+        flipped.signature = signature.into();
+        assert!(matches!(
+            receiver.verify(&flipped),
+            Err(WireError::BadSignature(1))
+        ));
+
+        let mut impostor = good.clone();
+        impostor.from = 3;
+        assert!(matches!(
+            receiver.verify(&impostor),
+            Err(WireError::BadSignature(3))
+        ));
+
+        let mut stranger = good.clone();
+        stranger.from = 9;
+        assert!(matches!(
+            receiver.verify(&stranger),
+            Err(WireError::UnknownReplica(9))
+        ));
+
+        let mut garbage = good.clone();
+        garbage.message = Bytes::from_static(b"\xff\xff\xff");
+        assert!(receiver.verify(&garbage).is_err());
+
+        // The same validator keys on another chain: the signature does not carry over.
+        let mut other = fixture();
+        other.signers = f.signers.clone();
+        other.genesis = Genesis {
+            chain_id: "another".into(),
+            ..f.genesis.clone()
+        };
+        assert!(matches!(
+            other.wire(2).verify(&good),
+            Err(WireError::BadSignature(1))
+        ));
+    }
+
+    #[test]
+    fn a_nested_message_of_the_wrong_kind_is_refused() {
+        let f = fixture();
+        let sender = f.wire(1);
+        let commit = sender
+            .sign(&Message::Commit(Commit {
+                view: View(0),
+                sequence: Sequence(1),
+                digest: Hash([1; 32]),
+            }))
+            .expect("sign");
+        // A view change whose "checkpoint proof" is a commit.
+        let view_change = pb::ConsensusMessage {
+            kind: Some(Kind::ViewChange(pb::ViewChange {
+                new_view: 1,
+                stable_checkpoint: 0,
+                checkpoint_proof: vec![commit],
+                prepared: Vec::new(),
+            })),
+        }
+        .encode_to_vec();
+        let signature = f.signers[1].sign(&consensus_signing_bytes("wire", &view_change));
+        let signed = pb::SignedConsensusMessage {
+            from: 1,
+            message: view_change.into(),
+            signature: Bytes::copy_from_slice(&signature),
+        };
+        assert!(matches!(
+            f.wire(2).verify(&signed),
+            Err(WireError::WrongNested { .. })
+        ));
+    }
+
+    #[test]
+    fn a_journaled_certificate_can_be_forwarded_after_a_restart() {
+        let f = fixture();
+        let before = f.wire(3);
+        let certificate = certificate(&f, &before);
+        let record = PersistRecord {
+            view: View(0),
+            sequence: Sequence(1),
+            phase: Phase::Commit,
+            digest: certificate.digest(),
+            detail: RecordDetail::Prepared(certificate.clone()),
+        };
+        let stored = before.encode_record(&record).expect("encode");
+
+        // A restarted process: a fresh wire that never saw the messages over the network.
+        let after = f.wire(3);
+        let restored = after.decode_record(&stored).expect("decode");
+        assert_eq!(restored, record);
+        let view_change = ViewChange {
+            new_view: View(1),
+            stable_checkpoint: Sequence(0),
+            checkpoint_proof: Vec::new(),
+            prepared: vec![certificate],
+        };
+        let signed = after
+            .sign(&Message::ViewChange(view_change.clone()))
+            .expect("the restored certificate's signed messages are known");
+        let verified = f
+            .wire(0)
+            .verify(&signed)
+            .expect("verifies at another replica");
+        assert_eq!(verified.message, Message::ViewChange(view_change.clone()));
+        assert_ne!(view_change_digest(&view_change), Hash([0; 32]));
+    }
+
+    #[test]
+    fn pruning_keeps_what_proofs_above_the_stable_checkpoint_need() {
+        let f = fixture();
+        let wire = f.wire(3);
+        let certificate = certificate(&f, &wire);
+        assert_eq!(wire.kept_len(), 3);
+        wire.prune(Sequence(1), View(0));
+        assert_eq!(
+            wire.kept_len(),
+            3,
+            "sequence 1 is not below the stable checkpoint 1"
+        );
+        assert!(wire.certificate_to_pb(&certificate).is_ok());
+        wire.prune(Sequence(2), View(0));
+        assert_eq!(wire.kept_len(), 0);
+        assert!(matches!(
+            wire.certificate_to_pb(&certificate),
+            Err(WireError::MissingProof { .. })
+        ));
+    }
+
+    #[test]
+    fn an_own_view_change_is_forwarded_after_its_certificates_were_pruned() {
+        let f = fixture();
+        let primary = f.wire(1);
+        let certificate = certificate(&f, &primary);
+        let view_change = ViewChange {
+            new_view: View(1),
+            stable_checkpoint: Sequence(0),
+            checkpoint_proof: Vec::new(),
+            prepared: vec![certificate],
+        };
+        primary
+            .sign(&Message::ViewChange(view_change.clone()))
+            .expect("sign");
+        // A checkpoint above the certificate became stable; the view is still 1.
+        primary.prune(Sequence(10), View(1));
+        let new_view = NewView {
+            view: View(1),
+            view_changes: vec![Verified::checked_by_edge(ReplicaId(1), view_change)],
+            pre_prepares: Vec::new(),
+        };
+        let signed = primary
+            .sign(&Message::NewView(new_view.clone()))
+            .expect("the new primary re-sends its new view with its own kept view change");
+        assert_eq!(
+            f.wire(2).verify(&signed).expect("verifies").message,
+            Message::NewView(new_view)
+        );
+    }
+}
