@@ -3,6 +3,8 @@
 //! output kept in a log file for failure messages), stop it with SIGTERM or SIGKILL, call the
 //! `weft` CLI, read the operations port, and start in-process nodes.
 //!
+//! `sim` is separate: the deterministic simulation of the PBFT core, in process.
+//!
 //! Binaries are found beside the test executable (`target/debug/deps/..` -> `target/debug/weft`
 //! and `target/debug/examples/*`); a missing one fails the test with the command that builds it.
 
@@ -17,6 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_proto::{Signer, WeftClient};
+
+pub mod auditor;
+pub mod sim;
 
 /// The command that builds every binary these tests run.
 pub const BUILD_COMMAND: &str = "cargo build -p weft-node -p chaincode-sdk --bins --examples";
@@ -379,6 +384,8 @@ impl Network {
 /// `weft node start` as a child process; killed (SIGKILL) on drop.
 pub struct Node {
     pub network: Network,
+    /// Which validator of the network this is.
+    pub validator: usize,
     env: Vec<(String, String)>,
     child: Option<Child>,
     watchdog: Option<Child>,
@@ -390,17 +397,32 @@ impl Node {
     /// (for example `WEFT_CHAINCODE_EXECUTE_TIMEOUT=2s`; the runtime is `process` unless
     /// `extra_env` says otherwise), and waits until /healthz, /readyz and the gRPC port answer.
     pub async fn start(network: &Network, extra_env: &[(&str, &str)]) -> Node {
+        Node::start_validator(network, 0, extra_env).await
+    }
+
+    /// Starts validator `validator` of a cluster network (see [`Node::start`]).
+    pub async fn start_validator(
+        network: &Network,
+        validator: usize,
+        extra_env: &[(&str, &str)],
+    ) -> Node {
         let mut env = vec![("WEFT_CHAINCODE_RUNTIME".to_string(), "process".to_string())];
         for (k, v) in extra_env {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
+        let log_name = if validator == 0 {
+            "node.log".to_string()
+        } else {
+            format!("validator{validator}.log")
+        };
         let mut node = Node {
             network: network.clone(),
+            validator,
             env,
             child: None,
             watchdog: None,
-            log_path: network.dir.join("node.log"),
+            log_path: network.dir.join(log_name),
         };
         node.restart().await;
         node
@@ -417,7 +439,7 @@ impl Node {
         let mut command = Command::new(weft_binary());
         command
             .args(["node", "start", "--config"])
-            .arg(self.network.config_path())
+            .arg(self.network.config_path_of(self.validator))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
@@ -437,7 +459,7 @@ impl Node {
 
     async fn wait_serving(&mut self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let ops = format!("127.0.0.1:{}", self.network.operations_port);
+        let ops = self.operations_address();
         loop {
             if let Some(status) = self.child.as_mut().context("no child")?.try_wait()? {
                 self.child = None;
@@ -446,7 +468,7 @@ impl Node {
             let healthy = matches!(http_get(&ops, "/healthz").await, Ok((200, _)));
             let ready = healthy && matches!(http_get(&ops, "/readyz").await, Ok((200, _)));
             if ready {
-                let client = self.network.client("admin").await;
+                let client = self.client("admin").await;
                 client
                     .chain_info()
                     .await
@@ -515,9 +537,27 @@ impl Node {
         lines[start..].join("\n")
     }
 
+    /// The operations address, host:port.
+    pub fn operations_address(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.network.operations_port as usize + self.validator
+        )
+    }
+
+    /// The gRPC address, host:port.
+    pub fn address(&self) -> String {
+        self.network.address_of(self.validator)
+    }
+
+    /// Whether the process is running (it has not been stopped or killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// The operations port's /metrics text.
     pub async fn metrics(&self) -> String {
-        let ops = format!("127.0.0.1:{}", self.network.operations_port);
+        let ops = self.operations_address();
         match http_get(&ops, "/metrics").await {
             Ok((200, body)) => body,
             other => panic!("GET /metrics: {other:?}"),
@@ -526,7 +566,17 @@ impl Node {
 
     /// Connects to the node as `name`.
     pub async fn client(&self, name: &str) -> WeftClient {
-        self.network.client(name).await
+        self.network.client_of(self.validator, name).await
+    }
+
+    /// Suspends the process (SIGSTOP) or resumes it (SIGCONT).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid} failed");
     }
 }
 

@@ -50,6 +50,9 @@ impl ProcessRuntime {
     }
 }
 
+/// Linux's "text file busy": exec of a file that some process holds open for writing.
+const ETXTBSY: i32 = 26;
+
 #[async_trait]
 impl ChaincodeRuntime for ProcessRuntime {
     fn kind(&self) -> RuntimeKind {
@@ -65,10 +68,25 @@ impl ChaincodeRuntime for ProcessRuntime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| RuntimeError::Start {
-            chaincode: spec.name.clone(),
-            reason: format!("{}: {e}", path.display()),
-        })?;
+        // The binary was just written: another thread of this process may have forked while
+        // its write handle was open, and until that child execs, exec here fails with "text
+        // file busy" (ETXTBSY). It clears within milliseconds; try again a few times.
+        let mut attempts = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Start {
+                        chaincode: spec.name.clone(),
+                        reason: format!("{}: {e}", path.display()),
+                    });
+                }
+            }
+        };
         let pid = child.id().unwrap_or_default();
         let logs = LogTail::default();
         let tag = format!("{}:{}", spec.name, spec.version);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use weft_proto::WeftClient;
 use weft_proto::package;
 use weft_proto::tx::string_args;
 
@@ -95,6 +96,21 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
                 .with_context(|| format!("cannot read the package {}", path.display()))?;
             let opened = package::open(&bytes)?;
             let client = peer.client().await?;
+            // Every validator executes the deploy transaction, so each needs the package:
+            // install it on all of them first, and refuse to deploy while one cannot take it
+            // (its result would differ from the others').
+            let genesis = peer.genesis()?;
+            if genesis.validators.len() > 1 {
+                for validator in &genesis.validators {
+                    let other = WeftClient::connect(&validator.address, peer.signer()?, &genesis.chain_id)
+                        .await
+                        .with_context(|| format!("cannot reach validator {} at {} to install the package: start it, or deploy when every validator runs", validator.id, validator.address))?;
+                    other.install(bytes.clone()).await.with_context(|| {
+                        format!("validator {} refused the package", validator.id)
+                    })?;
+                    eprintln!("installed on {} ({})", validator.id, validator.address);
+                }
+            }
             let committed = client.deploy(bytes, &string_args(&init_args)).await?;
             println!(
                 "deployed {}:{} (package {}) in block {}",

@@ -79,6 +79,21 @@ impl Driver {
         let actions = self.replica.handle(Event::Restored(restored));
         let mut transfer: Option<u64> = None;
         self.run_actions(actions, &channels, &mut transfer).await?;
+        // A crash between appending a checkpoint's block and signing its checkpoint would leave
+        // that checkpoint unsigned for ever (and, with f replicas down, never stable): report
+        // the executed checkpoints above the stable one again; the replica signs each once.
+        let period = self.replica.config().checkpoint_period;
+        let mut sequence = self.replica.last_stable_checkpoint().0 + period;
+        while sequence <= last_executed.0 {
+            if let Some(block) = self.ledger.block(sequence).map_err(JournalError::Ledger)? {
+                let actions = self.replica.handle(Event::Executed {
+                    sequence: Sequence(sequence),
+                    state_digest: block.hash().0,
+                });
+                self.run_actions(actions, &channels, &mut transfer).await?;
+            }
+            sequence += period;
+        }
 
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

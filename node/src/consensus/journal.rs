@@ -20,6 +20,8 @@ pub enum JournalError {
     Store(#[from] StoreError),
     #[error("consensus journal entry cannot be read: {0}")]
     Encoding(#[from] WireError),
+    #[error("reading the ledger at start-up: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 pub struct Journal {
