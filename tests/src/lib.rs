@@ -555,6 +555,23 @@ impl Node {
         self.child.is_some()
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its exit status, if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("wait for the node") {
+                self.child = None;
+                self.end_watchdog();
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The operations port's /metrics text.
     pub async fn metrics(&self) -> String {
         let ops = self.operations_address();

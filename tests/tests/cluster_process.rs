@@ -2,6 +2,8 @@
 //! load, every acknowledgement recorded; the primary is killed with SIGKILL mid-load and
 //! restarted later. The auditor then checks I1-I5 over every validator's chain, and a negative
 //! control shows that it would have caught a fork, a duplicate and a lost acknowledgement.
+//! A validator whose chaincode behaves differently from the others' diverges: it must stop and
+//! say so, while the other three go on.
 
 use std::time::{Duration, Instant};
 
@@ -146,4 +148,89 @@ async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor
             .any(|v| matches!(v, Violation::LostAcknowledged { .. })),
         "an acknowledgement at the wrong height must be reported"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_whose_state_diverges_stops_and_says_so_while_the_others_go_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let network = Network::generate_cluster(tmp.path(), VALIDATORS).await;
+    let mut nodes = Vec::new();
+    for i in 0..VALIDATORS {
+        // The probe's "skewed" function writes PROBE_SKEW: validator 3 writes something else.
+        let skew = if i == 3 { "1" } else { "0" };
+        nodes.push(Node::start_validator(&network, i, &[("PROBE_SKEW", skew)]).await);
+    }
+    network
+        .cli_deploy("probe", &chaincode_binary("probe"))
+        .await
+        .expect_success("deploy the probe on four validators");
+    let client = nodes[0].client("admin").await;
+    let mut acks = Vec::new();
+    // Commit past the next checkpoint (every 10 sequences), where states are compared.
+    for k in 0..12 {
+        let committed = client
+            .invoke("probe", "skewed", &args(&[&format!("key{k}")]))
+            .await
+            .unwrap_or_else(|e| panic!("skewed {k}: {e}"));
+        assert_eq!(
+            committed.payload, b"0",
+            "validator 0 answers for the majority"
+        );
+        acks.push(Ack {
+            tx_id: committed.tx_id,
+            block: committed.block_number,
+        });
+    }
+
+    let status = nodes[3].wait_exit(LIVENESS).await.unwrap_or_else(|| {
+        panic!(
+            "the diverged validator kept running\n--- validator3 log\n{}",
+            nodes[3].log()
+        )
+    });
+    assert!(!status.success(), "it exits with an error: {status}");
+    let log = nodes[3].log();
+    assert!(
+        log.contains("diverged") && log.contains("2f+1 validators certified"),
+        "it says why it stopped:\n{log}"
+    );
+
+    // The three that agree keep committing (f = 1 is tolerated) and their chains audit clean.
+    for k in 12..15 {
+        let committed = nodes[1]
+            .client("admin")
+            .await
+            .invoke("probe", "skewed", &args(&[&format!("key{k}")]))
+            .await
+            .unwrap_or_else(|e| panic!("skewed {k} after the divergence: {e}"));
+        acks.push(Ack {
+            tx_id: committed.tx_id,
+            block: committed.block_number,
+        });
+    }
+    let start = Instant::now();
+    while {
+        let all = heights(&nodes).await;
+        !all.iter().all(|h| *h == all[0])
+    } {
+        assert!(
+            start.elapsed() < LIVENESS,
+            "the three healthy validators did not level"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let genesis = weft_proto::Genesis::load(&network.genesis_path()).expect("genesis");
+    let mut chains = Vec::new();
+    for node in nodes.iter().filter(|n| n.is_running()) {
+        chains.push(
+            fetch_chain(
+                &format!("validator{}", node.validator),
+                &node.client("admin").await,
+            )
+            .await,
+        );
+    }
+    assert_eq!(chains.len(), 3);
+    let violations = audit(&genesis, &chains, &acks);
+    assert!(violations.is_empty(), "the auditor found: {violations:#?}");
 }

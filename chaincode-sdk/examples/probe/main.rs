@@ -68,6 +68,16 @@ impl Chaincode for Probe {
                 let touched: usize = block.iter().step_by(4096).map(|&b| usize::from(b)).sum();
                 Ok(touched.to_string().into_bytes())
             }
+            // Non-deterministic on purpose, but only where the environment says so: writes the
+            // value of PROBE_SKEW (default "0"), so one validator started with PROBE_SKEW=1
+            // diverges from the others while they agree among themselves.
+            "skewed" => {
+                let args = stub.string_args()?;
+                let key = arg(&args, &function, "a key")?.to_string();
+                let value = std::env::var("PROBE_SKEW").unwrap_or_else(|_| "0".into());
+                stub.put_state(&key, value.clone().into_bytes())?;
+                Ok(value.into_bytes())
+            }
             "nondeterministic" => {
                 let args = stub.string_args()?;
                 let key = arg(&args, &function, "a key")?.to_string();

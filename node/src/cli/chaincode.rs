@@ -116,6 +116,18 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
                 "deployed {}:{} (package {}) in block {}",
                 opened.manifest.name, opened.manifest.version, opened.hash, committed.block_number
             );
+            // A validator refuses transactions for chaincode it has not seen deployed yet, so
+            // return once every validator holds the deploy block (or say which does not).
+            if genesis.validators.len() > 1 {
+                for validator in &genesis.validators {
+                    if !reaches(validator, &peer, &genesis, committed.block_number + 1).await {
+                        eprintln!(
+                            "warning: validator {} has not reached block {} yet; it accepts calls to {} once it has",
+                            validator.id, committed.block_number, opened.manifest.name
+                        );
+                    }
+                }
+            }
             Ok(())
         }
         ChaincodeCommand::Invoke {
@@ -171,4 +183,33 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether `validator` reaches `height` blocks within a few seconds.
+async fn reaches(
+    validator: &weft_proto::ValidatorInfo,
+    peer: &PeerArgs,
+    genesis: &weft_proto::Genesis,
+    height: u64,
+) -> bool {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+    let Ok(signer) = peer.signer() else {
+        return false;
+    };
+    let Ok(client) = WeftClient::connect(&validator.address, signer, &genesis.chain_id).await
+    else {
+        return false;
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < WAIT {
+        if client
+            .chain_info()
+            .await
+            .is_ok_and(|info| info.height >= height)
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -39,6 +39,14 @@ pub enum DriverError {
     Sign(#[from] WireError),
     #[error("the commit loop stopped")]
     CommitLoopGone,
+    #[error(
+        "this validator's state diverged from the network's: at sequence {sequence} it has block hash {own}, but 2f+1 validators certified {certified}. It stops committing. Run `weft ledger verify`, check the chaincode for non-determinism, and restore this validator's data directory from a healthy one"
+    )]
+    Diverged {
+        sequence: u64,
+        own: Hash,
+        certified: Hash,
+    },
 }
 
 /// The driver's inputs and outputs.
@@ -186,6 +194,17 @@ impl Driver {
                 } => self.start_transfer(sequence, state_digest, peers, channels, transfer),
                 Action::Committed { sequence, digest } => {
                     tracing::trace!(sequence = sequence.0, %digest, "committed");
+                }
+                Action::Diverged {
+                    sequence,
+                    own,
+                    certified,
+                } => {
+                    return Err(DriverError::Diverged {
+                        sequence: sequence.0,
+                        own: Hash(own),
+                        certified: Hash(certified),
+                    });
                 }
             }
         }

@@ -123,6 +123,12 @@ pub enum Violation {
     },
     /// Messages kept flowing within one tick without end.
     Storm { tick: u64, deliveries: u64 },
+    /// An honest replica found its state differs from a certified checkpoint (the simulated
+    /// state machine is deterministic, so this means the replicas executed different batches).
+    Diverged {
+        replica: ReplicaId,
+        sequence: Sequence,
+    },
 }
 
 impl Violation {
@@ -133,6 +139,7 @@ impl Violation {
             Violation::Fork { .. }
                 | Violation::CommitConflict { .. }
                 | Violation::PrefixMismatch { .. }
+                | Violation::Diverged { .. }
         )
     }
 }
@@ -220,6 +227,11 @@ impl fmt::Display for Violation {
             Violation::Storm { tick, deliveries } => write!(
                 f,
                 "storm: {deliveries} deliveries in tick {tick} without the network going quiet"
+            ),
+            Violation::Diverged { replica, sequence } => write!(
+                f,
+                "divergence: replica {}'s state at {sequence} differs from the certified one",
+                replica.0
             ),
         }
     }

@@ -539,6 +539,14 @@ impl Simulation {
             Action::Committed { sequence, digest } => {
                 self.checker.committed(id, sequence, digest);
             }
+            Action::Diverged { sequence, .. } => {
+                if self.checker.is_honest(id) {
+                    self.checker.report(Violation::Diverged {
+                        replica: id,
+                        sequence,
+                    });
+                }
+            }
         }
     }
 

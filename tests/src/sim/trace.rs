@@ -165,6 +165,16 @@ impl Trace {
                 self.word(sequence.0);
                 self.hash(digest);
             }
+            Action::Diverged {
+                sequence,
+                own,
+                certified,
+            } => {
+                self.word(19);
+                self.word(sequence.0);
+                self.hash(&Hash(*own));
+                self.hash(&Hash(*certified));
+            }
         }
         if self.lines.is_some() {
             let text = describe_action(action);
@@ -368,5 +378,14 @@ fn describe_action<R: Request>(action: &Action<R>) -> String {
         Action::Committed { sequence, digest } => {
             format!("committed s{sequence} {}", short(digest))
         }
+        Action::Diverged {
+            sequence,
+            own,
+            certified,
+        } => format!(
+            "diverged at s{sequence}: own {} certified {}",
+            short(&Hash(*own)),
+            short(&Hash(*certified))
+        ),
     }
 }

@@ -256,6 +256,11 @@ impl<R: Request> Replica<R> {
                     "this replica's state differs from the state 2f+1 replicas certified; \
                      it stops advancing until it is repaired"
                 );
+                out.push(Action::Diverged {
+                    sequence,
+                    own,
+                    certified: digest,
+                });
                 return self.reject(RejectReason::StateDigestMismatch);
             }
             // Executed but not reported yet: wait for the own digest to compare.

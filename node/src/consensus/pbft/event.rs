@@ -65,6 +65,14 @@ pub enum Action<R> {
     /// The batch with `digest` is committed at `sequence` (may come before earlier sequences
     /// commit; execution still follows sequence order).
     Committed { sequence: Sequence, digest: Hash },
+    /// 2f+1 replicas certified a state at `sequence` that differs from this replica's own: its
+    /// execution is not the others' (non-deterministic chaincode, a corrupted store). The
+    /// driver must stop committing and say so; the replica refuses to advance past it.
+    Diverged {
+        sequence: Sequence,
+        own: StateDigest,
+        certified: StateDigest,
+    },
 }
 
 /// The protocol step a persisted record is about.

@@ -579,6 +579,46 @@ fn checkpoint_becomes_stable_at_2f_plus_1_matching_and_garbage_collects() {
 }
 
 #[test]
+fn a_quorum_certifying_another_state_makes_the_replica_report_divergence() {
+    let config = test_config();
+    let mut net = Net::new(&config);
+    // Replica 0 hears no checkpoint from the others until the forged ones below.
+    net.set_drop_rule(|from, to, message| {
+        matches!(message, Message::Checkpoint(_)) && to.0 == 0 && from.0 != 0
+    });
+    net.submit(0, 1);
+    net.submit(0, 2);
+    let own = net.node(0).states[&Sequence(2)];
+    let other = [9; 32];
+    assert_ne!(own, other);
+    let mut actions = Vec::new();
+    for from in 1..=3 {
+        actions.extend(net.inject(from, 0, Message::Checkpoint(checkpoint(2, other))));
+    }
+    let diverged: Vec<_> = actions
+        .iter()
+        .filter(|action| matches!(action, Action::Diverged { .. }))
+        .collect();
+    assert_eq!(
+        diverged,
+        vec![&Action::Diverged {
+            sequence: Sequence(2),
+            own,
+            certified: other,
+        }],
+        "2f+1 checkpoints for another state are reported once the quorum is reached"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::CheckpointStable { .. })),
+        "the other state does not become this replica's stable checkpoint"
+    );
+    assert_eq!(net.replica(0).last_stable_checkpoint(), Sequence::GENESIS);
+    assert!(net.replica(0).rejected(RejectReason::StateDigestMismatch) >= 1);
+}
+
+#[test]
 fn request_timeout_at_a_silent_primary_leads_to_view_1_reproposing_the_prepared_batch() {
     struct Case {
         name: &'static str,
