@@ -131,7 +131,11 @@ async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor
         "a forked block must be reported: {found:?}"
     );
     let mut duplicated: Vec<PeerChain> = chains.clone();
-    let tx = duplicated[1].blocks[2].transactions[0].clone();
+    let tx = duplicated[1]
+        .blocks
+        .iter()
+        .find_map(|b| b.transactions.first().cloned())
+        .expect("a block with a transaction");
     let end = duplicated[1].blocks.len() - 1;
     duplicated[1].blocks[end].transactions.push(tx);
     assert!(

@@ -179,7 +179,11 @@ impl Driver {
                     tracing::debug!(sequence = sequence.0, "checkpoint stable");
                 }
                 Action::ViewChanged { view, primary } => {
-                    self.metrics.view_changes.fetch_add(1, Ordering::Relaxed);
+                    // The replica also reports the view it restored into, view 0 at a fresh
+                    // start: the metric counts views entered after view 0 only.
+                    if view.0 > 0 {
+                        self.metrics.view_changes.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::info!(
                         replica = self.replica.id().0,
                         view = view.0,

@@ -68,6 +68,11 @@ pub fn pbft_config(
         max_view_change_timeout_ticks: request_timeout * 64,
         view_change_resend_ticks: (request_timeout / 2).max(1),
         state_transfer_grace_ticks: ticks(Duration::from_millis(500)),
+        // Re-send within half a request timeout, so a lost commit arrives before anyone
+        // suspects the primary; pad to the checkpoint after a short idle spell.
+        retransmit_ticks: (request_timeout / 2).max(1),
+        idle_checkpoint_ticks: ticks(Duration::from_millis(200))
+            .max(2 * ticks(params.batch_timeout)),
         state_transfer_retry_ticks: ticks(Duration::from_secs(10)),
         max_pending_requests: max_pending.max(params.batch_size),
         ..pbft::Config::new(replica_count)

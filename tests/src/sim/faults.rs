@@ -153,6 +153,8 @@ pub fn sim_config(replica_count: usize) -> Config {
         max_pending_requests: 256,
         future_messages_per_replica: 256,
         max_evidence: 16,
+        idle_checkpoint_ticks: 6,
+        retransmit_ticks: 6,
     }
 }
 

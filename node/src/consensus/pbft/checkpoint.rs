@@ -29,6 +29,15 @@ pub(super) struct Checkpoints {
 }
 
 impl Checkpoints {
+    /// The highest checkpoint this replica signed that is not below the stable one (the
+    /// stable one itself when none is above it).
+    pub fn latest_own(&self) -> (Sequence, StateDigest) {
+        match self.own.last_key_value() {
+            Some((sequence, digest)) if *sequence > self.stable.sequence => (*sequence, *digest),
+            _ => (self.stable.sequence, self.stable.state_digest),
+        }
+    }
+
     pub fn new() -> Checkpoints {
         Checkpoints {
             stable: StableCheckpoint {
@@ -205,6 +214,7 @@ impl<R: Request> Replica<R> {
             state_digest,
         };
         out.push(Action::Broadcast(Message::Checkpoint(checkpoint.clone())));
+        self.checkpoint_announced_at = self.now;
         let own = Verified {
             from: self.id,
             message: checkpoint,
@@ -212,6 +222,39 @@ impl<R: Request> Replica<R> {
         // Cannot be a duplicate: the own digest was unknown a moment ago.
         let _ = self.checkpoints.insert(own, self.high_watermark());
         self.check_stable(sequence, out);
+    }
+
+    /// When no checkpoint was taken for `retransmit_ticks`, re-send what this replica signed
+    /// that may have been lost: its latest checkpoint (a lost checkpoint message would leave
+    /// that checkpoint short of a quorum, and replicas that were down or cut off learn from
+    /// f+1 of these how far the others are) and its messages for the undecided sequences.
+    pub(super) fn retransmit_when_quiet(&mut self, out: &mut Outbox<R>) {
+        if self.now
+            < self
+                .checkpoint_announced_at
+                .saturating_add(self.config.retransmit_ticks)
+        {
+            return;
+        }
+        self.checkpoint_announced_at = self.now;
+        let (sequence, state_digest) = self.checkpoints.latest_own();
+        if sequence > Sequence::GENESIS {
+            let record = PersistRecord {
+                view: self.view,
+                sequence,
+                phase: Phase::Checkpoint,
+                digest: Hash(state_digest),
+                detail: RecordDetail::None,
+            };
+            // Signed again: persisted again if the record was collected since.
+            if self.sign(record, out) {
+                out.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
+                    sequence,
+                    state_digest,
+                })));
+            }
+        }
+        self.retransmit_slots(out);
     }
 
     pub(super) fn on_checkpoint(&mut self, checkpoint: Verified<Checkpoint>, out: &mut Outbox<R>) {

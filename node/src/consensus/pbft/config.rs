@@ -40,6 +40,17 @@ pub struct Config {
     pub future_messages_per_replica: usize,
     /// The most equivocation proofs kept.
     pub max_evidence: usize,
+    /// How long an idle primary waits before it fills the sequences up to the next checkpoint
+    /// with null requests, so that every batch ends up under a certified checkpoint that a
+    /// replica which missed it can catch up to.
+    pub idle_checkpoint_ticks: u64,
+    /// How long a replica goes without taking a new checkpoint before it re-sends what it
+    /// signed that may not have arrived: its latest checkpoint, and its pre-prepares, prepares
+    /// and commits for the sequences above the stable checkpoint. Messages lost while the
+    /// network is quiet would otherwise leave sequences undecided until the next checkpoint,
+    /// which never comes if clients go idle; a replica that missed the checkpoint messages
+    /// (down, paused, cut off) learns from f+1 re-sent ones how far the others are.
+    pub retransmit_ticks: u64,
 }
 
 /// A configuration that cannot run.
@@ -82,6 +93,10 @@ impl Config {
             max_pending_requests: 100_000,
             future_messages_per_replica: 1_000,
             max_evidence: 64,
+            idle_checkpoint_ticks: 10,
+            // Sooner than the request timeout: a lost commit is re-sent before the replica
+            // that misses it suspects the primary.
+            retransmit_ticks: 10,
         }
     }
 
@@ -103,6 +118,8 @@ impl Config {
                 "state_transfer_retry_ticks",
                 self.state_transfer_retry_ticks,
             ),
+            ("idle_checkpoint_ticks", self.idle_checkpoint_ticks),
+            ("retransmit_ticks", self.retransmit_ticks),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero { field });

@@ -115,6 +115,11 @@ impl<R: Clone> Log<R> {
         self.slots.get_mut(&sequence)
     }
 
+    /// Every slot, in sequence order.
+    pub fn slots(&self) -> impl Iterator<Item = (&Sequence, &Slot<R>)> {
+        self.slots.iter()
+    }
+
     /// The slot for `sequence`, created empty if needed. Callers check the window first.
     pub fn slot(&mut self, sequence: Sequence) -> &mut Slot<R> {
         self.slots.entry(sequence).or_default()

@@ -108,6 +108,10 @@ pub struct Replica<R: Request> {
     future: BTreeMap<ReplicaId, VecDeque<Verified<Message<R>>>>,
     /// When the request timer fires, if running.
     request_deadline: Option<u64>,
+    /// When this replica last proposed a batch (as primary).
+    last_proposed_at: u64,
+    /// When this replica last broadcast a checkpoint message.
+    checkpoint_announced_at: u64,
     rejections: BTreeMap<RejectReason, u64>,
     evidence: Vec<Equivocation<R>>,
 }
@@ -148,6 +152,8 @@ impl<R: Request> Replica<R> {
             signed: SignedRecords::default(),
             future: BTreeMap::new(),
             request_deadline: None,
+            last_proposed_at: 0,
+            checkpoint_announced_at: 0,
             rejections: BTreeMap::new(),
             evidence: Vec::new(),
         })
@@ -265,6 +271,7 @@ impl<R: Request> Replica<R> {
         self.now = self.now.saturating_add(1);
         if self.active {
             self.try_propose(out);
+            self.pad_to_checkpoint(out);
             if self
                 .request_deadline
                 .is_some_and(|deadline| self.now >= deadline)
@@ -279,6 +286,7 @@ impl<R: Request> Replica<R> {
         } else {
             self.view_change_tick(out);
         }
+        self.retransmit_when_quiet(out);
         self.check_state_transfer(out);
     }
 

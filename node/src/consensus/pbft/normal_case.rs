@@ -10,6 +10,7 @@ use super::log::Decided;
 use super::message::{
     Commit, Message, PrePrepare, Prepare, Request, Sequence, Verified, batch_digest,
 };
+use super::persist::Signing;
 use super::requests::Known;
 use super::{Config, Gate, Outbox, Replica};
 use crate::types::Hash;
@@ -89,6 +90,78 @@ impl<R: Request> Replica<R> {
         }
     }
 
+    /// An idle primary fills the sequences up to the next checkpoint with null requests, so
+    /// that every batch ends up under a checkpoint: a replica that missed some of them can
+    /// then catch up by state transfer even if no client sends anything more.
+    pub(super) fn pad_to_checkpoint(&mut self, out: &mut Outbox<R>) {
+        if !self.active
+            || !self.is_primary()
+            || self.requests.pending_len() > 0
+            || self.now
+                < self
+                    .last_proposed_at
+                    .saturating_add(self.config.idle_checkpoint_ticks)
+        {
+            return;
+        }
+        let period = self.config.checkpoint_period;
+        while !self.next_sequence.minus(1).0.is_multiple_of(period)
+            && self.next_sequence <= self.high_watermark()
+        {
+            if !self.propose(Vec::new(), out) {
+                break;
+            }
+        }
+    }
+
+    /// Re-send this replica's own pre-prepares, prepares and commits of the current view for
+    /// the sequences still in the log (above the stable checkpoint). Only what was signed and
+    /// recorded before goes out again, unchanged.
+    pub(super) fn retransmit_slots(&mut self, out: &mut Outbox<R>) {
+        if !self.active {
+            return;
+        }
+        let view = self.view;
+        let mut messages = Vec::new();
+        for (sequence, slot) in self.log.slots() {
+            let Some(pre_prepare) = &slot.pre_prepare else {
+                continue;
+            };
+            if pre_prepare.message.view != view {
+                continue;
+            }
+            let digest = pre_prepare.message.digest;
+            let signed = |phase: Phase| {
+                self.signed.check(&PersistRecord::<R> {
+                    view,
+                    sequence: *sequence,
+                    phase,
+                    digest,
+                    detail: RecordDetail::None,
+                }) == Signing::Same
+            };
+            if pre_prepare.from == self.id {
+                if signed(Phase::PrePrepare) {
+                    messages.push(Message::PrePrepare(pre_prepare.message.clone()));
+                }
+            } else if signed(Phase::Prepare) {
+                messages.push(Message::Prepare(Prepare {
+                    view,
+                    sequence: *sequence,
+                    digest,
+                }));
+            }
+            if slot.commit_sent && signed(Phase::Commit) {
+                messages.push(Message::Commit(Commit {
+                    view,
+                    sequence: *sequence,
+                    digest,
+                }));
+            }
+        }
+        out.extend(messages.into_iter().map(Action::Broadcast));
+    }
+
     fn propose(&mut self, batch: Vec<R>, out: &mut Outbox<R>) -> bool {
         let sequence = self.next_sequence;
         let digest = batch_digest(&batch);
@@ -104,6 +177,7 @@ impl<R: Request> Replica<R> {
             return false;
         }
         self.next_sequence = sequence.next();
+        self.last_proposed_at = self.now;
         let pre_prepare = PrePrepare {
             view: self.view,
             sequence,

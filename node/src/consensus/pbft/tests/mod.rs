@@ -579,6 +579,61 @@ fn checkpoint_becomes_stable_at_2f_plus_1_matching_and_garbage_collects() {
 }
 
 #[test]
+fn messages_lost_while_the_network_is_quiet_are_sent_again() {
+    // No padding to the checkpoint here: only re-sending can bring replica 3 along.
+    let config = Config {
+        idle_checkpoint_ticks: 1_000_000,
+        retransmit_ticks: 4,
+        ..test_config()
+    };
+    assert!(config.retransmit_ticks < config.request_timeout_ticks);
+    let mut net = Net::new(&config);
+    // Every commit to replica 3 is lost, and no client sends anything after request 1.
+    net.set_drop_rule(|_, to, message| to.0 == 3 && matches!(message, Message::Commit(_)));
+    net.submit(0, 1);
+    assert_eq!(net.node(0).executed_ids(), vec![(1, vec![1])]);
+    assert!(
+        net.node(3).executed_ids().is_empty(),
+        "replica 3 never saw a commit"
+    );
+    net.clear_drop_rule();
+    net.tick_until(config.retransmit_ticks + 5, |net| {
+        !net.node(3).executed_ids().is_empty()
+    });
+    assert_eq!(
+        net.node(3).executed_ids(),
+        vec![(1, vec![1])],
+        "the re-sent commits let replica 3 decide sequence 1"
+    );
+    net.assert_agreement();
+}
+
+#[test]
+fn an_idle_primary_fills_the_sequences_up_to_the_next_checkpoint() {
+    let config = Config {
+        checkpoint_period: 4,
+        window: 8,
+        retransmit_ticks: 1_000_000,
+        ..test_config()
+    };
+    let mut net = Net::new(&config);
+    net.submit(0, 1);
+    assert_eq!(net.replica(0).last_stable_checkpoint(), Sequence::GENESIS);
+    net.ticks(config.idle_checkpoint_ticks + 5);
+    for id in 0..4 {
+        assert_eq!(
+            net.node(id).executed_ids(),
+            vec![(1, vec![1]), (2, vec![]), (3, vec![]), (4, vec![])],
+            "replica {id}: null requests up to the checkpoint"
+        );
+        assert_eq!(net.replica(id).last_stable_checkpoint(), Sequence(4));
+    }
+    // Nothing more while idle: the checkpoint boundary is reached.
+    net.ticks(config.idle_checkpoint_ticks * 3);
+    assert_eq!(net.replica(0).last_executed(), Sequence(4));
+}
+
+#[test]
 fn a_quorum_certifying_another_state_makes_the_replica_report_divergence() {
     let config = test_config();
     let mut net = Net::new(&config);
