@@ -158,16 +158,7 @@ impl Ledger {
         // A failed write here leaves the tree ahead of the store; the caller stops the node,
         // and the next start rebuilds the tree from storage.
         self.store.commit_block(&block)?;
-        inner.tip = ChainTip {
-            height: inner.tip.height + 1,
-            hash: block.hash(),
-            state_root: block.header.state_root,
-            transactions: inner.tip.transactions + block.transactions.len() as u64,
-        };
-        let block = Arc::new(block);
-        drop(inner);
-        let _ = self.blocks.send(block.clone());
-        Ok(block)
+        Ok(self.advance(inner, block))
     }
 
     /// Appends a block another peer executed (state transfer, following): it must extend the
@@ -197,6 +188,11 @@ impl Ledger {
         }
         self.store.commit_block(&block)?;
         inner.tree = tree;
+        Ok(self.advance(inner, block))
+    }
+
+    /// Makes `block`, just stored, the tip and hands it to subscribers.
+    fn advance(&self, mut inner: std::sync::MutexGuard<'_, Inner>, block: Block) -> Arc<Block> {
         inner.tip = ChainTip {
             height: inner.tip.height + 1,
             hash: block.hash(),
@@ -206,7 +202,7 @@ impl Ledger {
         let block = Arc::new(block);
         drop(inner);
         let _ = self.blocks.send(block.clone());
-        Ok(block)
+        block
     }
 
     pub fn block(&self, number: u64) -> Result<Option<Block>, LedgerError> {
@@ -311,5 +307,51 @@ mod tests {
             Ledger::open(store, &genesis("two")),
             Err(LedgerError::WrongNetwork)
         ));
+    }
+
+    #[test]
+    fn append_block_takes_another_peers_blocks_only_when_they_fit() {
+        let g = genesis("transfer");
+        let source = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
+        for n in 1..=3u8 {
+            let (tx, result) = write_result(n, TxStatus::Valid);
+            source
+                .append(u64::from(n), vec![tx], vec![result])
+                .expect("append");
+        }
+        let block = |n: u64| source.block(n).expect("read").expect("exists");
+        let target = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
+
+        let skipped = target.append_block(block(2));
+        assert!(matches!(
+            skipped,
+            Err(LedgerError::ForeignBlock { number: 2, .. })
+        ));
+        let mut lying = block(1);
+        lying.header.state_root.0[0] ^= 1;
+        assert!(
+            matches!(
+                target.append_block(lying),
+                Err(LedgerError::ForeignBlock { .. })
+            ),
+            "a state root its write sets do not produce"
+        );
+        let mut padded = block(1);
+        padded.results[0].message = "changed".into();
+        assert!(
+            matches!(
+                target.append_block(padded),
+                Err(LedgerError::ForeignBlock { .. })
+            ),
+            "contents that do not match the results root"
+        );
+        assert_eq!(target.tip().height, 1, "nothing stored for refused blocks");
+
+        let mut live = target.subscribe();
+        for n in 1..=3 {
+            target.append_block(block(n)).expect("fits");
+        }
+        assert_eq!(target.tip(), source.tip());
+        assert_eq!(live.try_recv().expect("live block").number(), 1);
     }
 }
