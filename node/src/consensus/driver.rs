@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -19,6 +19,16 @@ use crate::network::peers::PeerLinks;
 use crate::network::state_transfer::fetch_certified;
 use crate::network::wire::{PbftMessage, Wire, WireError};
 use crate::types::{Hash, Transaction};
+
+/// How long a state transfer waits for the batches handed out before it to be applied.
+const HANDED_OUT_WAIT: Duration = Duration::from_secs(30);
+
+/// The state transfer under way, and the highest one the replica asked for meanwhile.
+#[derive(Default)]
+struct Transfers {
+    running: Option<u64>,
+    queued: Option<(Sequence, [u8; 32], Vec<ReplicaId>)>,
+}
 
 /// What `weft node status` shows of consensus.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,7 +95,7 @@ impl Driver {
             "consensus state restored"
         );
         let actions = self.replica.handle(Event::Restored(restored));
-        let mut transfer: Option<u64> = None;
+        let mut transfer = Transfers::default();
         self.run_actions(actions, &channels, &mut transfer).await?;
         // A crash between appending a checkpoint's block and signing its checkpoint would leave
         // that checkpoint unsigned for ever (and, with f replicas down, never stable): report
@@ -108,31 +118,40 @@ impl Driver {
         loop {
             let event = tokio::select! {
                 _ = channels.shutdown.changed() => return Ok(()),
-                Some(message) = channels.inbound.recv() => Event::Message(message),
-                Some(request) = channels.requests.recv() => Event::ClientRequest(request),
+                Some(message) = channels.inbound.recv() => Some(Event::Message(message)),
+                Some(request) = channels.requests.recv() => Some(Event::ClientRequest(request)),
                 Some(feedback) = channels.feedback.recv() => match feedback {
-                    Feedback::Executed { sequence, digest } => Event::Executed {
+                    Feedback::Executed { sequence, digest } => Some(Event::Executed {
                         sequence: Sequence(sequence),
                         state_digest: digest.0,
-                    },
+                    }),
                     Feedback::Transferred { sequence, digest } => {
-                        transfer = None;
+                        transfer.running = None;
                         self.metrics.state_transfers.fetch_add(1, Ordering::Relaxed);
-                        Event::StateTransferred {
+                        Some(Event::StateTransferred {
                             sequence: Sequence(sequence),
                             state_digest: digest.0,
-                        }
+                        })
                     }
                     Feedback::TransferFailed { sequence, reason } => {
                         tracing::warn!(sequence, %reason, "state transfer failed; the replica will ask again");
-                        transfer = None;
-                        continue;
+                        transfer.running = None;
+                        None
                     }
                 },
-                _ = ticker.tick() => Event::Tick,
+                _ = ticker.tick() => Some(Event::Tick),
             };
-            let actions = self.replica.handle(event);
-            self.run_actions(actions, &channels, &mut transfer).await?;
+            if let Some(event) = event {
+                let actions = self.replica.handle(event);
+                self.run_actions(actions, &channels, &mut transfer).await?;
+            }
+            // A higher checkpoint asked for while a transfer ran: the replica does not ask
+            // again before its retry timeout, and holds execution meanwhile.
+            if transfer.running.is_none()
+                && let Some((sequence, state_digest, peers)) = transfer.queued.take()
+            {
+                self.start_transfer(sequence, state_digest, peers, &channels, &mut transfer);
+            }
         }
     }
 
@@ -140,7 +159,7 @@ impl Driver {
         &mut self,
         actions: Vec<Action<Transaction>>,
         channels: &DriverChannels,
-        transfer: &mut Option<u64>,
+        transfer: &mut Transfers,
     ) -> Result<(), DriverError> {
         for action in actions {
             match action {
@@ -222,14 +241,26 @@ impl Driver {
         state_digest: [u8; 32],
         peers: Vec<ReplicaId>,
         channels: &DriverChannels,
-        transfer: &mut Option<u64>,
+        transfer: &mut Transfers,
     ) {
-        // One transfer at a time: a later checkpoint is asked for again when this one ends.
-        if transfer.is_some() {
+        // One transfer at a time (two would append over each other): the highest checkpoint
+        // asked for meanwhile starts when this one ends.
+        if let Some(running) = transfer.running {
+            let higher = transfer
+                .queued
+                .as_ref()
+                .map_or(running, |(queued, _, _)| queued.0.max(running));
+            if sequence.0 > higher {
+                transfer.queued = Some((sequence, state_digest, peers));
+            }
             return;
         }
-        *transfer = Some(sequence.0);
-        let tip = self.ledger.tip();
+        transfer.running = Some(sequence.0);
+        // The batches already handed to the commit loop are applied before the fetched blocks
+        // (its queue is in order): fetch from the chain they leave, not from the tip now, or
+        // the fetched blocks would not fit.
+        let handed_out = self.replica.last_executed().0;
+        let ledger = self.ledger.clone();
         let addresses: Vec<String> = peers
             .iter()
             .filter_map(|p| self.addresses.get(p.0 as usize).cloned())
@@ -238,13 +269,24 @@ impl Driver {
         let feedback = channels.feedback_sender.clone();
         let target = sequence.0;
         let digest = Hash(state_digest);
-        tracing::info!(
-            from = tip.height,
-            to = target,
-            peers = ?addresses,
-            "state transfer: fetching certified blocks"
-        );
         tokio::spawn(async move {
+            let waiting = Instant::now();
+            let tip = loop {
+                let tip = ledger.tip();
+                if tip.height > handed_out
+                    || waiting.elapsed() > HANDED_OUT_WAIT
+                    || feedback.is_closed()
+                {
+                    break tip;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            tracing::info!(
+                from = tip.height,
+                to = target,
+                peers = ?addresses,
+                "state transfer: fetching certified blocks"
+            );
             if tip.height > target {
                 // Already there (execution caught up meanwhile): report the certified state.
                 let _ = feedback

@@ -217,8 +217,18 @@ impl Wire {
         self.kept().prune(stable, view);
     }
 
-    /// Encodes and signs `message` as this replica.
+    /// Encodes and signs `message` as this replica. A message this replica signed before (a
+    /// view change re-sent on its timer) goes out in the signed form kept then: its proofs may
+    /// have been pruned since (a state transfer moved the stable checkpoint while the view
+    /// change waited), and Ed25519 signatures are deterministic, so signing again would only
+    /// give the same bytes.
     pub fn sign(&self, message: &PbftMessage) -> Result<pb::SignedConsensusMessage, WireError> {
+        let position = proof_position(message);
+        if position.is_some()
+            && let Some(signed) = self.kept().get(&message_key(self.me, message))
+        {
+            return Ok(signed);
+        }
         let encoded = pb::ConsensusMessage {
             kind: Some(self.encode(message)?),
         }
@@ -231,7 +241,7 @@ impl Wire {
             message: Bytes::from(encoded),
             signature: Bytes::copy_from_slice(&signature),
         };
-        if let Some(position) = proof_position(message) {
+        if let Some(position) = position {
             self.kept()
                 .keep(message_key(self.me, message), position, &signed);
         }
@@ -915,6 +925,43 @@ mod tests {
             wire.certificate_to_pb(&certificate),
             Err(WireError::MissingProof { .. })
         ));
+    }
+
+    #[test]
+    fn an_own_view_change_is_re_sent_after_a_later_stable_checkpoint_pruned_its_proofs() {
+        let f = fixture();
+        let me = f.wire(3);
+        // A stable checkpoint at 10, proved by three replicas' checkpoint messages.
+        let checkpoint = Message::Checkpoint(Checkpoint {
+            sequence: Sequence(10),
+            state_digest: [7; 32],
+        });
+        let proof: Vec<Verified<Checkpoint>> = (0..3)
+            .map(|from| {
+                let signed = f.wire(from).sign(&checkpoint).expect("sign");
+                match me.verify(&signed).expect("verifies").message {
+                    Message::Checkpoint(c) => Verified::checked_by_edge(ReplicaId(from), c),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        let view_change = Message::ViewChange(ViewChange {
+            new_view: View(1),
+            stable_checkpoint: Sequence(10),
+            checkpoint_proof: proof,
+            prepared: vec![certificate(&f, &me)],
+        });
+        let first = me.sign(&view_change).expect("sign the view change");
+        // While it waits for the new view, a state transfer makes checkpoint 30 stable here.
+        me.prune(Sequence(30), View(1));
+        let again = me
+            .sign(&view_change)
+            .expect("the view change is re-sent on its timer although its proofs were pruned");
+        assert_eq!(again, first, "the same signed bytes");
+        assert_eq!(
+            f.wire(0).verify(&again).expect("verifies").message,
+            view_change
+        );
     }
 
     #[test]

@@ -1,0 +1,1235 @@
+//! Fault scenarios on four validators as `weft node start` processes, each under steady load
+//! with every acknowledgement recorded and each ending with the auditor (I1-I5) over every
+//! validator: a backup killed for longer than a checkpoint window catches up by state
+//! transfer; with two of four down nothing is acknowledged and the pending transactions
+//! commit once one comes back; a backup paused for more than two windows levels again;
+//! forged, replayed and garbage consensus messages and bad client transactions are refused
+//! and counted without any view change; and one transaction submitted 1,000 times over all
+//! validators commits exactly once.
+//!
+//! Set `WEFT_TEST_KEEP_TMP=1` to keep each cluster's directory (validator logs included) for
+//! a post-mortem; `RUST_LOG` is passed on to the validators.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use tonic::codegen::tokio_stream;
+use weft_node::consensus::pbft::{Request, RequestId, batch_digest};
+use weft_proto::pb::consensus_client::ConsensusClient;
+use weft_proto::pb::{self, TxStatus};
+use weft_proto::signing::consensus_signing_bytes;
+use weft_proto::{ClientError, Genesis, Signer, TxId, WeftClient};
+use weft_tests::auditor::{Ack, PeerChain, audit, fetch_chain};
+use weft_tests::{Network, Node, args, chaincode_binary, metric};
+
+const VALIDATORS: usize = 4;
+const ALL: [usize; VALIDATORS] = [0, 1, 2, 3];
+/// The bound on anything that must happen eventually (generous: debug builds, 2 cores).
+const LIVENESS: Duration = Duration::from_secs(90);
+/// How long a load worker lets the peer wait for a commit.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// Checkpoint period and window of the generated genesis.
+const CHECKPOINT_PERIOD: u64 = 10;
+const WINDOW: u64 = 2 * CHECKPOINT_PERIOD;
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+struct Cluster {
+    network: Network,
+    nodes: Vec<Node>,
+    /// One connection per validator, kept: a new one per poll would churn through ephemeral
+    /// ports, which is where the harness picks the validators' listening ports.
+    clients: Mutex<HashMap<usize, WeftClient>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Four validators running, asset-transfer deployed on all of them.
+    async fn start() -> Cluster {
+        let mut tmp = tempfile::tempdir().expect("tempdir");
+        if std::env::var_os("WEFT_TEST_KEEP_TMP").is_some() {
+            eprintln!("cluster in {}", tmp.path().display());
+            tmp.disable_cleanup(true);
+        }
+        let network = Network::generate_cluster(tmp.path(), VALIDATORS).await;
+        let mut nodes = Vec::new();
+        for i in ALL {
+            nodes.push(Node::start_validator(&network, i, &[]).await);
+        }
+        network
+            .cli_deploy("asset-transfer", &chaincode_binary("asset-transfer"))
+            .await
+            .expect_success("weft chaincode deploy on a four-validator network");
+        Cluster {
+            network,
+            nodes,
+            clients: Mutex::new(HashMap::new()),
+            _tmp: tmp,
+        }
+    }
+
+    /// A connection to `validator` as alice.
+    async fn client(&self, validator: usize) -> WeftClient {
+        let kept = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&validator)
+            .cloned();
+        if let Some(client) = kept {
+            return client;
+        }
+        let client = WeftClient::connect(
+            &self.network.address_of(validator),
+            self.network.signer("alice"),
+            &self.network.chain_id,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("validator{validator}: {e}\n{}", self.log(validator)));
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(validator, client.clone());
+        client
+    }
+
+    fn kill9(&mut self, validator: usize) {
+        self.forget_client(validator);
+        self.nodes[validator].kill9();
+    }
+
+    async fn restart(&mut self, validator: usize) {
+        self.forget_client(validator);
+        self.nodes[validator].restart().await;
+    }
+
+    fn forget_client(&self, validator: usize) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&validator);
+    }
+
+    async fn height(&self, validator: usize) -> u64 {
+        self.client(validator)
+            .await
+            .chain_info()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "chain info of validator{validator}: {e}\n{}",
+                    self.log(validator)
+                )
+            })
+            .height
+    }
+
+    async fn heights(&self, which: &[usize]) -> Vec<u64> {
+        let mut heights = Vec::new();
+        for v in which {
+            heights.push(self.height(*v).await);
+        }
+        heights
+    }
+
+    async fn metrics(&self, validator: usize) -> String {
+        self.nodes[validator].metrics().await
+    }
+
+    /// The last lines of a validator's log, for failure messages.
+    fn log(&self, validator: usize) -> String {
+        let log = self.nodes[validator].log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(60);
+        format!(
+            "--- validator{validator} log (tail)\n{}",
+            lines[start..].join("\n")
+        )
+    }
+
+    /// Waits until every validator in `which` is at least at `height`.
+    async fn wait_heights_at_least(&self, which: &[usize], height: u64, what: &str) {
+        let start = Instant::now();
+        loop {
+            let heights = self.heights(which).await;
+            if heights.iter().all(|h| *h >= height) {
+                return;
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "{what}: validators {which:?} did not reach height {height} within {LIVENESS:?}: heights {heights:?}\n{}",
+                which
+                    .iter()
+                    .map(|v| self.log(*v))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until all four validators have the same height (with no load running).
+    async fn level(&self, what: &str) -> u64 {
+        let start = Instant::now();
+        loop {
+            let heights = self.heights(&ALL).await;
+            if heights.iter().all(|h| *h == heights[0]) {
+                return heights[0];
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "{what}: the validators did not level within {LIVENESS:?}: heights {heights:?}\n{}",
+                ALL.iter()
+                    .map(|v| self.log(*v))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the heights of `which` read the same twice, a second apart (in-flight
+    /// messages have landed); returns them.
+    async fn settled_heights(&self, which: &[usize]) -> Vec<u64> {
+        let start = Instant::now();
+        let mut last = self.heights(which).await;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.heights(which).await;
+            if now == last {
+                return now;
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "heights of {which:?} never settled: {now:?}"
+            );
+            last = now;
+        }
+    }
+
+    /// One transaction through each validator in turn: every one of them commits.
+    async fn round_through_every_validator(&self, tag: &str, acks: &mut Vec<Ack>) {
+        for v in ALL {
+            let key = format!("{tag}-final-{v}");
+            let committed = self
+                .client(v)
+                .await
+                .invoke(
+                    "asset-transfer",
+                    "CreateAsset",
+                    &args(&[&key, "green", "1", "alice", "1"]),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{key} through validator{v}: {e}\n{}", self.log(v)));
+            acks.push(Ack {
+                tx_id: committed.tx_id,
+                block: committed.block_number,
+            });
+        }
+    }
+
+    /// Fetches every validator's chain and runs the auditor (I1-I5) over all four.
+    async fn audit(&self, acks: &[Ack]) -> Vec<PeerChain> {
+        eprintln!(
+            "at the audit, (view changes, view metric, status view) per validator: {:?}",
+            self.views().await
+        );
+        let genesis = Genesis::load(&self.network.genesis_path()).expect("genesis");
+        let mut chains = Vec::new();
+        for v in ALL {
+            chains.push(fetch_chain(&format!("validator{v}"), &self.client(v).await).await);
+        }
+        let violations = audit(&genesis, &chains, acks);
+        assert!(
+            violations.is_empty(),
+            "the auditor found: {violations:#?}\nchain lengths {:?}",
+            chains.iter().map(|c| c.blocks.len()).collect::<Vec<_>>()
+        );
+        // The shorter chains are a prefix of the longer ones (checked above); the levelled
+        // cluster may have added a null block since, but no more than that.
+        let lengths: Vec<usize> = chains.iter().map(|c| c.blocks.len()).collect();
+        let (min, max) = (
+            lengths.iter().min().copied().unwrap_or(0),
+            lengths.iter().max().copied().unwrap_or(0),
+        );
+        assert!(
+            max - min <= CHECKPOINT_PERIOD as usize,
+            "the audited chains are not level: {lengths:?}"
+        );
+        chains
+    }
+
+    /// The view changes every validator counted, and the view each reports.
+    async fn views(&self) -> Vec<(u64, u64, u64)> {
+        let mut views = Vec::new();
+        for v in ALL {
+            let text = self.metrics(v).await;
+            let status = self
+                .client(v)
+                .await
+                .node_status()
+                .await
+                .unwrap_or_else(|e| panic!("node status of validator{v}: {e}"));
+            views.push((
+                metric(&text, "weft_pbft_view_changes_total"),
+                metric(&text, "weft_pbft_view"),
+                status.view,
+            ));
+        }
+        views
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steady load
+
+/// What the load saw.
+#[derive(Default)]
+struct LoadLog {
+    /// Transactions acknowledged as committed (SubmitAndWait answered with a commit status).
+    acks: Vec<Ack>,
+    /// Acknowledged, but not VALID (a unique CreateAsset must be VALID): (block, status, message).
+    not_valid: Vec<(u64, i32, String)>,
+    /// Neither a commit nor a definite refusal (timeouts, unreachable peers): may go either way.
+    uncertain: usize,
+}
+
+/// Workers that each submit one unique CreateAsset at a time (SubmitAndWait) to the
+/// validators currently targeted, in turn, and record every answer.
+struct Load {
+    stop: Arc<AtomicBool>,
+    targets: Arc<Mutex<Vec<usize>>>,
+    log: Arc<Mutex<LoadLog>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(network: &Network, tag: &str, workers: usize, targets: &[usize]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared_targets = Arc::new(Mutex::new(targets.to_vec()));
+        let log = Arc::new(Mutex::new(LoadLog::default()));
+        let workers = (0..workers)
+            .map(|w| {
+                tokio::spawn(load_worker(
+                    network.clone(),
+                    format!("{tag}-w{w}"),
+                    w,
+                    shared_targets.clone(),
+                    stop.clone(),
+                    log.clone(),
+                ))
+            })
+            .collect();
+        Load {
+            stop,
+            targets: shared_targets,
+            log,
+            workers,
+        }
+    }
+
+    /// Send to these validators from now on (none: pause).
+    fn target(&self, targets: &[usize]) {
+        *self.targets.lock().unwrap_or_else(|p| p.into_inner()) = targets.to_vec();
+    }
+
+    fn acks(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .acks
+            .len()
+    }
+
+    /// Waits until `more` further transactions were acknowledged.
+    async fn wait_acks(&self, more: usize, what: &str) {
+        let goal = self.acks() + more;
+        let start = Instant::now();
+        while self.acks() < goal {
+            assert!(
+                start.elapsed() < LIVENESS,
+                "{what}: fewer than {more} acknowledgements within {LIVENESS:?} ({} in all)",
+                self.acks()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the workers (each finishes its current call) and returns what they saw.
+    async fn finish(self) -> LoadLog {
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            worker.await.expect("a load worker panicked");
+        }
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+async fn load_worker(
+    network: Network,
+    tag: String,
+    offset: usize,
+    targets: Arc<Mutex<Vec<usize>>>,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<LoadLog>>,
+) {
+    let mut clients: HashMap<usize, WeftClient> = HashMap::new();
+    let mut k = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        let target = {
+            let targets = targets.lock().unwrap_or_else(|p| p.into_inner());
+            (!targets.is_empty()).then(|| targets[(k + offset) % targets.len()])
+        };
+        k += 1;
+        let Some(target) = target else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let client = match clients.get(&target) {
+            Some(client) => client.clone(),
+            None => {
+                let connected = WeftClient::connect(
+                    &network.address_of(target),
+                    network.signer("alice"),
+                    &network.chain_id,
+                )
+                .await;
+                match connected {
+                    Ok(client) => {
+                        clients.insert(target, client.clone());
+                        client
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let key = format!("{tag}-{k}");
+        let (tx_id, signed) = client.sign(
+            "asset-transfer",
+            "CreateAsset",
+            &args(&[&key, "blue", "1", "alice", "1"]),
+        );
+        // A paused peer never answers: bound the call on this side as well.
+        let answer = tokio::time::timeout(
+            COMMIT_WAIT + Duration::from_secs(2),
+            client.submit_signed_and_wait(signed, COMMIT_WAIT),
+        )
+        .await;
+        match answer {
+            Ok(Ok(status)) => {
+                assert_eq!(
+                    TxId::from_slice(&status.tx_id),
+                    Some(tx_id),
+                    "a commit status names the submitted transaction"
+                );
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.acks.push(Ack {
+                    tx_id,
+                    block: status.block_number,
+                });
+                if status.status != TxStatus::Valid as i32 {
+                    log.not_valid
+                        .push((status.block_number, status.status, status.message));
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                log.lock().unwrap_or_else(|p| p.into_inner()).uncertain += 1;
+                clients.remove(&target);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn check_load(log: &LoadLog, what: &str) {
+    eprintln!(
+        "{what}: {} acknowledged, {} uncertain",
+        log.acks.len(),
+        log.uncertain
+    );
+    assert!(
+        log.not_valid.is_empty(),
+        "{what}: acknowledged unique CreateAssets that are not VALID: {:?}",
+        log.not_valid
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consensus messages by hand (protobuf encoding of weft.v1.ConsensusMessage, signed like a
+// validator signs, independent of the node's own encoder)
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A varint field; zero is omitted, as proto3 encoders do.
+fn put_uint(out: &mut Vec<u8>, field: u64, value: u64) {
+    if value != 0 {
+        put_varint(out, field << 3);
+        put_varint(out, value);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// `ConsensusMessage { prepare: Prepare { view, sequence, digest } }`.
+fn prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    put_uint(&mut inner, 1, view);
+    put_uint(&mut inner, 2, sequence);
+    put_bytes(&mut inner, 3, digest);
+    let mut message = Vec::new();
+    put_bytes(&mut message, 3, &inner);
+    message
+}
+
+/// `ConsensusMessage { pre_prepare: PrePrepare { view, sequence, digest, batch: [] } }`.
+fn pre_prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    put_uint(&mut inner, 1, view);
+    put_uint(&mut inner, 2, sequence);
+    put_bytes(&mut inner, 3, digest);
+    let mut message = Vec::new();
+    put_bytes(&mut message, 2, &inner);
+    message
+}
+
+fn signed(
+    chain_id: &str,
+    from: u32,
+    signer: &Signer,
+    message: Vec<u8>,
+) -> pb::SignedConsensusMessage {
+    let signature = signer.sign(&consensus_signing_bytes(chain_id, &message));
+    pb::SignedConsensusMessage {
+        from,
+        message: message.into(),
+        signature: signature.to_vec().into(),
+    }
+}
+
+/// A request id, for computing batch digests as replicas do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Id([u8; 32]);
+
+impl Request for Id {
+    fn id(&self) -> RequestId {
+        RequestId(self.0)
+    }
+}
+
+/// Opens a `Consensus/Deliver` stream to `validator` as an outsider, sends `messages` and
+/// waits for the validator to have read them all.
+async fn deliver(network: &Network, validator: usize, messages: Vec<pb::SignedConsensusMessage>) {
+    let channel = weft_proto::client::connect_channel(&network.address_of(validator))
+        .await
+        .unwrap_or_else(|e| panic!("connect to validator{validator}: {e}"));
+    ConsensusClient::new(channel)
+        .deliver(tokio_stream::iter(messages))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("validator{validator} ended the stream of forged messages with an error: {e}")
+        });
+}
+
+fn load_validator_key(network: &Network, validator: usize) -> Signer {
+    let dir = network
+        .dir
+        .join("validators")
+        .join(format!("validator{validator}"));
+    Signer::load(&dir).unwrap_or_else(|e| panic!("validator key in {}: {e}", dir.display()))
+}
+
+fn rejected(metrics: &str, reason: &str) -> u64 {
+    metric(
+        metrics,
+        &format!("weft_pbft_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+fn client_rejected(metrics: &str, reason: &str) -> u64 {
+    metric(
+        metrics,
+        &format!("weft_requests_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A backup killed for longer than a checkpoint window
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_killed_for_longer_than_a_window_catches_up_by_state_transfer() {
+    let mut cluster = Cluster::start().await;
+    let load = Load::start(&cluster.network, "kill", 2, &ALL);
+    load.wait_acks(8, "before the kill").await;
+
+    // Validator 3 is a backup in view 0.
+    load.target(&[0, 1, 2]);
+    cluster.kill9(3);
+    let at_kill = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
+    // More than a window beyond what validator 3 may have: its checkpoint messages and its log
+    // cannot bring it back, only state transfer can.
+    cluster
+        .wait_heights_at_least(
+            &[0, 1, 2],
+            at_kill + WINDOW + CHECKPOINT_PERIOD,
+            "the three others go on without validator3",
+        )
+        .await;
+
+    cluster.restart(3).await;
+    load.target(&ALL);
+    let others = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
+    // It levels with where the others were at its restart while the load goes on.
+    cluster
+        .wait_heights_at_least(&[3], others + 1, "the restarted validator3 catches up")
+        .await;
+    let transfers = metric(&cluster.metrics(3).await, "weft_pbft_state_transfers_total");
+    assert!(
+        transfers >= 1,
+        "validator3 caught up by state transfer (weft_pbft_state_transfers_total = {transfers})\n{}",
+        cluster.log(3)
+    );
+    load.wait_acks(5, "after validator3 caught up").await;
+
+    let load = load.finish().await;
+    check_load(&load, "kill a backup");
+    let mut acks = load.acks;
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("kill", &mut acks)
+        .await;
+    cluster.audit(&acks).await;
+    assert!(acks.len() >= 20, "acknowledged: {}", acks.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Two of four down
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_four_down_nothing_is_acknowledged_and_pending_transactions_commit_after_one_returns()
+ {
+    let mut cluster = Cluster::start().await;
+    let load = Load::start(&cluster.network, "two", 2, &ALL);
+    load.wait_acks(8, "before the outage").await;
+    let before = load.finish().await;
+    check_load(&before, "before the outage");
+    let mut acks = before.acks;
+    cluster.level("before the outage").await;
+
+    // Two backups down: f = 1 is exceeded.
+    cluster.kill9(2);
+    cluster.kill9(3);
+    let settled = cluster.settled_heights(&[0, 1]).await;
+
+    // Submissions during the outage, to the two validators still up: none may be
+    // acknowledged as committed.
+    let mut outage = Vec::new();
+    let mut answers = Vec::new();
+    for i in 0..8usize {
+        let client = cluster.client(i % 2).await;
+        let key = format!("outage-{i}");
+        let (tx_id, signed) = client.sign(
+            "asset-transfer",
+            "CreateAsset",
+            &args(&[&key, "red", "1", "alice", "1"]),
+        );
+        outage.push(tx_id);
+        answers.push(tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                client.submit_signed_and_wait(signed, Duration::from_secs(3)),
+            )
+            .await
+        }));
+    }
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer.await.expect("submission task") {
+            Ok(Ok(status)) => panic!(
+                "outage transaction {i} was acknowledged as committed in block {} with two of four validators down: {status:?}",
+                status.block_number
+            ),
+            Ok(Err(ClientError::Rpc(status))) => assert_eq!(
+                status.code(),
+                Code::DeadlineExceeded,
+                "outage transaction {i}: the answer is a timeout: {status:?}"
+            ),
+            Ok(Err(e)) => panic!("outage transaction {i}: unexpected answer {e}"),
+            Err(_) => panic!("outage transaction {i}: the peer did not answer at all"),
+        }
+    }
+    assert_eq!(
+        cluster.heights(&[0, 1]).await,
+        settled,
+        "nothing commits while two of four validators are down"
+    );
+    for v in [0, 1] {
+        let client = cluster.client(v).await;
+        for tx_id in &outage {
+            match client.transaction(*tx_id).await {
+                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => {}
+                other => panic!("outage transaction {tx_id} on validator{v}: {other:?}"),
+            }
+        }
+    }
+
+    // One comes back: 2f+1 again. Progress resumes and the pending transactions commit.
+    cluster.restart(2).await;
+    let start = Instant::now();
+    let client = cluster.client(0).await;
+    let mut committed: BTreeMap<TxId, u64> = BTreeMap::new();
+    while committed.len() < outage.len() {
+        for tx_id in &outage {
+            if committed.contains_key(tx_id) {
+                continue;
+            }
+            if let Ok(info) = client.transaction(*tx_id).await {
+                let status = info.result.as_ref().map(|r| r.status);
+                assert_eq!(
+                    status,
+                    Some(TxStatus::Valid as i32),
+                    "outage transaction {tx_id} committed VALID"
+                );
+                committed.insert(*tx_id, info.block_number);
+            }
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "pending outage transactions did not commit within {LIVENESS:?} after validator2 came back: {} of {} committed; heights {:?}\n{}\n{}\n{}",
+            committed.len(),
+            outage.len(),
+            cluster.heights(&[0, 1, 2]).await,
+            cluster.log(0),
+            cluster.log(1),
+            cluster.log(2)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Now that they committed, their position is known: the auditor checks them everywhere.
+    acks.extend(committed.iter().map(|(tx_id, block)| Ack {
+        tx_id: *tx_id,
+        block: *block,
+    }));
+
+    let load = Load::start(&cluster.network, "two-after", 2, &[0, 1, 2]);
+    load.wait_acks(8, "with three of four up again").await;
+    cluster.restart(3).await;
+    load.target(&ALL);
+    let others = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
+    cluster
+        .wait_heights_at_least(&[3], others + 1, "the last validator catches up")
+        .await;
+    let after = load.finish().await;
+    check_load(&after, "after the outage");
+    acks.extend(after.acks);
+
+    cluster.level("after the outage").await;
+    cluster
+        .round_through_every_validator("two", &mut acks)
+        .await;
+    cluster.audit(&acks).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A backup paused for more than two windows
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_paused_for_more_than_two_windows_levels_again_under_load() {
+    let cluster = Cluster::start().await;
+    let load = Load::start(&cluster.network, "pause", 2, &ALL);
+    load.wait_acks(8, "before the pause").await;
+
+    load.target(&[0, 1, 2]);
+    let at_pause = *cluster.heights(&ALL).await.iter().max().expect("4");
+    cluster.nodes[3].signal("-STOP");
+    cluster
+        .wait_heights_at_least(
+            &[0, 1, 2],
+            at_pause + 2 * WINDOW + CHECKPOINT_PERIOD,
+            "the three others go on while validator3 is paused",
+        )
+        .await;
+
+    cluster.nodes[3].signal("-CONT");
+    load.target(&ALL);
+    let others = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
+    cluster
+        .wait_heights_at_least(&[3], others + 1, "the resumed validator3 catches up")
+        .await;
+    // More than a window behind, its peers' logs no longer hold what it missed.
+    let transfers = metric(&cluster.metrics(3).await, "weft_pbft_state_transfers_total");
+    assert!(
+        transfers >= 1,
+        "validator3 caught up by state transfer (weft_pbft_state_transfers_total = {transfers})\n{}",
+        cluster.log(3)
+    );
+    load.wait_acks(5, "after validator3 caught up").await;
+
+    let load = load.finish().await;
+    check_load(&load, "pause a backup");
+    let mut acks = load.acks;
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("pause", &mut acks)
+        .await;
+    cluster.audit(&acks).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Forged, replayed and garbage consensus messages; bad client transactions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused_without_a_view_change()
+ {
+    let cluster = Cluster::start().await;
+    let network = cluster.network.clone();
+    let chain_id = network.chain_id.clone();
+    let load = Load::start(&network, "forged", 2, &ALL);
+    // Past the first stable checkpoint everywhere: sequence 1 is below every low watermark.
+    let start = Instant::now();
+    for v in ALL {
+        loop {
+            let status = cluster
+                .client(v)
+                .await
+                .node_status()
+                .await
+                .expect("node status");
+            if status.last_stable_checkpoint >= CHECKPOINT_PERIOD {
+                break;
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "validator{v} has no stable checkpoint: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let primary_key = load_validator_key(&network, 0);
+    let backup_key = load_validator_key(&network, 1);
+    let empty_digest = batch_digest::<Id>(&[]).0;
+    let mut before = Vec::new();
+    for v in ALL {
+        before.push(cluster.metrics(v).await);
+    }
+
+    // Under load, to every validator:
+    // (a) a pre-prepare "from the primary" for a recent sequence, with a conflicting (empty)
+    //     batch, whose signature has one byte flipped: accepted, it would be an equivocation
+    //     and force a view change;
+    // (a') a prepare signed by validator1 that claims to come from validator2;
+    // (b) a valid message from a replica id that is not in genesis;
+    // (c) garbage message bytes, properly signed by validator1;
+    // (e) a prepare properly signed by the primary, which never sends prepares.
+    const PREPARES_FROM_PRIMARY: u64 = 2;
+    for v in ALL {
+        let recent = cluster.height(v).await - 1;
+        let mut flipped = signed(
+            &chain_id,
+            0,
+            &primary_key,
+            pre_prepare_bytes(0, recent, &empty_digest),
+        );
+        let mut signature = flipped.signature.to_vec();
+        signature[17] ^= 0x20;
+        flipped.signature = signature.into();
+        let mut impostor = signed(
+            &chain_id,
+            1,
+            &backup_key,
+            prepare_bytes(0, recent, &empty_digest),
+        );
+        impostor.from = 2;
+        let mut stranger = signed(
+            &chain_id,
+            1,
+            &backup_key,
+            prepare_bytes(0, recent, &empty_digest),
+        );
+        stranger.from = VALIDATORS as u32 + 3;
+        let garbage = signed(
+            &chain_id,
+            1,
+            &backup_key,
+            b"\xff\xff\xff\xff not a consensus message".to_vec(),
+        );
+        let mut messages = vec![flipped, impostor, stranger, garbage];
+        for k in 0..PREPARES_FROM_PRIMARY {
+            messages.push(signed(
+                &chain_id,
+                0,
+                &primary_key,
+                prepare_bytes(0, recent + 1 + k, &empty_digest),
+            ));
+        }
+        deliver(&network, v, messages).await;
+    }
+
+    // Bad client transactions, to every validator: a flipped signature, an unknown chaincode.
+    let mut refused = Vec::new();
+    for v in ALL {
+        let client = cluster.client(v).await;
+        let (bad_id, mut bad) = client.sign(
+            "asset-transfer",
+            "CreateAsset",
+            &args(&[&format!("forged-{v}"), "black", "1", "alice", "1"]),
+        );
+        let mut signature = bad.signature.to_vec();
+        signature[3] ^= 1;
+        bad.signature = signature.into();
+        match client.raw().submit(bad.clone()).await {
+            Err(status) => assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "a bad signature is refused as such: {status:?}"
+            ),
+            Ok(response) => panic!("validator{v} accepted a bad signature: {response:?}"),
+        }
+        match client
+            .submit_signed_and_wait(bad, Duration::from_secs(5))
+            .await
+        {
+            Err(ClientError::Rpc(status)) => assert_eq!(status.code(), Code::Unauthenticated),
+            other => panic!("validator{v} answered a bad signature with {other:?}"),
+        }
+        let (unknown_id, unknown) = client.sign("no-such-chaincode", "Anything", &args(&["x"]));
+        match client.raw().submit(unknown).await {
+            Err(status) => assert_eq!(
+                status.code(),
+                Code::NotFound,
+                "an unknown chaincode is refused as such: {status:?}"
+            ),
+            Ok(response) => panic!("validator{v} accepted an unknown chaincode: {response:?}"),
+        }
+        refused.push(bad_id);
+        refused.push(unknown_id);
+    }
+
+    // Every refusal is counted by reason, exactly (these reasons have no other source here).
+    for v in ALL {
+        let after = cluster.metrics(v).await;
+        let delta = |reason: &str| rejected(&after, reason) - rejected(&before[v], reason);
+        let client_delta =
+            |reason: &str| client_rejected(&after, reason) - client_rejected(&before[v], reason);
+        assert_eq!(
+            (
+                delta("bad_signature"),
+                delta("unknown_replica"),
+                delta("malformed")
+            ),
+            (2, 1, 1),
+            "validator{v} counts forged consensus messages by reason:\n{after}"
+        );
+        assert_eq!(
+            (
+                client_delta("bad_signature"),
+                client_delta("unknown_chaincode")
+            ),
+            (2, 1),
+            "validator{v} counts bad client transactions by reason"
+        );
+    }
+    // The prepares from the primary reach the replica (they verify) and it refuses them.
+    let start = Instant::now();
+    for v in ALL {
+        loop {
+            let after = cluster.metrics(v).await;
+            let delta = rejected(&after, "prepare_from_primary")
+                - rejected(&before[v], "prepare_from_primary");
+            if delta >= PREPARES_FROM_PRIMARY {
+                assert_eq!(
+                    delta, PREPARES_FROM_PRIMARY,
+                    "validator{v}: only the forged prepares are refused as from the primary"
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "validator{v} never counted the primary's prepares: {delta}\n{after}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The cluster keeps committing.
+    load.wait_acks(10, "after the forged messages").await;
+
+    // (d) Replays: the prepare validator1 sent for sequence 1 in view 0, re-signed byte for
+    // byte (Ed25519 is deterministic), sent again now that sequence 1 is below every low
+    // watermark. Sent while the load pauses and the cluster is quiet, so that no late message
+    // of the normal case can account for the count.
+    load.target(&[]);
+    cluster.level("before the replays").await;
+    cluster.settled_heights(&ALL).await;
+    let block1 = cluster.client(0).await.block(1).await.expect("block 1");
+    let batch: Vec<Id> = block1
+        .transactions
+        .iter()
+        .map(|tx| Id(TxId::of_payload(&tx.payload).0))
+        .collect();
+    let replayed = signed(
+        &chain_id,
+        1,
+        &backup_key,
+        prepare_bytes(0, 1, &batch_digest(&batch).0),
+    );
+    const REPLAYS: u64 = 5;
+    let mut quiet = Vec::new();
+    for v in ALL {
+        quiet.push(rejected(&cluster.metrics(v).await, "out_of_window"));
+    }
+    for v in ALL {
+        deliver(
+            &network,
+            v,
+            (0..REPLAYS).map(|_| replayed.clone()).collect(),
+        )
+        .await;
+    }
+    let start = Instant::now();
+    for v in ALL {
+        loop {
+            let delta = rejected(&cluster.metrics(v).await, "out_of_window") - quiet[v];
+            if delta >= REPLAYS {
+                break;
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "validator{v} did not refuse the replayed prepares as out of window: {delta}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    load.target(&ALL);
+    load.wait_acks(10, "after the replays").await;
+
+    let load = load.finish().await;
+    check_load(&load, "forged messages");
+    let mut acks = load.acks;
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("forged", &mut acks)
+        .await;
+
+    // No view change anywhere: not counted, not entered, not reported.
+    assert_eq!(
+        cluster.views().await,
+        vec![(0, 0, 0); VALIDATORS],
+        "(view changes, view metric, node status view) per validator: no view change\n{}",
+        ALL.iter()
+            .map(|v| cluster.log(*v))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Definite refusals are absent.
+    let chains = cluster.audit(&acks).await;
+    for chain in &chains {
+        for block in &chain.blocks {
+            for tx in &block.transactions {
+                assert!(
+                    !refused.contains(&tx.id),
+                    "a refused transaction is in {}'s block {}",
+                    chain.peer,
+                    block.number()
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. One transaction, 1,000 submissions
+
+#[derive(Debug)]
+enum Answer {
+    Accepted,
+    Committed(u64),
+    AlreadyCommitted,
+    AlreadyPending,
+    Other(String),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_exactly_once() {
+    const SUBMISSIONS: usize = 1_000;
+    const IN_FLIGHT: usize = 32;
+    let cluster = Cluster::start().await;
+    let load = Load::start(&cluster.network, "once", 2, &ALL);
+    load.wait_acks(5, "before the duplicates").await;
+
+    let mut clients = Vec::new();
+    for v in ALL {
+        clients.push(cluster.client(v).await);
+    }
+    let (tx_id, signed) = clients[0].sign(
+        "asset-transfer",
+        "CreateAsset",
+        &args(&["exactly-once", "white", "3", "alice", "42"]),
+    );
+    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut tasks = Vec::new();
+    for i in 0..SUBMISSIONS {
+        let permit = limit.clone().acquire_owned().await.expect("semaphore");
+        let client = clients[i % VALIDATORS].clone();
+        let signed = signed.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            // Half wait for the commit, half only submit.
+            let answer = if i % 2 == 0 {
+                tokio::time::timeout(
+                    Duration::from_secs(40),
+                    client.submit_signed_and_wait(signed, Duration::from_secs(30)),
+                )
+                .await
+                .map(|r| r.map(|status| (Some(status), None)))
+            } else {
+                tokio::time::timeout(Duration::from_secs(40), client.raw().submit(signed))
+                    .await
+                    .map(|r| {
+                        r.map(|response| (None, Some(response.into_inner())))
+                            .map_err(ClientError::Rpc)
+                    })
+            };
+            let answer = match answer {
+                Err(_) => Answer::Other("no answer within 40 s".into()),
+                Ok(Ok((Some(status), _))) => {
+                    if status.status == TxStatus::Valid as i32
+                        && TxId::from_slice(&status.tx_id) == Some(tx_id)
+                    {
+                        Answer::Committed(status.block_number)
+                    } else {
+                        Answer::Other(format!("commit status {status:?}"))
+                    }
+                }
+                Ok(Ok((_, Some(response)))) => {
+                    if TxId::from_slice(&response.tx_id) == Some(tx_id) {
+                        Answer::Accepted
+                    } else {
+                        Answer::Other(format!("submit response {response:?}"))
+                    }
+                }
+                Ok(Ok((None, None))) => Answer::Other("nothing".into()),
+                Ok(Err(ClientError::Rpc(status))) if status.code() == Code::AlreadyExists => {
+                    if status.message().contains("already committed") {
+                        Answer::AlreadyCommitted
+                    } else if status.message().contains("already pending") {
+                        Answer::AlreadyPending
+                    } else {
+                        Answer::Other(format!("{status:?}"))
+                    }
+                }
+                Ok(Err(e)) => Answer::Other(e.to_string()),
+            };
+            (i % VALIDATORS, answer)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("submission task"));
+    }
+    let others: Vec<(usize, &str)> = answers
+        .iter()
+        .filter_map(|(v, a)| match a {
+            Answer::Other(what) => Some((*v, what.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "every answer is accepted, committed, already committed or already pending; {} are not: {:?}",
+        others.len(),
+        &others[..others.len().min(10)]
+    );
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, answer) in &answers {
+        let kind = match answer {
+            Answer::Accepted => "accepted",
+            Answer::Committed(_) => "committed",
+            Answer::AlreadyCommitted => "already committed",
+            Answer::AlreadyPending => "already pending",
+            Answer::Other(_) => "other",
+        };
+        *tally.entry(kind).or_default() += 1;
+    }
+    eprintln!("answers to {SUBMISSIONS} submissions of one transaction: {tally:?}");
+    let firsts = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Answer::Accepted | Answer::Committed(_)))
+        .count();
+    assert!(
+        (1..=VALIDATORS).contains(&firsts),
+        "each validator takes the transaction at most once: {firsts} acceptances"
+    );
+
+    // It commits, once, at one height everywhere.
+    let start = Instant::now();
+    let mut blocks = Vec::new();
+    for v in ALL {
+        loop {
+            match clients[v].transaction(tx_id).await {
+                Ok(info) => {
+                    blocks.push(info.block_number);
+                    break;
+                }
+                Err(e) => assert!(
+                    start.elapsed() < LIVENESS,
+                    "the transaction never committed on validator{v}: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        blocks.iter().all(|b| *b == blocks[0]),
+        "one block everywhere: {blocks:?}"
+    );
+    for (v, answer) in &answers {
+        if let Answer::Committed(block) = answer {
+            assert_eq!(
+                *block, blocks[0],
+                "validator{v} acknowledged the commit in another block"
+            );
+        }
+    }
+
+    let load = load.finish().await;
+    check_load(&load, "duplicates");
+    let mut acks = load.acks;
+    acks.push(Ack {
+        tx_id,
+        block: blocks[0],
+    });
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("once", &mut acks)
+        .await;
+    let chains = cluster.audit(&acks).await;
+    for chain in &chains {
+        let count = chain
+            .blocks
+            .iter()
+            .flat_map(|b| &b.transactions)
+            .filter(|tx| tx.id == tx_id)
+            .count();
+        assert_eq!(
+            count, 1,
+            "{} holds the transaction {count} times",
+            chain.peer
+        );
+    }
+}
