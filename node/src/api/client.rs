@@ -58,12 +58,14 @@ impl ClientService {
         let tx = self.verify(tx).await?;
         let id = tx.id();
         let shared = &self.shared;
-        if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
+        let already_committed = |block: u64| {
             shared.metrics.rejected("duplicate");
-            return Err(Status::already_exists(format!(
-                "transaction {id} is already committed, in block {}: ask GetTransaction for its result",
-                location.block
-            )));
+            Status::already_exists(format!(
+                "transaction {id} is already committed, in block {block}: ask GetTransaction for its result"
+            ))
+        };
+        if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
+            return Err(already_committed(location.block));
         }
         if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none()
         {
@@ -80,6 +82,12 @@ impl ClientService {
                 MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
             }
         })?;
+        // The block holding it may have been appended between the check above and `admit`:
+        // its commit then woke no one here, so look again now that the waiter is registered.
+        if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
+            shared.mempool.abandon(&id);
+            return Err(already_committed(location.block));
+        }
         if let Err(e) = shared.submit.try_send(tx) {
             shared.mempool.abandon(&id);
             shared.metrics.rejected("queue_full");
