@@ -456,12 +456,13 @@ async fn commit_loop(
                 for block in blocks {
                     match shared.ledger.append_block(block) {
                         Ok(block) => {
-                            for namespace in block
+                            let written: std::collections::BTreeSet<&str> = block
                                 .results
                                 .iter()
-                                .flat_map(|r| r.writes.iter().map(|w| w.chaincode.clone()))
-                            {
-                                shared.executor.chaincodes().bump_epoch(&namespace);
+                                .flat_map(|r| r.writes.iter().map(|w| w.chaincode.as_str()))
+                                .collect();
+                            for namespace in written {
+                                shared.executor.chaincodes().bump_epoch(namespace);
                             }
                             record_block(&shared, &block);
                         }

@@ -142,8 +142,13 @@ impl Driver {
                 _ = ticker.tick() => Some(Event::Tick),
             };
             if let Some(event) = event {
+                // Status and metrics follow once per tick, not after every message.
+                let tick = matches!(event, Event::Tick);
                 let actions = self.replica.handle(event);
                 self.run_actions(actions, &channels, &mut transfer).await?;
+                if tick {
+                    self.publish_status();
+                }
             }
             // A higher checkpoint asked for while a transfer ran: the replica does not ask
             // again before its retry timeout, and holds execution meanwhile.
@@ -231,7 +236,6 @@ impl Driver {
                 }
             }
         }
-        self.publish_status();
         Ok(())
     }
 

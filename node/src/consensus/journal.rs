@@ -29,20 +29,34 @@ pub struct Journal {
     wire: Arc<Wire>,
 }
 
+const VIEW_CHANGE: u8 = 5;
+const NEW_VIEW: u8 = 6;
+
+/// prefix, phase (1 byte), view (u64 BE), sequence (u64 BE): pruning reads these back from the
+/// key alone, without decoding (and re-verifying) the record.
 fn record_key(record: &PersistRecord<Transaction>) -> Vec<u8> {
     let phase: u8 = match record.phase {
         Phase::PrePrepare => 1,
         Phase::Prepare => 2,
         Phase::Commit => 3,
         Phase::Checkpoint => 4,
-        Phase::ViewChange => 5,
-        Phase::NewView => 6,
+        Phase::ViewChange => VIEW_CHANGE,
+        Phase::NewView => NEW_VIEW,
     };
     let mut key = RECORD_PREFIX.to_vec();
     key.push(phase);
     key.extend_from_slice(&record.view.0.to_be_bytes());
     key.extend_from_slice(&record.sequence.0.to_be_bytes());
     key
+}
+
+/// (phase, view, sequence) from a record key; `None` for a key of another shape.
+fn parse_key(key: &[u8]) -> Option<(u8, View, Sequence)> {
+    let rest = key.strip_prefix(RECORD_PREFIX)?;
+    let (&phase, rest) = rest.split_first()?;
+    let view = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let sequence = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    Some((phase, View(view), Sequence(sequence)))
 }
 
 impl Journal {
@@ -63,11 +77,11 @@ impl Journal {
         self.store
             .put_consensus(STABLE_KEY, &self.wire.encode_stable(stable)?)?;
         let mut obsolete = Vec::new();
-        for (key, value) in self.store.consensus_entries(RECORD_PREFIX)? {
-            let record = self.wire.decode_record(&value)?;
-            let drop = match record.phase {
-                Phase::ViewChange | Phase::NewView => record.view < view,
-                _ => record.sequence <= stable.sequence,
+        for (key, _) in self.store.consensus_entries(RECORD_PREFIX)? {
+            let drop = match parse_key(&key) {
+                Some((VIEW_CHANGE | NEW_VIEW, at, _)) => at < view,
+                Some((_, _, sequence)) => sequence <= stable.sequence,
+                None => false,
             };
             if drop {
                 obsolete.push(key.to_vec());
@@ -101,5 +115,111 @@ impl Journal {
             last_executed,
             stable_checkpoint,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_proto::genesis::OrganizationInfo;
+    use weft_proto::{
+        CertificateAuthority, ConsensusKind, ConsensusParams, Genesis, Role, ValidatorInfo,
+    };
+
+    use super::*;
+    use crate::admission::Admission;
+    use crate::consensus::pbft::{RecordDetail, ReplicaId};
+    use crate::storage::MemoryStore;
+    use crate::types::Hash;
+
+    fn journal() -> (Journal, Arc<MemoryStore>) {
+        let ca = CertificateAuthority::generate("Org1").expect("ca");
+        let issued: Vec<_> = (0..4)
+            .map(|i| {
+                ca.issue(&format!("validator{i}"), Role::Validator)
+                    .expect("issue")
+            })
+            .collect();
+        let genesis = Genesis {
+            chain_id: "journal".into(),
+            organizations: vec![OrganizationInfo {
+                name: "Org1".into(),
+                ca_certificate: ca.certificate_pem().to_string(),
+            }],
+            validators: issued
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ValidatorInfo {
+                    id: format!("validator{i}"),
+                    certificate: v.certificate_pem.clone(),
+                    address: format!("127.0.0.1:{}", 1 + i),
+                })
+                .collect(),
+            consensus: ConsensusParams {
+                kind: ConsensusKind::Pbft,
+                ..ConsensusParams::default()
+            },
+        };
+        let admission = Admission::new(&genesis);
+        let identities = issued
+            .iter()
+            .map(|v| admission.identity(&v.certificate_der).expect("identity"))
+            .collect();
+        let signer = issued[0].signer().expect("signer");
+        let wire = Arc::new(Wire::new(&genesis, ReplicaId(0), signer, identities));
+        let store = Arc::new(MemoryStore::new());
+        (Journal::new(store.clone(), wire), store)
+    }
+
+    fn record(phase: Phase, view: u64, sequence: u64) -> PersistRecord<Transaction> {
+        PersistRecord {
+            view: View(view),
+            sequence: Sequence(sequence),
+            phase,
+            digest: Hash([sequence as u8; 32]),
+            detail: RecordDetail::None,
+        }
+    }
+
+    #[test]
+    fn keys_carry_phase_view_and_sequence() {
+        let key = record_key(&record(Phase::NewView, 7, 0));
+        assert_eq!(parse_key(&key), Some((NEW_VIEW, View(7), Sequence(0))));
+        assert_eq!(parse_key(b"pbft/stable"), None);
+    }
+
+    #[test]
+    fn a_stable_checkpoint_prunes_what_it_makes_unnecessary_and_restore_returns_the_rest() {
+        let (journal, _) = journal();
+        let records = [
+            record(Phase::Prepare, 1, 9),
+            record(Phase::Commit, 1, 10),
+            record(Phase::Commit, 1, 11),
+            record(Phase::Checkpoint, 1, 10),
+            record(Phase::NewView, 0, 0),
+            record(Phase::NewView, 1, 0),
+        ];
+        for r in &records {
+            journal.persist(r).expect("persist");
+        }
+        let stable = StableCheckpoint {
+            sequence: Sequence(10),
+            state_digest: [1; 32],
+            proof: Vec::new(),
+        };
+        journal.stable(&stable, View(1)).expect("stable");
+        let restored = journal.restore(Sequence(11)).expect("restore");
+        let mut kept: Vec<(Phase, u64, u64)> = restored
+            .records
+            .iter()
+            .map(|r| (r.phase, r.view.0, r.sequence.0))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            vec![(Phase::Commit, 1, 11), (Phase::NewView, 1, 0)],
+            "at or below the stable checkpoint and views before the current one are gone"
+        );
+        assert_eq!(restored.stable_checkpoint, Some(stable));
+        assert_eq!(restored.last_executed, Sequence(11));
     }
 }
