@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod certificates;
 pub mod chaincode;
 pub mod config;
 pub mod consensus;
@@ -13,6 +14,7 @@ pub mod mempool;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod peer;
 pub mod state;
 pub mod storage;
 pub mod types;

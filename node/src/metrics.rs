@@ -77,6 +77,15 @@ pub struct Metrics {
     /// PBFT: outbound messages dropped because a peer's queue was full.
     pub consensus_dropped: AtomicU64,
     consensus_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// The highest block this peer holds a commit certificate for.
+    pub certified_height: AtomicU64,
+    /// Non-validating peer: transactions forwarded to validators (re-forwards included).
+    pub forwarded: AtomicU64,
+    /// Non-validating peer: transactions forwarded again (no commit in time, or a new primary).
+    pub reforwarded: AtomicU64,
+    /// Non-validating peer: certified blocks applied from a validator.
+    pub followed_blocks: AtomicU64,
+    follow_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -106,6 +115,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(reason, total);
+    }
+
+    /// Non-validating peer: counts a refused block stream from a validator, by reason.
+    pub fn follow_refused(&self, reason: &'static str) {
+        *self
+            .follow_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 
     pub fn render(&self) -> String {
@@ -222,6 +241,30 @@ impl Metrics {
                 "counter",
                 &self.consensus_dropped,
             ),
+            (
+                "weft_certified_height",
+                "The highest block this peer holds a commit certificate for.",
+                "gauge",
+                &self.certified_height,
+            ),
+            (
+                "weft_peer_forwarded_total",
+                "Transactions a non-validating peer forwarded to validators.",
+                "counter",
+                &self.forwarded,
+            ),
+            (
+                "weft_peer_reforwarded_total",
+                "Transactions forwarded again (no commit in time, or a new primary).",
+                "counter",
+                &self.reforwarded,
+            ),
+            (
+                "weft_peer_followed_blocks_total",
+                "Certified blocks a non-validating peer applied.",
+                "counter",
+                &self.followed_blocks,
+            ),
         ] {
             gauge(&mut out, name, help, kind, load(value));
         }
@@ -238,6 +281,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "weft_pbft_rejected_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weft_peer_follow_refused_total Block streams from validators refused, by reason.\n# TYPE weft_peer_follow_refused_total counter"
+        );
+        for (reason, count) in self
+            .follow_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "weft_peer_follow_refused_total{{reason=\"{reason}\"}} {count}"
             );
         }
         out

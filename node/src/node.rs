@@ -1,6 +1,8 @@
-//! Assembles a validating peer: ledger, chaincode manager, executor, orderer, committer, the
-//! gRPC services and the operations port, and stops them in order. A storage failure while
-//! committing stops the node with a clear message; nothing half-written is served.
+//! Assembles a node: ledger, chaincode manager, executor, commit certificates, the gRPC services
+//! and the operations port, and stops them in order. A validating peer (a validator identity
+//! listed in genesis) also orders (solo or PBFT) and executes; a non-validating peer (a peer
+//! identity) forwards transactions and follows the certified chain (`peer/`). A storage failure
+//! while committing stops the node with a clear message; nothing half-written is served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use crate::admission::Admission;
 use crate::api::admin::AdminService;
 use crate::api::client::ClientService;
 use crate::api::operations;
+use crate::certificates::{Certificates, OwnKey};
 use crate::chaincode::process::ProcessRuntime;
 use crate::chaincode::runtime::{ChaincodeRuntime, RuntimeKind};
 use crate::chaincode::session::ChaincodeSupportService;
@@ -57,9 +60,28 @@ pub enum NodeError {
     Listen { address: SocketAddr, reason: String },
 }
 
+/// What a node does in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Orders (solo or PBFT), executes and signs blocks.
+    Validator,
+    /// Forwards transactions to the validators and follows their certified blocks.
+    Peer,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Validator => "validator",
+            NodeRole::Peer => "peer",
+        }
+    }
+}
+
 /// What the services share.
 pub struct Shared {
     pub node_id: String,
+    pub role: NodeRole,
     pub genesis: Genesis,
     pub ledger: Arc<Ledger>,
     pub executor: Executor,
@@ -67,6 +89,7 @@ pub struct Shared {
     pub mempool: Mempool,
     pub metrics: Arc<Metrics>,
     pub submit: mpsc::Sender<Transaction>,
+    pub certificates: Arc<Certificates>,
     /// The replica's view, primary and checkpoints (PBFT networks only).
     pub consensus: Option<watch::Receiver<ConsensusStatus>>,
     pub config: Config,
@@ -154,23 +177,33 @@ pub async fn start_with_store(
             path: config.node.identity.display().to_string(),
             source,
         })?;
-    if me.role != Role::Validator {
-        return Err(NodeError::Setup(format!(
-            "{} has the role {}; this build runs validating nodes only: use a validator identity",
-            me.name, me.role
-        )));
-    }
+    let role = match me.role {
+        Role::Validator => NodeRole::Validator,
+        Role::Peer => NodeRole::Peer,
+        other => {
+            return Err(NodeError::Setup(format!(
+                "{} has the role {other}; a node runs with a validator identity (validating peer) or a peer identity (non-validating peer)",
+                me.name
+            )));
+        }
+    };
     let replica_index = genesis.validators.iter().position(|v| {
         v.id == config.node.id
             && weft_proto::identity::pem_to_der(&v.certificate).as_deref()
                 == Some(signer.identity().certificate.as_slice())
     });
-    let Some(replica_index) = replica_index else {
-        return Err(NodeError::Setup(format!(
-            "genesis lists no validator {:?} with this node's certificate: check node.id and node.identity",
-            config.node.id
-        )));
+    let replica_index = match (role, replica_index) {
+        (NodeRole::Validator, Some(index)) => index,
+        (NodeRole::Validator, None) => {
+            return Err(NodeError::Setup(format!(
+                "genesis lists no validator {:?} with this node's certificate: check node.id and node.identity",
+                config.node.id
+            )));
+        }
+        (NodeRole::Peer, _) => 0,
     };
+    let committee = weft_proto::Committee::from_genesis(&genesis)
+        .map_err(|e| NodeError::Setup(format!("genesis validators: {e}")))?;
 
     let ledger = Arc::new(Ledger::open(store, &genesis)?);
     let listener = TcpListener::bind(config.node.listen)
@@ -210,13 +243,70 @@ pub async fn start_with_store(
         },
     ));
     let executor = Executor::new(ledger.clone(), chaincodes.clone());
-    let pbft = genesis.consensus.kind == ConsensusKind::Pbft;
+    let pbft = genesis.consensus.kind == ConsensusKind::Pbft && role == NodeRole::Validator;
     let replica_count = genesis.validators.len();
     let pbft_parameters = pbft_config(&genesis.consensus, replica_count, config.api.max_pending);
     let (status_tx, status_rx) = watch::channel(ConsensusStatus {
         replica: replica_index as u32,
         ..ConsensusStatus::default()
     });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (failed_tx, failed) = watch::channel(None);
+    let failed_tx = Arc::new(failed_tx);
+    let mut tasks = Vec::new();
+
+    // The validator network (PBFT only): signing and verifying at the edge, and the links.
+    let validator_network =
+        if pbft {
+            let me = ReplicaId(replica_index as u32);
+            let mut identities = Vec::with_capacity(replica_count);
+            for validator in &genesis.validators {
+                let der =
+                    weft_proto::identity::pem_to_der(&validator.certificate).ok_or_else(|| {
+                        NodeError::Setup(format!(
+                            "genesis validator {}: the certificate is not PEM",
+                            validator.id
+                        ))
+                    })?;
+                identities.push(admission.identity(&der).map_err(|source| {
+                    NodeError::Identity {
+                        path: format!("genesis validator {}", validator.id),
+                        source,
+                    }
+                })?);
+            }
+            let wire = Arc::new(Wire::new(&genesis, me, signer.clone(), identities));
+            let addresses: Vec<String> = genesis
+                .validators
+                .iter()
+                .map(|v| v.address.clone())
+                .collect();
+            let links = Arc::new(PeerLinks::start(&addresses, me, 1024, shutdown_rx.clone()));
+            Some((me, wire, links, addresses))
+        } else {
+            None
+        };
+    let own_key = match (&validator_network, role) {
+        (_, NodeRole::Peer) => None,
+        (Some((_, wire, links, _)), NodeRole::Validator) => {
+            let (wire, links) = (wire.clone(), links.clone());
+            Some(OwnKey {
+                index: replica_index as u32,
+                signer: signer.clone(),
+                broadcast: Box::new(move |vote| links.broadcast(&wire.sign_block_signed(vote))),
+            })
+        }
+        // Solo: the only validator's signature is the whole certificate.
+        (None, NodeRole::Validator) => Some(OwnKey {
+            index: replica_index as u32,
+            signer: signer.clone(),
+            broadcast: Box::new(|_| {}),
+        }),
+    };
+    let certificates = Arc::new(
+        Certificates::new(committee, &genesis.chain_id, ledger.clone(), own_key)
+            .map_err(|e| NodeError::Setup(format!("commit certificates: {e}")))?,
+    );
 
     let (submit, submitted) = mpsc::channel::<Transaction>(config.api.max_pending);
     // The window bounds how many batches the replica hands out before they execute.
@@ -225,6 +315,7 @@ pub async fn start_with_store(
         mpsc::channel::<Feedback>(pbft_parameters.window as usize + 16);
     let shared = Arc::new(Shared {
         node_id: config.node.id.clone(),
+        role,
         genesis: genesis.clone(),
         ledger: ledger.clone(),
         executor: executor.clone(),
@@ -232,6 +323,7 @@ pub async fn start_with_store(
         mempool: Mempool::new(config.api.max_pending),
         metrics: Arc::new(Metrics::default()),
         submit,
+        certificates: certificates.clone(),
         consensus: pbft.then_some(status_rx),
         config: config.clone(),
         ready: AtomicBool::new(false),
@@ -241,99 +333,118 @@ pub async fn start_with_store(
         .metrics
         .height
         .store(ledger.tip().height, Ordering::Relaxed);
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let (failed_tx, failed) = watch::channel(None);
-    let failed_tx = Arc::new(failed_tx);
-    let mut tasks = Vec::new();
+    let mut certified = certificates.subscribe();
+    let certified_shared = shared.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let last = *certified.borrow_and_update();
+            certified_shared
+                .metrics
+                .certified_height
+                .store(last, Ordering::Relaxed);
+            if certified.changed().await.is_err() {
+                return;
+            }
+        }
+    }));
 
     let mut consensus_service = None;
-    if pbft {
-        let me = ReplicaId(replica_index as u32);
-        let mut identities = Vec::with_capacity(replica_count);
-        for validator in &genesis.validators {
-            let der =
-                weft_proto::identity::pem_to_der(&validator.certificate).ok_or_else(|| {
-                    NodeError::Setup(format!(
-                        "genesis validator {}: the certificate is not PEM",
-                        validator.id
-                    ))
-                })?;
-            identities.push(shared.admission.identity(&der).map_err(|source| {
-                NodeError::Identity {
-                    path: format!("genesis validator {}", validator.id),
-                    source,
+    match (role, validator_network) {
+        (NodeRole::Peer, _) => {
+            drop((status_tx, feedback_rx, ordered, ordered_tx, feedback_tx));
+            tasks.push(tokio::spawn(crate::peer::forwarder::run(
+                shared.clone(),
+                submitted,
+                shutdown_rx.clone(),
+            )));
+            let addresses = genesis
+                .validators
+                .iter()
+                .map(|v| v.address.clone())
+                .collect();
+            let follower_shared = shared.clone();
+            let follower_shutdown = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::peer::follower::run(
+                    follower_shared.clone(),
+                    addresses,
+                    follower_shutdown,
+                )
+                .await
+                {
+                    let reason = format!("following the validators stopped: {e}; the node stops");
+                    tracing::error!("{reason}");
+                    follower_shared.healthy.store(false, Ordering::SeqCst);
+                    let _ = failed_tx.send(Some(reason));
                 }
-            })?);
+            }));
         }
-        let wire = Arc::new(Wire::new(&genesis, me, signer.clone(), identities));
-        let addresses: Vec<String> = genesis
-            .validators
-            .iter()
-            .map(|v| v.address.clone())
-            .collect();
-        let (inbound_tx, inbound_rx) = mpsc::channel(4096);
-        consensus_service = Some(ConsensusService::new(
-            wire.clone(),
-            inbound_tx,
-            ledger.clone(),
-            shared.metrics.clone(),
-            shutdown_rx.clone(),
-        ));
-        let replica = Replica::new(pbft_parameters, me)
-            .map_err(|e| NodeError::Setup(format!("PBFT parameters in genesis: {e}")))?;
-        let driver = Driver {
-            replica,
-            wire: wire.clone(),
-            links: PeerLinks::start(&addresses, me, 1024, shutdown_rx.clone()),
-            journal: Journal::new(ledger.store().clone(), wire),
-            addresses,
-            ledger: ledger.clone(),
-            metrics: shared.metrics.clone(),
-            status: status_tx,
-            tick: TICK,
-        };
-        let channels = DriverChannels {
-            inbound: inbound_rx,
-            requests: submitted,
-            feedback_sender: feedback_tx.clone(),
-            feedback: feedback_rx,
-            commit: ordered_tx,
-            shutdown: shutdown_rx.clone(),
-        };
-        let driver_failed = failed_tx.clone();
-        let driver_shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = driver.run(channels).await {
-                let reason = format!("consensus stopped: {e}");
-                tracing::error!(node = %driver_shared.node_id, "{reason}");
-                driver_shared.healthy.store(false, Ordering::SeqCst);
-                let _ = driver_failed.send(Some(reason));
-            }
-        }));
-        tasks.push(tokio::spawn(commit_loop(
-            shared.clone(),
-            ordered,
-            failed_tx,
-            Some(feedback_tx),
-        )));
-    } else {
-        drop((status_tx, feedback_rx));
-        tasks.push(tokio::spawn(solo::run(
-            SoloConfig {
-                batch_size: genesis.consensus.batch_size,
-                batch_timeout: genesis.consensus.batch_timeout,
-            },
-            ledger.tip().height,
-            submitted,
-            ordered_tx,
-        )));
-        tasks.push(tokio::spawn(commit_loop(
-            shared.clone(),
-            ordered,
-            failed_tx,
-            None,
-        )));
+        (NodeRole::Validator, Some((me, wire, links, addresses))) => {
+            let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+            consensus_service = Some(ConsensusService::new(
+                wire.clone(),
+                inbound_tx,
+                certificates.clone(),
+                ledger.clone(),
+                shared.metrics.clone(),
+                shutdown_rx.clone(),
+            ));
+            let replica = Replica::new(pbft_parameters, me)
+                .map_err(|e| NodeError::Setup(format!("PBFT parameters in genesis: {e}")))?;
+            let driver = Driver {
+                replica,
+                wire: wire.clone(),
+                links,
+                journal: Journal::new(ledger.store().clone(), wire),
+                addresses,
+                ledger: ledger.clone(),
+                metrics: shared.metrics.clone(),
+                status: status_tx,
+                tick: TICK,
+            };
+            let channels = DriverChannels {
+                inbound: inbound_rx,
+                requests: submitted,
+                feedback_sender: feedback_tx.clone(),
+                feedback: feedback_rx,
+                commit: ordered_tx,
+                shutdown: shutdown_rx.clone(),
+            };
+            let driver_failed = failed_tx.clone();
+            let driver_shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = driver.run(channels).await {
+                    let reason = format!("consensus stopped: {e}");
+                    tracing::error!(node = %driver_shared.node_id, "{reason}");
+                    driver_shared.healthy.store(false, Ordering::SeqCst);
+                    let _ = driver_failed.send(Some(reason));
+                }
+            }));
+            tasks.push(tokio::spawn(commit_loop(
+                shared.clone(),
+                ordered,
+                failed_tx,
+                Some(feedback_tx),
+            )));
+        }
+        (NodeRole::Validator, None) => {
+            drop((status_tx, feedback_rx));
+            tasks.push(tokio::spawn(solo::run(
+                SoloConfig {
+                    batch_size: genesis.consensus.batch_size,
+                    batch_timeout: genesis.consensus.batch_timeout,
+                },
+                ledger.tip().height,
+                submitted,
+                ordered_tx,
+            )));
+            tasks.push(tokio::spawn(commit_loop(
+                shared.clone(),
+                ordered,
+                failed_tx,
+                None,
+            )));
+        }
     }
 
     let limit = weft_proto::MAX_MESSAGE_BYTES;
@@ -425,6 +536,9 @@ async fn commit_loop(
                         // Wake waiters first: `dropped` forgets the rest (already committed).
                         record_block(&shared, &block);
                         shared.mempool.dropped(ids);
+                        if let Err(e) = shared.certificates.executed(&block) {
+                            tracing::warn!(block = block.number(), error = %e, "cannot sign or certify the block; the next certificate covers it");
+                        }
                         if let Some(feedback) = &feedback {
                             if block.number() != sequence {
                                 return fail(format!(
@@ -454,17 +568,11 @@ async fn commit_loop(
             } => {
                 let mut outcome = Ok(());
                 for block in blocks {
-                    match shared.ledger.append_block(block) {
+                    match apply_fetched(&shared, block) {
                         Ok(block) => {
-                            let written: std::collections::BTreeSet<&str> = block
-                                .results
-                                .iter()
-                                .flat_map(|r| r.writes.iter().map(|w| w.chaincode.as_str()))
-                                .collect();
-                            for namespace in written {
-                                shared.executor.chaincodes().bump_epoch(namespace);
+                            if let Err(e) = shared.certificates.appended(&block) {
+                                tracing::warn!(block = block.number(), error = %e, "cannot certify a transferred block");
                             }
-                            record_block(&shared, &block);
                         }
                         Err(crate::ledger::LedgerError::Store(e)) => {
                             return fail(format!(
@@ -498,6 +606,26 @@ async fn commit_loop(
             }
         }
     }
+}
+
+/// Appends a block another peer executed (state transfer, following), after the ledger's
+/// checks; tells chaincode whose namespace it wrote that its read cache is stale, and wakes
+/// waiters.
+pub(crate) fn apply_fetched(
+    shared: &Shared,
+    block: crate::types::Block,
+) -> Result<Arc<crate::types::Block>, crate::ledger::LedgerError> {
+    let block = shared.ledger.append_block(block)?;
+    let written: std::collections::BTreeSet<&str> = block
+        .results
+        .iter()
+        .flat_map(|r| r.writes.iter().map(|w| w.chaincode.as_str()))
+        .collect();
+    for namespace in written {
+        shared.executor.chaincodes().bump_epoch(namespace);
+    }
+    record_block(shared, &block);
+    Ok(block)
 }
 
 /// Wakes waiters and updates metrics for a block just appended.

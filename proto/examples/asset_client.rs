@@ -41,7 +41,10 @@ async fn main() -> Result<(), Error> {
     let start = admin.chain_info().await?.height;
     let mut blocks = admin
         .raw()
-        .stream_blocks(pb::StreamBlocksRequest { from_height: start })
+        .stream_blocks(pb::StreamBlocksRequest {
+            from_height: start,
+            certified_only: false,
+        })
         .await?
         .into_inner();
     let follower = tokio::spawn(async move {

@@ -1,11 +1,12 @@
 //! Weft's wire protocol and the rules every party shares: the generated `weft.v1` messages and
 //! services ([`pb`]), canonical signing bytes and transaction ids ([`signing`]), identities and
-//! certificates ([`identity`]), the network configuration ([`genesis`]), transaction building
+//! certificates ([`identity`]), commit certificates ([`certificate`]), the network configuration ([`genesis`]), transaction building
 //! ([`tx`]) and a typed client for applications ([`client`]).
 //!
 //! This crate is deliberately light (no storage, no Docker), so an application or the
 //! orchestrator can depend on it without building the peer.
 
+pub mod certificate;
 pub mod client;
 pub mod genesis;
 pub mod identity;
@@ -19,6 +20,7 @@ pub mod pb {
     tonic::include_proto!("weft.v1");
 }
 
+pub use certificate::{CertificateError, Committee};
 pub use client::{ClientError, WeftClient};
 pub use genesis::{ConsensusKind, ConsensusParams, Genesis, GenesisError, ValidatorInfo};
 pub use identity::{

@@ -14,6 +14,19 @@ pub const INSTALL_DOMAIN: &[u8] = b"weft.v1/install\0";
 /// Domain of validator consensus messages.
 pub const CONSENSUS_DOMAIN: &[u8] = b"weft.v1/consensus\0";
 
+/// Domain of validators' signatures over executed block headers (commit certificates).
+pub const COMMIT_DOMAIN: &[u8] = b"weft.v1/commit\0";
+
+/// The bytes a validator signs to vouch that block `number` of chain `chain_id` has header hash
+/// `block_hash`.
+pub fn commit_signing_bytes(chain_id: &str, number: u64, block_hash: &[u8; 32]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(32 + 8 + 32);
+    body.extend_from_slice(&Sha256::digest(chain_id.as_bytes()));
+    body.extend_from_slice(&number.to_be_bytes());
+    body.extend_from_slice(block_hash);
+    domain_message(COMMIT_DOMAIN, &body)
+}
+
 /// The bytes a validator signs for an encoded `ConsensusMessage` on chain `chain_id`: the chain
 /// id is hashed to a fixed width, so a signature for one network never verifies on another.
 pub fn consensus_signing_bytes(chain_id: &str, message: &[u8]) -> Vec<u8> {

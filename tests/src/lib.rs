@@ -175,6 +175,8 @@ pub struct Network {
     pub grpc_port: u16,
     pub operations_port: u16,
     pub validators: usize,
+    /// Non-validating peers (`peerI`), on the ports after the validators'.
+    pub peers: usize,
 }
 
 /// The first of `count` consecutive loopback ports that were all free a moment ago.
@@ -204,19 +206,35 @@ impl Network {
 
     /// Generates `tmp/NAME` on free ports with `chain_id`.
     pub async fn generate_named(tmp: &Path, name: &str, chain_id: &str) -> Network {
-        Network::generate_with(tmp, name, chain_id, 1).await
+        Network::generate_with(tmp, name, chain_id, 1, 0).await
     }
 
     /// Generates `tmp/network` with `validators` validators (PBFT for more than one).
     pub async fn generate_cluster(tmp: &Path, validators: usize) -> Network {
-        Network::generate_with(tmp, "network", "weft-dev", validators).await
+        Network::generate_with(tmp, "network", "weft-dev", validators, 0).await
     }
 
-    async fn generate_with(tmp: &Path, name: &str, chain_id: &str, validators: usize) -> Network {
+    /// Generates `tmp/network` with `validators` validators and `peers` non-validating peers.
+    pub async fn generate_cluster_with_peers(
+        tmp: &Path,
+        validators: usize,
+        peers: usize,
+    ) -> Network {
+        Network::generate_with(tmp, "network", "weft-dev", validators, peers).await
+    }
+
+    async fn generate_with(
+        tmp: &Path,
+        name: &str,
+        chain_id: &str,
+        validators: usize,
+        peers: usize,
+    ) -> Network {
         let dir = tmp.join(name);
-        let grpc_port = free_ports(validators);
-        let operations_port = free_ports(validators);
+        let grpc_port = free_ports(validators + peers);
+        let operations_port = free_ports(validators + peers);
         let validators_text = validators.to_string();
+        let peers_text = peers.to_string();
         let dir_text = dir.display().to_string();
         let grpc_text = grpc_port.to_string();
         let ops_text = operations_port.to_string();
@@ -235,6 +253,8 @@ impl Network {
             chain_id,
             "--validators",
             &validators_text,
+            "--peers",
+            &peers_text,
         ])
         .await
         .expect_success("weft crypto generate");
@@ -244,7 +264,29 @@ impl Network {
             grpc_port,
             operations_port,
             validators,
+            peers,
         }
+    }
+
+    /// `nodes/peerI.toml`.
+    pub fn peer_config_path(&self, peer: usize) -> PathBuf {
+        self.dir.join("nodes").join(format!("peer{peer}.toml"))
+    }
+
+    /// Non-validating peer `peer`'s gRPC address, host:port.
+    pub fn peer_address(&self, peer: usize) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.grpc_port as usize + self.validators + peer
+        )
+    }
+
+    /// Connects to non-validating peer `peer` as `name`.
+    pub async fn peer_client(&self, peer: usize, name: &str) -> WeftClient {
+        let address = self.peer_address(peer);
+        WeftClient::connect(&address, self.signer(name), &self.chain_id)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {address} as {name}: {e}"))
     }
 
     /// `nodes/validatorI.toml`.
@@ -716,6 +758,27 @@ pub async fn start_validator_in_process(
     weft_node::node::start_with_store(config, store)
         .await
         .unwrap_or_else(|e| panic!("start validator {validator} in process: {e}"))
+}
+
+/// Non-validating peer `peer` of a cluster network, in process, over `store`, on its configured
+/// address.
+pub async fn start_peer_in_process(
+    network: &Network,
+    peer: usize,
+    store: Arc<weft_node::storage::MemoryStore>,
+) -> weft_node::node::NodeHandle {
+    let env: HashMap<String, String> = [
+        ("WEFT_NODE_OPERATIONS_LISTEN", "127.0.0.1:0"),
+        ("WEFT_CHAINCODE_RUNTIME", "process"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = weft_node::config::Config::load_with_env(&network.peer_config_path(peer), &env)
+        .expect("load the peer config");
+    weft_node::node::start_with_store(config, store)
+        .await
+        .unwrap_or_else(|e| panic!("start peer {peer} in process: {e}"))
 }
 
 /// Reads an asset-transfer asset's owner through a query.

@@ -75,7 +75,10 @@ fn tx_ids(block: &pb::Block) -> Vec<TxId> {
 async fn stream_blocks(alice: &WeftClient, from_height: u64) -> Streaming<pb::Block> {
     alice
         .raw()
-        .stream_blocks(pb::StreamBlocksRequest { from_height })
+        .stream_blocks(pb::StreamBlocksRequest {
+            from_height,
+            certified_only: false,
+        })
         .await
         .expect("StreamBlocks")
         .into_inner()

@@ -110,6 +110,12 @@ impl pb::admin_server::Admin for AdminService {
                     status.stable_checkpoint,
                 )
             }
+            None if self.shared.role == crate::node::NodeRole::Peer => (
+                0,
+                String::new(),
+                tip.height.saturating_sub(1),
+                self.shared.certificates.last_certified(),
+            ),
             None => (
                 0,
                 self.shared.node_id.clone(),
@@ -119,7 +125,7 @@ impl pb::admin_server::Admin for AdminService {
         };
         Ok(Response::new(pb::NodeStatusResponse {
             node_id: self.shared.node_id.clone(),
-            role: "validator".into(),
+            role: self.shared.role.as_str().into(),
             chain_id: self.shared.genesis.chain_id.clone(),
             height: tip.height,
             current_hash: Bytes::copy_from_slice(&tip.hash.0),
@@ -128,6 +134,7 @@ impl pb::admin_server::Admin for AdminService {
             sequence,
             last_stable_checkpoint,
             pending: self.shared.metrics.pending.load(Ordering::Relaxed),
+            certified_height: self.shared.certificates.last_certified(),
         }))
     }
 }

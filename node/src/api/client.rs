@@ -187,14 +187,19 @@ impl pb::client_server::Client for ClientService {
             }
         };
         let height = ledger.tip().height;
-        block
-            .map(|b| Response::new(block_to_pb(&b)))
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no such block; the chain has {height} blocks (0 to {})",
-                    height - 1
-                ))
-            })
+        let block = block.ok_or_else(|| {
+            Status::not_found(format!(
+                "no such block; the chain has {height} blocks (0 to {})",
+                height - 1
+            ))
+        })?;
+        let mut message = block_to_pb(&block);
+        message.certificate = self
+            .shared
+            .certificates
+            .certificate(block.number())
+            .map_err(internal)?;
+        Ok(Response::new(message))
     }
 
     async fn get_transaction(
@@ -235,6 +240,7 @@ impl pb::client_server::Client for ClientService {
         Ok(Response::new(chain_info_to_pb(
             self.shared.ledger.chain_id(),
             &self.shared.ledger.tip(),
+            self.shared.certificates.last_certified(),
         )))
     }
 
@@ -244,9 +250,14 @@ impl pb::client_server::Client for ClientService {
         &self,
         request: Request<pb::StreamBlocksRequest>,
     ) -> Result<Response<Self::StreamBlocksStream>, Status> {
-        let from = request.into_inner().from_height;
+        let request = request.into_inner();
+        let from = request.from_height;
         let (sender, receiver) = mpsc::channel(64);
         let shared = self.shared.clone();
+        if request.certified_only {
+            tokio::spawn(follow_certified(shared, from, sender));
+            return Ok(Response::new(Box::pin(ReceiverStream::new(receiver))));
+        }
         tokio::spawn(async move {
             follow_blocks(shared, from, |block| {
                 let sender = sender.clone();
@@ -294,6 +305,57 @@ impl pb::client_server::Client for ClientService {
             .await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Every certified run of blocks is sent with the certificate on its last block, and on one
+/// block in [`CERTIFY_EVERY`] before it where stored, so a follower never holds more than that
+/// many unchecked blocks when this peer has the certificates.
+const CERTIFY_EVERY: u64 = 64;
+
+/// Sends the blocks from `from` up to the last certified one, then each newly certified run.
+async fn follow_certified(
+    shared: Arc<Shared>,
+    from: u64,
+    sender: mpsc::Sender<Result<pb::Block, Status>>,
+) {
+    let mut certified = shared.certificates.subscribe();
+    let mut next = from.max(1);
+    let mut since_certificate = 0;
+    loop {
+        let last = *certified.borrow_and_update();
+        while next <= last {
+            let block = match shared.ledger.block(next) {
+                Ok(Some(block)) => block,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = sender.send(Err(internal(e))).await;
+                    return;
+                }
+            };
+            let mut message = block_to_pb(&block);
+            since_certificate += 1;
+            if next == last || since_certificate >= CERTIFY_EVERY {
+                match shared.certificates.certificate(next) {
+                    Ok(Some(certificate)) => {
+                        message.certificate = Some(certificate);
+                        since_certificate = 0;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = sender.send(Err(internal(e))).await;
+                        return;
+                    }
+                }
+            }
+            if sender.send(Ok(message)).await.is_err() {
+                return;
+            }
+            next += 1;
+        }
+        if certified.changed().await.is_err() {
+            return;
+        }
     }
 }
 

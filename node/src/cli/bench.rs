@@ -58,6 +58,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         chain_id: "weft-bench".into(),
         organization: "Org1".into(),
         validators: 1,
+        peers: 0,
         clients: vec!["alice".into(), "bob".into()],
         base_port: port(())?,
         operations_port: port(())?,

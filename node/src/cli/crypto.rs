@@ -1,5 +1,6 @@
-//! `weft crypto generate`: an organisation CA, identities for validators, an admin and named
-//! clients, the genesis file, and a node configuration per validator.
+//! `weft crypto generate`: an organisation CA, identities for validators, non-validating peers,
+//! an admin and named clients, the genesis file, and a node configuration per validator and
+//! per peer.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,10 @@ pub struct GenerateArgs {
     /// Number of validators: one orders alone (solo); more run PBFT (4 tolerate one faulty).
     #[arg(long, default_value_t = 1)]
     pub validators: usize,
+    /// Non-validating peers: they forward transactions to the validators and follow the
+    /// certified chain. They are not in genesis; peer i listens on base + validators + i.
+    #[arg(long, default_value_t = 0)]
+    pub peers: usize,
     /// Client identities to create, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "alice,bob,charlie,dave")]
     pub clients: Vec<String>,
@@ -58,6 +63,13 @@ pub fn run(command: CryptoCommand) -> Result<()> {
                         .join("nodes")
                         .join(format!("{}.toml", v.id))
                         .display()
+                );
+            }
+            for i in 0..args.peers {
+                let id = format!("peer{i}");
+                println!(
+                    "  {id} (non-validating)  config: {}",
+                    args.out.join("nodes").join(format!("{id}.toml")).display()
                 );
             }
             println!("  admin: {}", args.out.join("admin").display());
@@ -114,12 +126,27 @@ pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
             .operations_port
             .checked_add(i as u16)
             .context("port out of range")?;
-        write_node_config(&args.out, &id, port, ops)?;
+        write_node_config(&args.out, &id, "validators", port, ops)?;
         validators.push(ValidatorInfo {
             id,
             certificate: issued.certificate_pem.clone(),
             address: format!("127.0.0.1:{port}"),
         });
+    }
+    for i in 0..args.peers {
+        let id = format!("peer{i}");
+        ca.issue(&id, Role::Peer)?
+            .write_to(&args.out.join("peers").join(&id))?;
+        let offset = u16::try_from(args.validators + i).context("port out of range")?;
+        let port = args
+            .base_port
+            .checked_add(offset)
+            .context("port out of range")?;
+        let ops = args
+            .operations_port
+            .checked_add(offset)
+            .context("port out of range")?;
+        write_node_config(&args.out, &id, "peers", port, ops)?;
     }
     ca.issue("admin", Role::Admin)?
         .write_to(&args.out.join("admin"))?;
@@ -149,7 +176,7 @@ pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
     Ok(genesis)
 }
 
-fn write_node_config(out: &Path, id: &str, port: u16, ops: u16) -> Result<()> {
+fn write_node_config(out: &Path, id: &str, kind: &str, port: u16, ops: u16) -> Result<()> {
     let dir = out.join("nodes");
     std::fs::create_dir_all(&dir)?;
     let text = format!(
@@ -158,7 +185,7 @@ fn write_node_config(out: &Path, id: &str, port: u16, ops: u16) -> Result<()> {
 id = "{id}"
 data_dir = "../data/{id}"
 genesis = "../genesis.json"
-identity = "../validators/{id}"
+identity = "../{kind}/{id}"
 listen = "127.0.0.1:{port}"
 operations_listen = "127.0.0.1:{ops}"
 

@@ -1,8 +1,9 @@
-//! `weft demo`: a fresh network of four PBFT validators in a temporary directory, asset-transfer
-//! deployed, an asset passed from Alice to Bob, Charlie and Dave (each step submitted through a
-//! different validator, ownership read back from another), a non-owner refused, a round of
-//! asset-transfer-basic calls, then every validator's height and tip hash, which must agree.
-//! Exits 0 only if every check held.
+//! `weft demo`: a fresh network of four PBFT validators and one non-validating peer in a
+//! temporary directory, asset-transfer deployed, an asset passed from Alice to Bob, Charlie and
+//! Dave (each step submitted through the non-validating peer, ownership read back from it and
+//! from a validator), a non-owner refused, a round of asset-transfer-basic calls, then every
+//! peer's height and tip hash, which must agree, and the tip's commit certificate, checked
+//! here against the genesis validators. Exits 0 only if every check held.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub struct DemoArgs {
 
 /// Validators in the demo network: n = 3f+1 with f = 1.
 const VALIDATORS: usize = 4;
+/// Non-validating peers: clients submit through peer0.
+const PEERS: usize = 1;
 /// How long a validator may take to reach a block another one committed.
 const CATCH_UP: Duration = Duration::from_secs(30);
 
@@ -73,10 +76,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let binary = find_chaincode(args.chaincode)?;
     let dir = tempfile::Builder::new().prefix("weft-demo-").tempdir()?;
     let network = dir.path().join("network");
-    let grpc_port = free_ports(VALIDATORS as u16)?;
-    let ops_port = free_ports(VALIDATORS as u16)?;
+    let grpc_port = free_ports((VALIDATORS + PEERS) as u16)?;
+    let ops_port = free_ports((VALIDATORS + PEERS) as u16)?;
     step(&format!(
-        "generating identities and genesis for {VALIDATORS} validators in {}",
+        "generating identities and genesis for {VALIDATORS} validators and {PEERS} non-validating peer in {}",
         network.display()
     ));
     let genesis = generate(&GenerateArgs {
@@ -84,6 +87,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         chain_id: "weft-demo".into(),
         organization: "Org1".into(),
         validators: VALIDATORS,
+        peers: PEERS,
         clients: vec![
             "alice".into(),
             "bob".into(),
@@ -115,11 +119,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         addresses.push(address);
         nodes.push(node);
     }
+    step(
+        "starting the non-validating peer peer0 (forwards to the validators, follows certified blocks)",
+    );
+    let mut config = weft_node::config::Config::load(&network.join("nodes").join("peer0.toml"))?;
+    config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
+    let node = weft_node::node::start(config)
+        .await
+        .context("cannot start demo peer0")?;
+    let peer_address = node.grpc_address.to_string();
+    println!(
+        "    peer0 at {peer_address}, operations at http://{}",
+        node.operations_address
+    );
+    nodes.push(node);
 
-    let outcome = scenario(&network, &addresses, &genesis.chain_id, &binary).await;
+    let outcome = scenario(&network, &addresses, &peer_address, &genesis, &binary).await;
     if args.keep && outcome.is_ok() {
         let kept = dir.keep();
-        let address = &addresses[0];
+        let address = &peer_address;
         println!("\nThe network keeps running (Ctrl-C stops it). Reach it with, for example:");
         println!(
             "  weft node status --peer {address} --network {}",
@@ -139,7 +157,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the validator behind `client` has at least `height` blocks.
+/// Waits until the peer behind `client` has at least `height` blocks.
 async fn wait_for_height(client: &WeftClient, height: u64) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -148,7 +166,7 @@ async fn wait_for_height(client: &WeftClient, height: u64) -> Result<()> {
         }
         ensure!(
             start.elapsed() < CATCH_UP,
-            "a validator did not reach height {height} within {CATCH_UP:?}"
+            "a peer did not reach height {height} within {CATCH_UP:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -174,36 +192,45 @@ async fn owner_of(client: &WeftClient, asset: &str) -> Result<String> {
 async fn scenario(
     network: &Path,
     addresses: &[String],
-    chain_id: &str,
+    peer_address: &str,
+    genesis: &weft_proto::Genesis,
     binary: &Path,
 ) -> Result<()> {
+    let chain_id = genesis.chain_id.as_str();
     let mut admins = Vec::new();
     for address in addresses {
         admins.push(WeftClient::connect(address, signer(network, "admin")?, chain_id).await?);
     }
     let admin = &admins[0];
-    // `as_user(name, i)`: `name`'s client on validator i (mod the validator count).
-    let as_user = |name: &str, validator: usize| -> Result<WeftClient> {
-        Ok(admins[validator % admins.len()].with_signer(signer(network, name)?))
-    };
+    let peer = WeftClient::connect(peer_address, signer(network, "admin")?, chain_id).await?;
+    // `as_user(name)`: `name`'s client on the non-validating peer.
+    let as_user =
+        |name: &str| -> Result<WeftClient> { Ok(peer.with_signer(signer(network, name)?)) };
+    let mut everyone: Vec<(String, &WeftClient)> = admins
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("validator{i}"), c))
+        .collect();
+    everyone.push(("peer0".into(), &peer));
 
     step(&format!(
-        "packaging {CHAINCODE} from {}, installing it on every validator, deploying it",
+        "packaging {CHAINCODE} from {}, installing it on every validator, deploying it through peer0",
         binary.display()
     ));
     let bytes = std::fs::read(binary)?;
     let package = weft_proto::package::build(CHAINCODE, "1.0", &bytes)?;
-    for other in &admins[1..] {
+    for other in &admins {
         other.install(package.clone()).await?;
     }
-    let deployed = admin.deploy(package, &[]).await?;
+    // Installs on peer0 too (it runs the chaincode for queries), then submits through it.
+    let deployed = peer.deploy(package, &[]).await?;
     println!("    deployed in block {}", deployed.block_number);
-    for other in &admins {
-        wait_for_height(other, deployed.block_number + 1).await?;
+    for (_, client) in &everyone {
+        wait_for_height(client, deployed.block_number + 1).await?;
     }
 
-    step("the admin assigns asset1 to alice (through validator1)");
-    let created = admins[1]
+    step("the admin assigns asset1 to alice (through peer0)");
+    let created = peer
         .invoke(
             CHAINCODE,
             "CreateAsset",
@@ -222,31 +249,29 @@ async fn scenario(
         .into_iter()
         .enumerate()
     {
-        let through = step_number + 2;
-        let reader = step_number + 3;
-        step(&format!(
-            "{from} transfers asset1 to {to} (through validator{})",
-            through % VALIDATORS
-        ));
-        let committed = as_user(from, through)?
+        let reader = step_number + 1;
+        step(&format!("{from} transfers asset1 to {to} (through peer0)"));
+        let committed = as_user(from)?
             .invoke(CHAINCODE, "TransferAsset", &string_args(&["asset1", to]))
             .await?;
+        let on_peer = owner_of(&peer, "asset1").await?;
         let reading = &admins[reader % VALIDATORS];
         wait_for_height(reading, committed.block_number + 1).await?;
-        let owner = owner_of(reading, "asset1").await?;
+        let on_validator = owner_of(reading, "asset1").await?;
         println!(
-            "    block {}: asset1 is owned by {owner} (read on validator{})",
+            "    block {}: asset1 is owned by {on_peer} (read on peer0) and by {on_validator} (read on validator{})",
             committed.block_number,
             reader % VALIDATORS
         );
         ensure!(
-            owner == to,
-            "asset1 should belong to {to}, it belongs to {owner}"
+            on_peer == to && on_validator == to,
+            "asset1 should belong to {to}; peer0 says {on_peer}, validator{} says {on_validator}",
+            reader % VALIDATORS
         );
     }
 
     step("alice, no longer the owner, tries to take asset1 back");
-    match as_user("alice", 1)?
+    match as_user("alice")?
         .invoke(
             CHAINCODE,
             "TransferAsset",
@@ -277,7 +302,7 @@ async fn scenario(
         count == 6,
         "InitLedger should leave asset1 to asset6, GetAllAssets shows {count}"
     );
-    let alice = as_user("alice", 0)?;
+    let alice = admins[1].with_signer(signer(network, "alice")?);
     alice
         .invoke(
             CHAINCODE,
@@ -316,35 +341,58 @@ async fn scenario(
     ensure!(exists == b"false", "asset-a still exists after DeleteAsset");
     println!("    created, read, updated and deleted asset-a");
 
-    step("chain info on every validator");
-    let info = admin.chain_info().await?;
-    println!(
-        "    chain {}  height {}  transactions {}",
-        info.chain_id, info.height, info.transactions
-    );
-    println!("    state root {}", hex::encode(&info.state_root));
+    step("every peer: role, view, height and tip hash");
+    let committee = weft_proto::Committee::from_genesis(genesis)?;
+    // The peer follows certified blocks only: wait until it holds everything committed so
+    // far (idle validators pad to the next checkpoint, so the tip can still move a little).
+    let mut height = 0;
+    for _ in 0..3 {
+        height = 0;
+        for (_, client) in &everyone {
+            height = height.max(client.chain_info().await?.height);
+        }
+        for (_, client) in &everyone {
+            wait_for_height(client, height).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut tips = Vec::new();
-    for (i, client) in admins.iter().enumerate() {
-        wait_for_height(client, info.height).await?;
-        let block = client.block(info.height - 1).await?;
+    for (name, client) in &everyone {
+        let block = client.block(height - 1).await?;
         let status = client.node_status().await?;
         let hash = hex::encode(&block.hash);
         println!(
-            "    validator{i}: block {} hash {hash}  view {} primary {}",
-            info.height - 1,
+            "    {name:<11} {:<9} height {height}  block {} hash {hash}  view {} primary {}",
+            status.role,
+            height - 1,
             status.view,
-            status.primary
+            if status.primary.is_empty() {
+                "-"
+            } else {
+                &status.primary
+            },
         );
         tips.push(hash);
     }
     ensure!(
         tips.iter().all(|hash| *hash == tips[0]),
-        "the validators disagree on block {}: {tips:?}",
-        info.height - 1
+        "the peers disagree on block {}: {tips:?}",
+        height - 1
     );
+    println!("    every peer holds the same block {}", height - 1);
+    let info = peer.chain_info().await?;
+    let certified = peer.block(info.certified_height).await?;
+    let certificate = certified
+        .certificate
+        .as_ref()
+        .context("peer0 serves its last certified block without its certificate")?;
+    let hash: [u8; 32] = certified.hash.as_ref().try_into()?;
+    committee.verify_block(info.certified_height, &hash, certificate)?;
     println!(
-        "    every validator holds the same block {}",
-        info.height - 1
+        "    block {} on peer0 carries a commit certificate signed by {} of {} validators (checked here)",
+        info.certified_height,
+        certificate.signatures.len(),
+        committee.len()
     );
     Ok(())
 }

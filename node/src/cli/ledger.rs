@@ -112,6 +112,23 @@ pub async fn run(command: LedgerCommand) -> Result<()> {
                 "ledger verified: {} blocks, {} transactions, tip {}, state root {}",
                 report.blocks, report.transactions, report.tip_hash, report.state_root
             );
+            let quorum = weft_proto::Committee::from_genesis(&genesis)
+                .map(|c| c.quorum())
+                .unwrap_or(1);
+            let tip = report.blocks - 1;
+            if report.certified == tip {
+                println!(
+                    "certified: {} commit certificates checked; every block up to the tip (block {tip}) is vouched for by {quorum} or more validators",
+                    report.certificates
+                );
+            } else {
+                println!(
+                    "certified: {} commit certificates checked; blocks up to {} are vouched for by {quorum} or more validators; the {} block(s) after it carry no certificate here yet",
+                    report.certificates,
+                    report.certified,
+                    tip - report.certified
+                );
+            }
             Ok(())
         }
     }

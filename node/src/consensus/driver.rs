@@ -72,7 +72,7 @@ pub struct DriverChannels {
 pub struct Driver {
     pub replica: Replica<Transaction>,
     pub wire: Arc<Wire>,
-    pub links: PeerLinks,
+    pub links: Arc<PeerLinks>,
     pub journal: Journal,
     /// gRPC addresses of the validators, by replica id.
     pub addresses: Vec<String>,

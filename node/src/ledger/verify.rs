@@ -1,10 +1,13 @@
 //! `weft ledger verify`: recomputes every hash of the stored chain and the state root after
 //! every block from the blocks' own write sets, checks every transaction's certificate and
-//! signature, and compares the result with the stored world state. Names the first mismatch.
+//! signature, checks every stored commit certificate (2f+1 genesis validators signing that
+//! block's header hash), and compares the result with the stored world state. Names the first
+//! mismatch.
 
 use std::collections::HashSet;
 
-use weft_proto::{Genesis, verify_certificate};
+use prost::Message;
+use weft_proto::{Committee, Genesis, pb, verify_certificate};
 
 use crate::crypto;
 use crate::state::root::StateTree;
@@ -25,6 +28,8 @@ pub enum VerifyError {
     StateDiffers { stored: Hash, replayed: Hash },
     #[error("the ledger holds no blocks, not even the genesis block: this is not a node's ledger")]
     Empty,
+    #[error("genesis validators: {0}")]
+    Committee(weft_proto::CertificateError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,11 @@ pub struct VerifyReport {
     pub transactions: u64,
     pub state_root: Hash,
     pub tip_hash: Hash,
+    /// The highest block with a valid commit certificate (0: none beyond block 0). Every block
+    /// up to it is vouched for by 2f+1 validators through the hash chain.
+    pub certified: u64,
+    /// Commit certificates checked.
+    pub certificates: u64,
 }
 
 pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport, VerifyError> {
@@ -41,6 +51,9 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
         return Err(VerifyError::Empty);
     }
     let cas = genesis.ca_certificates();
+    let committee = Committee::from_genesis(genesis).map_err(VerifyError::Committee)?;
+    let mut certified = 0;
+    let mut certificates = 0;
     let mut tree = StateTree::new();
     let mut seen = HashSet::<TxId>::new();
     let mut previous = Hash::ZERO;
@@ -113,6 +126,19 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
         }
         transactions += block.transactions.len() as u64;
         previous = block.hash();
+        if let Some(bytes) = store.certificate(number)? {
+            let certificate = pb::CommitCertificate::decode(bytes.as_ref()).map_err(|e| {
+                mismatch(
+                    number,
+                    format!("the stored commit certificate does not decode: {e}"),
+                )
+            })?;
+            committee
+                .verify_block(number, &previous.0, &certificate)
+                .map_err(|e| mismatch(number, format!("commit certificate: {e}")))?;
+            certified = number;
+            certificates += 1;
+        }
     }
     let mut stored = StateTree::new();
     store.for_each_state(&mut |ns, key, value| stored.apply(ns, key, Some(value)))?;
@@ -127,6 +153,8 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
         transactions,
         state_root: tree.root(),
         tip_hash: previous,
+        certified,
+        certificates,
     })
 }
 
@@ -145,11 +173,13 @@ mod tests {
     struct Fixture {
         genesis: Genesis,
         alice: weft_proto::Signer,
+        validator: weft_proto::Signer,
     }
 
     fn fixture() -> Fixture {
         let ca = CertificateAuthority::generate("Org1").expect("ca");
         let validator = ca.issue("validator0", Role::Validator).expect("issue");
+        let validator_signer = validator.signer().expect("signer");
         let alice = ca
             .issue("alice", Role::Client)
             .expect("issue")
@@ -168,7 +198,11 @@ mod tests {
             }],
             consensus: ConsensusParams::default(),
         };
-        Fixture { genesis, alice }
+        Fixture {
+            genesis,
+            alice,
+            validator: validator_signer,
+        }
     }
 
     fn tx(f: &Fixture, key: &str) -> SignedTransaction {
@@ -241,6 +275,46 @@ mod tests {
                 (vec![t], vec![r])
             })
             .collect()
+    }
+
+    fn certificate(f: &Fixture, number: u64, hash: Hash) -> Vec<u8> {
+        let signature = f.validator.sign(&weft_proto::signing::commit_signing_bytes(
+            &f.genesis.chain_id,
+            number,
+            &hash.0,
+        ));
+        pb::CommitCertificate {
+            number,
+            block_hash: Bytes::copy_from_slice(&hash.0),
+            signatures: vec![pb::BlockSignature {
+                validator: 0,
+                signature: Bytes::copy_from_slice(&signature),
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn stored_commit_certificates_are_checked_and_reported() {
+        let f = fixture();
+        let blocks = seal(&f, good_bodies(&f));
+        let store = store_of(&blocks);
+        let report = verify_chain(&store, &f.genesis).expect("verifies");
+        assert_eq!((report.certified, report.certificates), (0, 0));
+        store
+            .put_certificate(2, &certificate(&f, 2, blocks[2].hash()))
+            .expect("put");
+        let report = verify_chain(&store, &f.genesis).expect("verifies");
+        assert_eq!((report.certified, report.certificates), (2, 1));
+        // A certificate over another hash (a forked block) is named.
+        store
+            .put_certificate(3, &certificate(&f, 3, blocks[2].hash()))
+            .expect("put");
+        let err = verify_chain(&store, &f.genesis).expect_err("wrong certificate");
+        assert!(
+            err.to_string().contains("block 3: commit certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::pb;
 
-use super::wire::{PbftMessage, Wire};
+use super::wire::{Inbound, PbftMessage, Wire};
+use crate::certificates::{Certificates, VoteOutcome};
 use crate::consensus::pbft::Verified;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ pub const MAX_FETCH_BLOCKS: u64 = 256;
 pub struct ConsensusService {
     wire: Arc<Wire>,
     inbound: mpsc::Sender<Verified<PbftMessage>>,
+    certificates: Arc<Certificates>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -34,6 +36,7 @@ impl ConsensusService {
     pub fn new(
         wire: Arc<Wire>,
         inbound: mpsc::Sender<Verified<PbftMessage>>,
+        certificates: Arc<Certificates>,
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
@@ -41,6 +44,7 @@ impl ConsensusService {
         ConsensusService {
             wire,
             inbound,
+            certificates,
             ledger,
             metrics,
             shutdown,
@@ -77,12 +81,32 @@ impl pb::consensus_server::Consensus for ConsensusService {
             }
             let wire = self.wire.clone();
             let from = signed.from;
-            let verified = tokio::task::spawn_blocking(move || wire.verify(&signed))
+            let verified = tokio::task::spawn_blocking(move || wire.verify_inbound(&signed))
                 .await
                 .map_err(|e| Status::internal(format!("verification task failed: {e}")))?;
             match verified {
-                Ok(message) => {
-                    if self.inbound.try_send(message).is_err() {
+                Ok(Inbound::BlockSigned {
+                    from,
+                    number,
+                    block_hash,
+                    signature,
+                }) => match self
+                    .certificates
+                    .received(from.0, number, block_hash, signature)
+                {
+                    Ok(VoteOutcome::Kept | VoteOutcome::AlreadyCertified) => {}
+                    Ok(VoteOutcome::Duplicate) => self
+                        .metrics
+                        .consensus_rejected("duplicate_block_signature", 1),
+                    Ok(VoteOutcome::TooFarAhead) => {
+                        self.metrics.consensus_rejected("block_signature_ahead", 1)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot record a commit certificate");
+                    }
+                },
+                Ok(Inbound::Consensus(message)) => {
+                    if self.inbound.try_send(*message).is_err() {
                         self.metrics.consensus_rejected("inbound_queue_full", 1);
                     }
                     self.metrics.consensus_inbound_queue.store(

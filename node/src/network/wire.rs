@@ -17,7 +17,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use weft_proto::pb;
 use weft_proto::pb::consensus_message::Kind;
-use weft_proto::signing::consensus_signing_bytes;
+use weft_proto::signing::{commit_signing_bytes, consensus_signing_bytes};
 use weft_proto::{Genesis, Identity, Signer};
 
 use crate::admission::Admission;
@@ -56,6 +56,21 @@ pub enum WireError {
         "the signed form of a {kind:?} from replica {from} is not known here, so it cannot be forwarded as proof"
     )]
     MissingProof { from: u32, kind: MessageKind },
+    #[error("replica {0} sent a block signature that does not verify")]
+    BadBlockSignature(u32),
+}
+
+/// A message that passed the edge: for the replica, or a validator's vote for a commit
+/// certificate (which the replica never sees).
+#[derive(Debug)]
+pub enum Inbound {
+    Consensus(Box<Verified<PbftMessage>>),
+    BlockSigned {
+        from: ReplicaId,
+        number: u64,
+        block_hash: Hash,
+        signature: Bytes,
+    },
 }
 
 impl WireError {
@@ -68,6 +83,7 @@ impl WireError {
             WireError::WrongNested { .. } => "wrong_nested",
             WireError::Transaction(_) => "bad_transaction",
             WireError::MissingProof { .. } => "missing_proof",
+            WireError::BadBlockSignature(_) => "bad_block_signature",
         }
     }
 }
@@ -248,6 +264,22 @@ impl Wire {
         Ok(signed)
     }
 
+    /// Wraps this validator's vote for a commit certificate in a signed consensus message.
+    pub fn sign_block_signed(&self, vote: pb::BlockSigned) -> pb::SignedConsensusMessage {
+        let encoded = pb::ConsensusMessage {
+            kind: Some(Kind::BlockSigned(vote)),
+        }
+        .encode_to_vec();
+        let signature = self
+            .signer
+            .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
+        pb::SignedConsensusMessage {
+            from: self.me.0,
+            message: Bytes::from(encoded),
+            signature: Bytes::copy_from_slice(&signature),
+        }
+    }
+
     /// The signed form of a message another replica (or this one) sent, to carry as proof.
     fn proof<M: Clone>(
         &self,
@@ -346,12 +378,8 @@ impl Wire {
             .collect()
     }
 
-    /// Checks the signature of `signed` (and of everything nested in it) and decodes it.
-    pub fn verify(
-        &self,
-        signed: &pb::SignedConsensusMessage,
-    ) -> Result<Verified<PbftMessage>, WireError> {
-        let from = ReplicaId(signed.from);
+    /// Checks the sender's signature on `signed` and decodes the message kind.
+    fn open(&self, signed: &pb::SignedConsensusMessage) -> Result<(ReplicaId, Kind), WireError> {
         let sender = self
             .validators
             .get(signed.from as usize)
@@ -367,6 +395,51 @@ impl Wire {
         let kind = decoded
             .kind
             .ok_or_else(|| WireError::Malformed("no message kind".into()))?;
+        Ok((ReplicaId(signed.from), kind))
+    }
+
+    /// Checks a message that arrived from a peer: a consensus message for the replica (with
+    /// everything nested in it), or a block vote (with its commit signature).
+    pub fn verify_inbound(
+        &self,
+        signed: &pb::SignedConsensusMessage,
+    ) -> Result<Inbound, WireError> {
+        let (from, kind) = self.open(signed)?;
+        if let Kind::BlockSigned(vote) = kind {
+            let block_hash = hash(&vote.block_hash)?;
+            let sender = &self.validators[from.0 as usize];
+            if !sender.verify(
+                &commit_signing_bytes(&self.chain_id, vote.number, &block_hash.0),
+                &vote.signature,
+            ) {
+                return Err(WireError::BadBlockSignature(from.0));
+            }
+            return Ok(Inbound::BlockSigned {
+                from,
+                number: vote.number,
+                block_hash,
+                signature: vote.signature,
+            });
+        }
+        self.verified(signed, from, kind)
+            .map(|m| Inbound::Consensus(Box::new(m)))
+    }
+
+    /// Checks the signature of `signed` (and of everything nested in it) and decodes it.
+    pub fn verify(
+        &self,
+        signed: &pb::SignedConsensusMessage,
+    ) -> Result<Verified<PbftMessage>, WireError> {
+        let (from, kind) = self.open(signed)?;
+        self.verified(signed, from, kind)
+    }
+
+    fn verified(
+        &self,
+        signed: &pb::SignedConsensusMessage,
+        from: ReplicaId,
+        kind: Kind,
+    ) -> Result<Verified<PbftMessage>, WireError> {
         let message = self.decode(from, kind)?;
         if let Some(position) = proof_position(&message) {
             self.kept()
@@ -408,6 +481,11 @@ impl Wire {
                 state_digest: hash(&m.state_digest)?.0,
             }),
             Kind::ViewChange(m) => Message::ViewChange(self.view_change_from_pb(m)?),
+            Kind::BlockSigned(_) => {
+                return Err(WireError::Malformed(
+                    "a block signature is not a consensus message and cannot be nested".into(),
+                ));
+            }
             Kind::NewView(m) => Message::NewView(NewView {
                 view: View(m.view),
                 view_changes: m

@@ -15,6 +15,7 @@ struct Inner {
     txs: HashMap<TxId, TxLocation>,
     state: BTreeMap<Vec<u8>, Bytes>,
     consensus: BTreeMap<Vec<u8>, Bytes>,
+    certificates: BTreeMap<u64, Bytes>,
 }
 
 #[derive(Default)]
@@ -142,6 +143,21 @@ impl Store for MemoryStore {
             inner.consensus.remove(key);
         }
         Ok(())
+    }
+
+    fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError> {
+        self.lock()
+            .certificates
+            .insert(number, Bytes::copy_from_slice(certificate));
+        Ok(())
+    }
+
+    fn certificate(&self, number: u64) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.lock().certificates.get(&number).cloned())
+    }
+
+    fn last_certified(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().certificates.keys().next_back().copied())
     }
 }
 

@@ -37,15 +37,18 @@ pub enum Column {
     State,
     /// what the consensus replica persisted (signed messages, view)
     Consensus,
+    /// block number (u64 BE) -> encoded `CommitCertificate`
+    Certificates,
 }
 
 impl Column {
-    pub const ALL: [Column; 5] = [
+    pub const ALL: [Column; 6] = [
         Column::Blocks,
         Column::BlockHashes,
         Column::TxIndex,
         Column::State,
         Column::Consensus,
+        Column::Certificates,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Column {
             Column::TxIndex => "tx_index",
             Column::State => "state",
             Column::Consensus => "consensus",
+            Column::Certificates => "certificates",
         }
     }
 }
@@ -89,6 +93,12 @@ pub trait Store: Send + Sync + 'static {
     fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
     /// Removes consensus entries, durably.
     fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// Keeps the encoded commit certificate of block `number`. Not synced: a certificate lost
+    /// in a crash is vouched for again by the next one, through the hash chain.
+    fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError>;
+    fn certificate(&self, number: u64) -> Result<Option<Bytes>, StoreError>;
+    /// The highest block number with a stored certificate.
+    fn last_certified(&self) -> Result<Option<u64>, StoreError>;
 }
 
 /// The state key of `namespace`/`key` in the flat state column.
@@ -261,5 +271,14 @@ pub(crate) mod contract {
             .collect();
         assert_eq!(left, [b"r/2".to_vec()]);
         assert!(store.get_consensus(b"s").expect("get").is_some());
+        assert_eq!(store.last_certified().expect("last"), None);
+        store.put_certificate(2, b"two").expect("put");
+        store.put_certificate(1, b"one").expect("put");
+        assert_eq!(store.last_certified().expect("last"), Some(2));
+        assert_eq!(
+            store.certificate(1).expect("get").as_deref(),
+            Some(&b"one"[..])
+        );
+        assert_eq!(store.certificate(3).expect("get"), None);
     }
 }

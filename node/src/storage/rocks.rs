@@ -266,6 +266,40 @@ impl Store for RocksStore {
         options.set_sync(true);
         self.db.write_opt(batch, &options).map_err(backend)
     }
+
+    fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError> {
+        self.db
+            .put_cf(
+                self.cf(Column::Certificates),
+                number.to_be_bytes(),
+                certificate,
+            )
+            .map_err(backend)
+    }
+
+    fn certificate(&self, number: u64) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(Column::Certificates), number.to_be_bytes())
+            .map_err(backend)?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    fn last_certified(&self) -> Result<Option<u64>, StoreError> {
+        let Some(entry) = self
+            .db
+            .iterator_cf(self.cf(Column::Certificates), IteratorMode::End)
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (key, _) = entry.map_err(backend)?;
+        let bytes: [u8; 8] = key
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("certificate key is not 8 bytes".into()))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
 }
 
 #[cfg(test)]

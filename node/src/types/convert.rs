@@ -190,6 +190,7 @@ pub fn block_to_pb(b: &Block) -> pb::Block {
         transactions: b.transactions.iter().map(signed_to_pb).collect(),
         results: b.results.iter().map(result_to_pb).collect(),
         hash: Bytes::copy_from_slice(&b.hash().0),
+        certificate: None,
     }
 }
 
@@ -231,13 +232,14 @@ pub fn decode_block(bytes: &[u8]) -> Result<Block, ConvertError> {
     block_from_pb(pb::Block::decode(bytes).map_err(|e| malformed("block", e.to_string()))?)
 }
 
-pub fn chain_info_to_pb(chain_id: &str, tip: &ChainTip) -> pb::ChainInfo {
+pub fn chain_info_to_pb(chain_id: &str, tip: &ChainTip, certified_height: u64) -> pb::ChainInfo {
     pb::ChainInfo {
         chain_id: chain_id.to_string(),
         height: tip.height,
         current_hash: Bytes::copy_from_slice(&tip.hash.0),
         state_root: Bytes::copy_from_slice(&tip.state_root.0),
         transactions: tip.transactions,
+        certified_height,
     }
 }
 
