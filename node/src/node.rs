@@ -294,6 +294,7 @@ pub async fn start_with_store(
                 index: replica_index as u32,
                 signer: signer.clone(),
                 broadcast: Box::new(move |vote| links.broadcast(&wire.sign_block_signed(vote))),
+                every: genesis.consensus.checkpoint_period,
             })
         }
         // Solo: the only validator's signature is the whole certificate.
@@ -301,6 +302,7 @@ pub async fn start_with_store(
             index: replica_index as u32,
             signer: signer.clone(),
             broadcast: Box::new(|_| {}),
+            every: 1,
         }),
     };
     let certificates = Arc::new(

@@ -290,13 +290,24 @@ impl Network {
     }
 
     /// `nodes/validatorI.toml`.
-    pub fn config_path_of(&self, validator: usize) -> PathBuf {
+    /// Node `node` counts validators first, then non-validating peers: `nodes/validatorI.toml`
+    /// below the validator count, `nodes/peerJ.toml` (J = node - validators) from it on.
+    pub fn config_path_of(&self, node: usize) -> PathBuf {
         self.dir
             .join("nodes")
-            .join(format!("validator{validator}.toml"))
+            .join(format!("{}.toml", self.node_name(node)))
     }
 
-    /// Validator `validator`'s gRPC address, host:port.
+    /// `validatorI` or `peerJ` (see [`Network::config_path_of`]).
+    pub fn node_name(&self, node: usize) -> String {
+        if node < self.validators || self.validators == 0 {
+            format!("validator{node}")
+        } else {
+            format!("peer{}", node - self.validators)
+        }
+    }
+
+    /// Node `validator`'s gRPC address, host:port (peers follow the validators).
     pub fn address_of(&self, validator: usize) -> String {
         format!("127.0.0.1:{}", self.grpc_port as usize + validator)
     }
@@ -456,7 +467,7 @@ impl Node {
         let log_name = if validator == 0 {
             "node.log".to_string()
         } else {
-            format!("validator{validator}.log")
+            format!("{}.log", network.node_name(validator))
         };
         let mut node = Node {
             network: network.clone(),
@@ -468,6 +479,11 @@ impl Node {
         };
         node.restart().await;
         node
+    }
+
+    /// Starts non-validating peer `peer` of a cluster network (see [`Node::start`]).
+    pub async fn start_peer(network: &Network, peer: usize, extra_env: &[(&str, &str)]) -> Node {
+        Node::start_validator(network, network.validators + peer, extra_env).await
     }
 
     /// Starts the node again (after [`Node::stop`] or [`Node::kill9`]) with the same settings.

@@ -1,6 +1,6 @@
-//! Fault scenarios on four validators as `weft node start` processes, each under steady load
-//! with every acknowledgement recorded and each ending with the auditor (I1-I5) over every
-//! validator: a backup killed for longer than a checkpoint window catches up by state
+//! Fault scenarios on four validators and two non-validating peers as `weft node start`
+//! processes, each under steady load through validators and peers with every acknowledgement
+//! recorded, and each ending with the auditor (I1-I5) over every validator and peer: a backup killed for longer than a checkpoint window catches up by state
 //! transfer; with two of four down nothing is acknowledged and the pending transactions
 //! commit once one comes back; a backup paused for more than two windows levels again;
 //! forged, replayed and garbage consensus messages and bad client transactions are refused
@@ -27,6 +27,19 @@ use weft_tests::{Network, Node, args, chaincode_binary, metric};
 
 const VALIDATORS: usize = 4;
 const ALL: [usize; VALIDATORS] = [0, 1, 2, 3];
+/// Non-validating peers; as nodes they are numbered after the validators.
+const PEERS: usize = 2;
+const NODES: usize = VALIDATORS + PEERS;
+const EVERYONE: [usize; NODES] = [0, 1, 2, 3, 4, 5];
+
+/// `validators` and the two non-validating peers.
+fn with_peers(validators: &[usize]) -> Vec<usize> {
+    validators
+        .iter()
+        .copied()
+        .chain(VALIDATORS..NODES)
+        .collect()
+}
 /// The bound on anything that must happen eventually (generous: debug builds, 2 cores).
 const LIVENESS: Duration = Duration::from_secs(90);
 /// How long a load worker lets the peer wait for a commit.
@@ -48,17 +61,20 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Four validators running, asset-transfer deployed on all of them.
+    /// Four validators and two non-validating peers running, asset-transfer deployed.
     async fn start() -> Cluster {
         let mut tmp = tempfile::tempdir().expect("tempdir");
         if std::env::var_os("WEFT_TEST_KEEP_TMP").is_some() {
             eprintln!("cluster in {}", tmp.path().display());
             tmp.disable_cleanup(true);
         }
-        let network = Network::generate_cluster(tmp.path(), VALIDATORS).await;
+        let network = Network::generate_cluster_with_peers(tmp.path(), VALIDATORS, PEERS).await;
         let mut nodes = Vec::new();
         for i in ALL {
             nodes.push(Node::start_validator(&network, i, &[]).await);
+        }
+        for p in 0..PEERS {
+            nodes.push(Node::start_peer(&network, p, &[]).await);
         }
         network
             .cli_deploy("asset-transfer", &chaincode_binary("asset-transfer"))
@@ -89,7 +105,13 @@ impl Cluster {
             &self.network.chain_id,
         )
         .await
-        .unwrap_or_else(|e| panic!("validator{validator}: {e}\n{}", self.log(validator)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}\n{}",
+                self.network.node_name(validator),
+                self.log(validator)
+            )
+        });
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -121,7 +143,8 @@ impl Cluster {
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "chain info of validator{validator}: {e}\n{}",
+                    "chain info of {}: {e}\n{}",
+                    self.network.node_name(validator),
                     self.log(validator)
                 )
             })
@@ -146,7 +169,8 @@ impl Cluster {
         let lines: Vec<&str> = log.lines().collect();
         let start = lines.len().saturating_sub(60);
         format!(
-            "--- validator{validator} log (tail)\n{}",
+            "--- {} log (tail)\n{}",
+            self.network.node_name(validator),
             lines[start..].join("\n")
         )
     }
@@ -172,18 +196,19 @@ impl Cluster {
         }
     }
 
-    /// Waits until all four validators have the same height (with no load running).
+    /// Waits until every validator and peer has the same height (with no load running).
     async fn level(&self, what: &str) -> u64 {
         let start = Instant::now();
         loop {
-            let heights = self.heights(&ALL).await;
+            let heights = self.heights(&EVERYONE).await;
             if heights.iter().all(|h| *h == heights[0]) {
                 return heights[0];
             }
             assert!(
                 start.elapsed() < LIVENESS,
-                "{what}: the validators did not level within {LIVENESS:?}: heights {heights:?}\n{}",
-                ALL.iter()
+                "{what}: the validators and peers did not level within {LIVENESS:?}: heights {heights:?}\n{}",
+                EVERYONE
+                    .iter()
                     .map(|v| self.log(*v))
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -211,9 +236,9 @@ impl Cluster {
         }
     }
 
-    /// One transaction through each validator in turn: every one of them commits.
+    /// One transaction through each validator and peer in turn: every one of them commits.
     async fn round_through_every_validator(&self, tag: &str, acks: &mut Vec<Ack>) {
-        for v in ALL {
+        for v in EVERYONE {
             let key = format!("{tag}-final-{v}");
             let committed = self
                 .client(v)
@@ -224,7 +249,13 @@ impl Cluster {
                     &args(&[&key, "green", "1", "alice", "1"]),
                 )
                 .await
-                .unwrap_or_else(|e| panic!("{key} through validator{v}: {e}\n{}", self.log(v)));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{key} through {}: {e}\n{}",
+                        self.network.node_name(v),
+                        self.log(v)
+                    )
+                });
             acks.push(Ack {
                 tx_id: committed.tx_id,
                 block: committed.block_number,
@@ -232,7 +263,7 @@ impl Cluster {
         }
     }
 
-    /// Fetches every validator's chain and runs the auditor (I1-I5) over all four.
+    /// Fetches every validator's and peer's chain and runs the auditor (I1-I5) over all six.
     async fn audit(&self, acks: &[Ack]) -> Vec<PeerChain> {
         eprintln!(
             "at the audit, (view changes, view metric, status view) per validator: {:?}",
@@ -240,8 +271,8 @@ impl Cluster {
         );
         let genesis = Genesis::load(&self.network.genesis_path()).expect("genesis");
         let mut chains = Vec::new();
-        for v in ALL {
-            chains.push(fetch_chain(&format!("validator{v}"), &self.client(v).await).await);
+        for v in EVERYONE {
+            chains.push(fetch_chain(&self.network.node_name(v), &self.client(v).await).await);
         }
         let violations = audit(&genesis, &chains, acks);
         assert!(
@@ -575,11 +606,11 @@ fn client_rejected(metrics: &str, reason: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_killed_for_longer_than_a_window_catches_up_by_state_transfer() {
     let mut cluster = Cluster::start().await;
-    let load = Load::start(&cluster.network, "kill", 2, &ALL);
+    let load = Load::start(&cluster.network, "kill", 2, &EVERYONE);
     load.wait_acks(8, "before the kill").await;
 
     // Validator 3 is a backup in view 0.
-    load.target(&[0, 1, 2]);
+    load.target(&with_peers(&[0, 1, 2]));
     cluster.kill9(3);
     let at_kill = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
     // More than a window beyond what validator 3 may have: its checkpoint messages and its log
@@ -593,7 +624,7 @@ async fn a_backup_killed_for_longer_than_a_window_catches_up_by_state_transfer()
         .await;
 
     cluster.restart(3).await;
-    load.target(&ALL);
+    load.target(&EVERYONE);
     let others = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
     // It levels with where the others were at its restart while the load goes on.
     cluster
@@ -625,7 +656,7 @@ async fn a_backup_killed_for_longer_than_a_window_catches_up_by_state_transfer()
 async fn with_two_of_four_down_nothing_is_acknowledged_and_pending_transactions_commit_after_one_returns()
  {
     let mut cluster = Cluster::start().await;
-    let load = Load::start(&cluster.network, "two", 2, &ALL);
+    let load = Load::start(&cluster.network, "two", 2, &EVERYONE);
     load.wait_acks(8, "before the outage").await;
     let before = load.finish().await;
     check_load(&before, "before the outage");
@@ -637,12 +668,13 @@ async fn with_two_of_four_down_nothing_is_acknowledged_and_pending_transactions_
     cluster.kill9(3);
     let settled = cluster.settled_heights(&[0, 1]).await;
 
-    // Submissions during the outage, to the two validators still up: none may be
-    // acknowledged as committed.
+    // Submissions during the outage, to the two validators still up and to both peers: none
+    // may be acknowledged as committed.
+    let up = with_peers(&[0, 1]);
     let mut outage = Vec::new();
     let mut answers = Vec::new();
     for i in 0..8usize {
-        let client = cluster.client(i % 2).await;
+        let client = cluster.client(up[i % up.len()]).await;
         let key = format!("outage-{i}");
         let (tx_id, signed) = client.sign(
             "asset-transfer",
@@ -678,12 +710,15 @@ async fn with_two_of_four_down_nothing_is_acknowledged_and_pending_transactions_
         settled,
         "nothing commits while two of four validators are down"
     );
-    for v in [0, 1] {
+    for v in up.iter().copied() {
         let client = cluster.client(v).await;
         for tx_id in &outage {
             match client.transaction(*tx_id).await {
                 Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => {}
-                other => panic!("outage transaction {tx_id} on validator{v}: {other:?}"),
+                other => panic!(
+                    "outage transaction {tx_id} on {}: {other:?}",
+                    cluster.network.node_name(v)
+                ),
             }
         }
     }
@@ -726,10 +761,10 @@ async fn with_two_of_four_down_nothing_is_acknowledged_and_pending_transactions_
         block: *block,
     }));
 
-    let load = Load::start(&cluster.network, "two-after", 2, &[0, 1, 2]);
+    let load = Load::start(&cluster.network, "two-after", 2, &with_peers(&[0, 1, 2]));
     load.wait_acks(8, "with three of four up again").await;
     cluster.restart(3).await;
-    load.target(&ALL);
+    load.target(&EVERYONE);
     let others = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
     cluster
         .wait_heights_at_least(&[3], others + 1, "the last validator catches up")
@@ -751,10 +786,10 @@ async fn with_two_of_four_down_nothing_is_acknowledged_and_pending_transactions_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_paused_for_more_than_two_windows_levels_again_under_load() {
     let cluster = Cluster::start().await;
-    let load = Load::start(&cluster.network, "pause", 2, &ALL);
+    let load = Load::start(&cluster.network, "pause", 2, &EVERYONE);
     load.wait_acks(8, "before the pause").await;
 
-    load.target(&[0, 1, 2]);
+    load.target(&with_peers(&[0, 1, 2]));
     let at_pause = *cluster.heights(&ALL).await.iter().max().expect("4");
     cluster.nodes[3].signal("-STOP");
     cluster
@@ -766,7 +801,7 @@ async fn a_backup_paused_for_more_than_two_windows_levels_again_under_load() {
         .await;
 
     cluster.nodes[3].signal("-CONT");
-    load.target(&ALL);
+    load.target(&EVERYONE);
     let others = *cluster.heights(&[0, 1, 2]).await.iter().max().expect("3");
     cluster
         .wait_heights_at_least(&[3], others + 1, "the resumed validator3 catches up")
@@ -799,7 +834,7 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     let cluster = Cluster::start().await;
     let network = cluster.network.clone();
     let chain_id = network.chain_id.clone();
-    let load = Load::start(&network, "forged", 2, &ALL);
+    let load = Load::start(&network, "forged", 2, &EVERYONE);
     // Past the first stable checkpoint everywhere: sequence 1 is below every low watermark.
     let start = Instant::now();
     for v in ALL {
@@ -825,7 +860,7 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     let backup_key = load_validator_key(&network, 1);
     let empty_digest = batch_digest::<Id>(&[]).0;
     let mut before = Vec::new();
-    for v in ALL {
+    for v in EVERYONE {
         before.push(cluster.metrics(v).await);
     }
 
@@ -881,9 +916,10 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
         deliver(&network, v, messages).await;
     }
 
-    // Bad client transactions, to every validator: a flipped signature, an unknown chaincode.
+    // Bad client transactions, to every validator and peer: a flipped signature, an unknown
+    // chaincode.
     let mut refused = Vec::new();
-    for v in ALL {
+    for v in EVERYONE {
         let client = cluster.client(v).await;
         let (bad_id, mut bad) = client.sign(
             "asset-transfer",
@@ -899,14 +935,14 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
                 Code::Unauthenticated,
                 "a bad signature is refused as such: {status:?}"
             ),
-            Ok(response) => panic!("validator{v} accepted a bad signature: {response:?}"),
+            Ok(response) => panic!("node {v} accepted a bad signature: {response:?}"),
         }
         match client
             .submit_signed_and_wait(bad, Duration::from_secs(5))
             .await
         {
             Err(ClientError::Rpc(status)) => assert_eq!(status.code(), Code::Unauthenticated),
-            other => panic!("validator{v} answered a bad signature with {other:?}"),
+            other => panic!("node {v} answered a bad signature with {other:?}"),
         }
         let (unknown_id, unknown) = client.sign("no-such-chaincode", "Anything", &args(&["x"]));
         match client.raw().submit(unknown).await {
@@ -915,18 +951,29 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
                 Code::NotFound,
                 "an unknown chaincode is refused as such: {status:?}"
             ),
-            Ok(response) => panic!("validator{v} accepted an unknown chaincode: {response:?}"),
+            Ok(response) => panic!("node {v} accepted an unknown chaincode: {response:?}"),
         }
         refused.push(bad_id);
         refused.push(unknown_id);
     }
 
     // Every refusal is counted by reason, exactly (these reasons have no other source here).
-    for v in ALL {
+    for v in EVERYONE {
         let after = cluster.metrics(v).await;
         let delta = |reason: &str| rejected(&after, reason) - rejected(&before[v], reason);
         let client_delta =
             |reason: &str| client_rejected(&after, reason) - client_rejected(&before[v], reason);
+        assert_eq!(
+            (
+                client_delta("bad_signature"),
+                client_delta("unknown_chaincode")
+            ),
+            (2, 1),
+            "node {v} counts bad client transactions by reason"
+        );
+        if v >= VALIDATORS {
+            continue;
+        }
         assert_eq!(
             (
                 delta("bad_signature"),
@@ -935,14 +982,6 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
             ),
             (2, 1, 1),
             "validator{v} counts forged consensus messages by reason:\n{after}"
-        );
-        assert_eq!(
-            (
-                client_delta("bad_signature"),
-                client_delta("unknown_chaincode")
-            ),
-            (2, 1),
-            "validator{v} counts bad client transactions by reason"
         );
     }
     // The prepares from the primary reach the replica (they verify) and it refuses them.
@@ -1015,7 +1054,7 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    load.target(&ALL);
+    load.target(&EVERYONE);
     load.wait_acks(10, "after the replays").await;
 
     let load = load.finish().await;
@@ -1065,15 +1104,16 @@ enum Answer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_exactly_once() {
+async fn one_transaction_submitted_a_thousand_times_to_every_validator_and_peer_commits_exactly_once()
+ {
     const SUBMISSIONS: usize = 1_000;
     const IN_FLIGHT: usize = 32;
     let cluster = Cluster::start().await;
-    let load = Load::start(&cluster.network, "once", 2, &ALL);
+    let load = Load::start(&cluster.network, "once", 2, &EVERYONE);
     load.wait_acks(5, "before the duplicates").await;
 
     let mut clients = Vec::new();
-    for v in ALL {
+    for v in EVERYONE {
         clients.push(cluster.client(v).await);
     }
     let (tx_id, signed) = clients[0].sign(
@@ -1085,7 +1125,7 @@ async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_e
     let mut tasks = Vec::new();
     for i in 0..SUBMISSIONS {
         let permit = limit.clone().acquire_owned().await.expect("semaphore");
-        let client = clients[i % VALIDATORS].clone();
+        let client = clients[i % NODES].clone();
         let signed = signed.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
@@ -1135,7 +1175,7 @@ async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_e
                 }
                 Ok(Err(e)) => Answer::Other(e.to_string()),
             };
-            (i % VALIDATORS, answer)
+            (i % NODES, answer)
         }));
     }
     let mut answers = Vec::new();
@@ -1172,14 +1212,14 @@ async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_e
         .filter(|(_, a)| matches!(a, Answer::Accepted | Answer::Committed(_)))
         .count();
     assert!(
-        (1..=VALIDATORS).contains(&firsts),
-        "each validator takes the transaction at most once: {firsts} acceptances"
+        (1..=NODES).contains(&firsts),
+        "each validator and peer takes the transaction at most once: {firsts} acceptances"
     );
 
     // It commits, once, at one height everywhere.
     let start = Instant::now();
     let mut blocks = Vec::new();
-    for v in ALL {
+    for v in EVERYONE {
         loop {
             match clients[v].transaction(tx_id).await {
                 Ok(info) => {
@@ -1188,7 +1228,8 @@ async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_e
                 }
                 Err(e) => assert!(
                     start.elapsed() < LIVENESS,
-                    "the transaction never committed on validator{v}: {e}"
+                    "the transaction never committed on {}: {e}",
+                    cluster.network.node_name(v)
                 ),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1201,8 +1242,10 @@ async fn one_transaction_submitted_a_thousand_times_to_every_validator_commits_e
     for (v, answer) in &answers {
         if let Answer::Committed(block) = answer {
             assert_eq!(
-                *block, blocks[0],
-                "validator{v} acknowledged the commit in another block"
+                *block,
+                blocks[0],
+                "{} acknowledged the commit in another block",
+                cluster.network.node_name(*v)
             );
         }
     }

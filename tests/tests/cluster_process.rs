@@ -1,6 +1,7 @@
-//! Four validators as `weft node start` processes (RocksDB, process chaincode) under steady
-//! load, every acknowledgement recorded; the primary is killed with SIGKILL mid-load and
-//! restarted later. The auditor then checks I1-I5 over every validator's chain, and a negative
+//! Four validators and two non-validating peers as `weft node start` processes (RocksDB,
+//! process chaincode) under steady load through all of them, every acknowledgement recorded;
+//! the primary is killed with SIGKILL mid-load and restarted later. The auditor then checks
+//! I1-I5 over every validator's and peer's chain, and a negative
 //! control shows that it would have caught a fork, a duplicate and a lost acknowledgement.
 //! A validator whose chaincode behaves differently from the others' diverges: it must stop and
 //! say so, while the other three go on.
@@ -12,6 +13,7 @@ use weft_tests::auditor::{Ack, PeerChain, Violation, audit, fetch_chain};
 use weft_tests::{Network, Node, args, chaincode_binary};
 
 const VALIDATORS: usize = 4;
+const PEERS: usize = 2;
 const LIVENESS: Duration = Duration::from_secs(90);
 
 async fn heights(nodes: &[Node]) -> Vec<u64> {
@@ -49,10 +51,13 @@ async fn create(client: &WeftClient, key: &str, acks: &mut Vec<Ack>) {
 async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor_finds_no_violation()
  {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let network = Network::generate_cluster(tmp.path(), VALIDATORS).await;
+    let network = Network::generate_cluster_with_peers(tmp.path(), VALIDATORS, PEERS).await;
     let mut nodes = Vec::new();
     for i in 0..VALIDATORS {
         nodes.push(Node::start_validator(&network, i, &[]).await);
+    }
+    for p in 0..PEERS {
+        nodes.push(Node::start_peer(&network, p, &[]).await);
     }
     // The CLI installs the package on every validator, then deploys through validator0.
     network
@@ -65,14 +70,26 @@ async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor
         clients.push(node.client("admin").await);
     }
     let mut acks = Vec::new();
+    // Through every validator and peer in turn.
     for k in 0..12 {
-        create(&clients[k % VALIDATORS], &format!("before{k}"), &mut acks).await;
+        create(
+            &clients[k % clients.len()],
+            &format!("before{k}"),
+            &mut acks,
+        )
+        .await;
     }
 
-    // Validator 0 is the primary of view 0.
+    // Validator 0 is the primary of view 0, and the validator the peers forward to first.
     nodes[0].kill9();
+    let survivors = clients.len() - 1;
     for k in 0..12 {
-        create(&clients[1 + k % 3], &format!("during{k}"), &mut acks).await;
+        create(
+            &clients[1 + k % survivors],
+            &format!("during{k}"),
+            &mut acks,
+        )
+        .await;
     }
 
     // It restarts from its RocksDB and journal, and catches up under load.
@@ -89,7 +106,7 @@ async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor
             "the restarted validator did not catch up: heights {all:?}\n--- validator0 log\n{}",
             nodes[0].log()
         );
-        create(&clients[1 + k % 3], &format!("after{k}"), &mut acks).await;
+        create(&clients[1 + k % survivors], &format!("after{k}"), &mut acks).await;
         k += 1;
     }
     let status = nodes[0]
@@ -108,7 +125,7 @@ async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor
     for node in &nodes {
         chains.push(
             fetch_chain(
-                &format!("validator{}", node.validator),
+                &network.node_name(node.validator),
                 &node.client("admin").await,
             )
             .await,
@@ -228,7 +245,7 @@ async fn a_validator_whose_state_diverges_stops_and_says_so_while_the_others_go_
     for node in nodes.iter().filter(|n| n.is_running()) {
         chains.push(
             fetch_chain(
-                &format!("validator{}", node.validator),
+                &network.node_name(node.validator),
                 &node.client("admin").await,
             )
             .await,
