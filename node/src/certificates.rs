@@ -131,7 +131,7 @@ impl Certificates {
         let Some(own) = &self.own else {
             return Ok(());
         };
-        if block.number() % own.every.max(1) != 0 {
+        if !block.number().is_multiple_of(own.every.max(1)) {
             return Ok(());
         }
         let hash = block.hash();
