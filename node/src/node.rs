@@ -36,6 +36,7 @@ use crate::mempool::Mempool;
 use crate::metrics::Metrics;
 use crate::network::peers::PeerLinks;
 use crate::network::service::ConsensusService;
+use crate::network::tls::ValidatorTls;
 use crate::network::wire::Wire;
 use crate::storage::{RocksStore, Store};
 use crate::types::{Transaction, TxStatus};
@@ -276,13 +277,18 @@ pub async fn start_with_store(
                 })?);
             }
             let wire = Arc::new(Wire::new(&genesis, me, signer.clone(), identities));
-            let addresses: Vec<String> = genesis
-                .validators
-                .iter()
-                .map(|v| v.address.clone())
-                .collect();
-            let links = Arc::new(PeerLinks::start(&addresses, me, 1024, shutdown_rx.clone()));
-            Some((me, wire, links, addresses))
+            let tls = Arc::new(
+                ValidatorTls::load(&config.node.identity, &genesis)
+                    .map_err(|e| NodeError::Setup(e.to_string()))?,
+            );
+            let links = Arc::new(PeerLinks::start(
+                &tls,
+                replica_count,
+                me,
+                1024,
+                shutdown_rx.clone(),
+            ));
+            Some((me, wire, links, tls))
         } else {
             None
         };
@@ -381,15 +387,19 @@ pub async fn start_with_store(
                 }
             }));
         }
-        (NodeRole::Validator, Some((me, wire, links, addresses))) => {
+        (NodeRole::Validator, Some((me, wire, links, tls))) => {
             let (inbound_tx, inbound_rx) = mpsc::channel(4096);
-            consensus_service = Some(ConsensusService::new(
-                wire.clone(),
-                inbound_tx,
-                certificates.clone(),
-                ledger.clone(),
-                shared.metrics.clone(),
-                shutdown_rx.clone(),
+            consensus_service = Some((
+                tls.clone(),
+                ConsensusService::new(
+                    wire.clone(),
+                    tls.clone(),
+                    inbound_tx,
+                    certificates.clone(),
+                    ledger.clone(),
+                    shared.metrics.clone(),
+                    shutdown_rx.clone(),
+                ),
             ));
             let replica = Replica::new(pbft_parameters, me)
                 .map_err(|e| NodeError::Setup(format!("PBFT parameters in genesis: {e}")))?;
@@ -398,7 +408,7 @@ pub async fn start_with_store(
                 wire: wire.clone(),
                 links,
                 journal: Journal::new(ledger.store().clone(), wire),
-                addresses,
+                tls,
                 ledger: ledger.clone(),
                 metrics: shared.metrics.clone(),
                 status: status_tx,
@@ -468,12 +478,7 @@ pub async fn start_with_store(
             )
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
-        )
-        .add_optional_service(consensus_service.map(|service| {
-            pb::consensus_server::ConsensusServer::new(service)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit)
-        }));
+        );
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(listener);
@@ -484,6 +489,45 @@ pub async fn start_with_store(
             tracing::error!(error = %e, "gRPC server failed");
         }
     }));
+    if let Some((tls, service)) = consensus_service {
+        let own = &genesis.validators[replica_index];
+        let port = own
+            .consensus_address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .ok_or_else(|| {
+                NodeError::Setup(format!(
+                    "genesis validator {}: consensus_address {:?} has no port",
+                    own.id, own.consensus_address
+                ))
+            })?;
+        let address = SocketAddr::new(config.node.listen.ip(), port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| NodeError::Listen {
+                address,
+                reason: e.to_string(),
+            })?;
+        let router = tonic::transport::Server::builder()
+            .tls_config(tls.server_config())
+            .map_err(|e| NodeError::Setup(format!("mutual TLS for the validators: {e}")))?
+            .tcp_nodelay(true)
+            .add_service(
+                pb::consensus_server::ConsensusServer::new(service)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            );
+        let mut consensus_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            let stop = async move {
+                let _ = consensus_shutdown.wait_for(|s| *s).await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "the validator (mutual TLS) endpoint failed");
+            }
+        }));
+    }
     tasks.push(tokio::spawn(operations::serve(
         ops_listener,
         shared.clone(),

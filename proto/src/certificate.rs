@@ -186,6 +186,7 @@ mod tests {
                 id: format!("validator{i}"),
                 certificate: issued.certificate_pem.clone(),
                 address: format!("127.0.0.1:{}", 7051 + i),
+                consensus_address: String::new(),
             });
             signers.push(issued.signer().expect("test fixture"));
         }

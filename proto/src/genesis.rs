@@ -78,8 +78,12 @@ pub struct ValidatorInfo {
     pub id: String,
     /// The validator's certificate, PEM.
     pub certificate: String,
-    /// host:port of its gRPC endpoint.
+    /// host:port of its gRPC endpoint (clients, non-validating peers).
     pub address: String,
+    /// host:port of its validator-to-validator endpoint (PBFT networks): mutual TLS with
+    /// genesis validator certificates only. Empty for a solo validator.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub consensus_address: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +199,20 @@ impl Genesis {
                     "validator {}: its certificate has role {}, not validator",
                     v.id, id.role
                 )));
+            }
+            if self.consensus.kind == ConsensusKind::Pbft {
+                if v.consensus_address.trim().is_empty() {
+                    return Err(GenesisError::Invalid(format!(
+                        "validator {}: consensus_address is missing (PBFT validators talk to each other on their own mutual-TLS endpoint)",
+                        v.id
+                    )));
+                }
+                if v.consensus_address == v.address {
+                    return Err(GenesisError::Invalid(format!(
+                        "validator {}: consensus_address must differ from address (the client API and the mutual-TLS validator endpoint are separate ports)",
+                        v.id
+                    )));
+                }
             }
         }
         Ok(())

@@ -174,6 +174,8 @@ pub struct Network {
     pub chain_id: String,
     pub grpc_port: u16,
     pub operations_port: u16,
+    /// First validator-to-validator (mutual TLS) port.
+    pub consensus_port: u16,
     pub validators: usize,
     /// Non-validating peers (`peerI`), on the ports after the validators'.
     pub peers: usize,
@@ -233,6 +235,8 @@ impl Network {
         let dir = tmp.join(name);
         let grpc_port = free_ports(validators + peers);
         let operations_port = free_ports(validators + peers);
+        let consensus_port = free_ports(validators);
+        let consensus_text = consensus_port.to_string();
         let validators_text = validators.to_string();
         let peers_text = peers.to_string();
         let dir_text = dir.display().to_string();
@@ -255,6 +259,8 @@ impl Network {
             &validators_text,
             "--peers",
             &peers_text,
+            "--consensus-port",
+            &consensus_text,
         ])
         .await
         .expect_success("weft crypto generate");
@@ -263,6 +269,7 @@ impl Network {
             chain_id: chain_id.to_string(),
             grpc_port,
             operations_port,
+            consensus_port,
             validators,
             peers,
         }
@@ -271,6 +278,11 @@ impl Network {
     /// `nodes/peerI.toml`.
     pub fn peer_config_path(&self, peer: usize) -> PathBuf {
         self.dir.join("nodes").join(format!("peer{peer}.toml"))
+    }
+
+    /// Validator `validator`'s mutual-TLS consensus address, host:port.
+    pub fn consensus_address_of(&self, validator: usize) -> String {
+        format!("127.0.0.1:{}", self.consensus_port as usize + validator)
     }
 
     /// Non-validating peer `peer`'s gRPC address, host:port.

@@ -564,12 +564,32 @@ impl Request for Id {
     }
 }
 
-/// Opens a `Consensus/Deliver` stream to `validator` as an outsider, sends `messages` and
-/// waits for the validator to have read them all.
+/// Opens a `Consensus/Deliver` stream to `validator`, over mutual TLS with validator1's
+/// certificate (the consensus endpoint admits validators only; the messages themselves claim
+/// any sender), sends `messages` and waits for the validator to have read them all.
 async fn deliver(network: &Network, validator: usize, messages: Vec<pb::SignedConsensusMessage>) {
-    let channel = weft_proto::client::connect_channel(&network.address_of(validator))
-        .await
-        .unwrap_or_else(|e| panic!("connect to validator{validator}: {e}"));
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    };
+    let identity = network.dir.join("validators").join("validator1");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            network.dir.join("ca").join("cert.pem"),
+        )))
+        .identity(tonic::transport::Identity::from_pem(
+            read(identity.join("cert.pem")),
+            read(identity.join("key.pem")),
+        ))
+        .domain_name(format!("validator{validator}"));
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "https://{}",
+        network.consensus_address_of(validator)
+    ))
+    .and_then(|endpoint| endpoint.tls_config(tls))
+    .expect("a TLS endpoint")
+    .connect()
+    .await
+    .unwrap_or_else(|e| panic!("connect to validator{validator} over mutual TLS: {e}"));
     ConsensusClient::new(channel)
         .deliver(tokio_stream::iter(messages))
         .await

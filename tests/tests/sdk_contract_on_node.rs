@@ -177,6 +177,7 @@ async fn start_node(dir: &Path) -> (NodeHandle, Signer, String) {
             id: "validator0".into(),
             certificate: validator.certificate_pem.clone(),
             address: "127.0.0.1:0".into(),
+            consensus_address: String::new(),
         }],
         consensus: ConsensusParams::default(),
     };

@@ -62,6 +62,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         clients: vec!["alice".into(), "bob".into()],
         base_port: port(())?,
         operations_port: port(())?,
+        consensus_port: 0,
     })?;
     let mut config =
         weft_node::config::Config::load(&network.join("nodes").join("validator0.toml"))?;

@@ -43,6 +43,10 @@ pub struct GenerateArgs {
     /// First operations (HTTP) port; validator i serves on base + i.
     #[arg(long, default_value_t = 9443)]
     pub operations_port: u16,
+    /// First validator-to-validator (mutual TLS) port of a PBFT network; validator i listens
+    /// on base + i.
+    #[arg(long, default_value_t = 7151)]
+    pub consensus_port: u16,
 }
 
 pub fn run(command: CryptoCommand) -> Result<()> {
@@ -127,10 +131,20 @@ pub fn generate(args: &GenerateArgs) -> Result<Genesis> {
             .checked_add(i as u16)
             .context("port out of range")?;
         write_node_config(&args.out, &id, "validators", port, ops)?;
+        let consensus_address = if args.validators > 1 {
+            let consensus = args
+                .consensus_port
+                .checked_add(i as u16)
+                .context("port out of range")?;
+            format!("127.0.0.1:{consensus}")
+        } else {
+            String::new()
+        };
         validators.push(ValidatorInfo {
             id,
             certificate: issued.certificate_pem.clone(),
             address: format!("127.0.0.1:{port}"),
+            consensus_address,
         });
     }
     for i in 0..args.peers {

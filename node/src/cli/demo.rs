@@ -78,6 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let network = dir.path().join("network");
     let grpc_port = free_ports((VALIDATORS + PEERS) as u16)?;
     let ops_port = free_ports((VALIDATORS + PEERS) as u16)?;
+    let consensus_port = free_ports(VALIDATORS as u16)?;
     step(&format!(
         "generating identities and genesis for {VALIDATORS} validators and {PEERS} non-validating peer in {}",
         network.display()
@@ -96,6 +97,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ],
         base_port: grpc_port,
         operations_port: ops_port,
+        consensus_port,
     })?;
 
     step(&format!(

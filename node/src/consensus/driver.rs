@@ -17,6 +17,7 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::network::peers::PeerLinks;
 use crate::network::state_transfer::fetch_certified;
+use crate::network::tls::ValidatorTls;
 use crate::network::wire::{PbftMessage, Wire, WireError};
 use crate::types::{Hash, Transaction};
 
@@ -74,8 +75,8 @@ pub struct Driver {
     pub wire: Arc<Wire>,
     pub links: Arc<PeerLinks>,
     pub journal: Journal,
-    /// gRPC addresses of the validators, by replica id.
-    pub addresses: Vec<String>,
+    /// The validators' mutual-TLS endpoints, by replica id.
+    pub tls: Arc<ValidatorTls>,
     pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
     pub status: watch::Sender<ConsensusStatus>,
@@ -265,10 +266,17 @@ impl Driver {
         // the fetched blocks would not fit.
         let handed_out = self.replica.last_executed().0;
         let ledger = self.ledger.clone();
-        let addresses: Vec<String> = peers
+        let endpoints: Vec<(String, tonic::transport::Endpoint)> = peers
             .iter()
-            .filter_map(|p| self.addresses.get(p.0 as usize).cloned())
+            .filter_map(|p| {
+                self.tls
+                    .endpoint(*p)
+                    .ok()
+                    .map(|e| (self.tls.address(*p).to_string(), e))
+            })
             .collect();
+        let addresses: Vec<&str> = endpoints.iter().map(|(a, _)| a.as_str()).collect();
+        let addresses = format!("{addresses:?}");
         let commit = channels.commit.clone();
         let feedback = channels.feedback_sender.clone();
         let target = sequence.0;
@@ -288,7 +296,7 @@ impl Driver {
             tracing::info!(
                 from = tip.height,
                 to = target,
-                peers = ?addresses,
+                peers = %addresses,
                 "state transfer: fetching certified blocks"
             );
             if tip.height > target {
@@ -301,7 +309,7 @@ impl Driver {
                     .await;
                 return;
             }
-            match fetch_certified(&addresses, tip.height, target, tip.hash, digest).await {
+            match fetch_certified(&endpoints, tip.height, target, tip.hash, digest).await {
                 Ok(blocks) => {
                     let _ = commit
                         .send(CommitWork::Apply {

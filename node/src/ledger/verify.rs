@@ -195,6 +195,7 @@ mod tests {
                 id: "validator0".into(),
                 certificate: validator.certificate_pem,
                 address: "127.0.0.1:1".into(),
+                consensus_address: String::new(),
             }],
             consensus: ConsensusParams::default(),
         };

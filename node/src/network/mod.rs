@@ -5,4 +5,5 @@
 pub mod peers;
 pub mod service;
 pub mod state_transfer;
+pub mod tls;
 pub mod wire;

@@ -1,5 +1,5 @@
-//! Outbound links to the other validators: one task per peer holds a long-lived `Connect`
-//! stream and reconnects with doubling backoff. Invariant: memory stays bounded when a peer is
+//! Outbound links to the other validators: one task per peer holds a long-lived `Deliver`
+//! stream over mutual TLS and reconnects with doubling backoff. Invariant: memory stays bounded when a peer is
 //! slow or dead: each link's queue has a fixed capacity and a message that does not fit is
 //! dropped and counted (PBFT recovers lost messages through retransmission and view change).
 
@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::pb;
 use weft_proto::pb::consensus_client::ConsensusClient;
 
+use super::tls::ValidatorTls;
 use crate::consensus::pbft::ReplicaId;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -33,25 +34,34 @@ pub struct PeerLinks {
 }
 
 impl PeerLinks {
-    /// Starts one link per entry of `addresses` except `me`; each stops at `shutdown`.
+    /// Starts one mutual-TLS link to each of the `replicas` validators except `me`; each stops
+    /// at `shutdown`.
     pub fn start(
-        addresses: &[String],
+        tls: &ValidatorTls,
+        replicas: usize,
         me: ReplicaId,
         queue_capacity: usize,
         shutdown: watch::Receiver<bool>,
     ) -> PeerLinks {
         let stats = Arc::new(LinkStats::default());
-        let queues = addresses
-            .iter()
-            .enumerate()
-            .map(|(index, address)| {
-                if index == me.0 as usize {
+        let queues = (0..replicas)
+            .map(|index| {
+                let peer = ReplicaId(index as u32);
+                if peer == me {
                     return None;
                 }
+                let endpoint = match tls.endpoint(peer) {
+                    Ok(endpoint) => endpoint,
+                    Err(e) => {
+                        tracing::error!(peer = peer.0, error = %e, "no link to this validator");
+                        return None;
+                    }
+                };
                 let (sender, receiver) = mpsc::channel(queue_capacity);
                 tokio::spawn(run_link(
-                    ReplicaId(index as u32),
-                    address.clone(),
+                    peer,
+                    tls.address(peer).to_string(),
+                    endpoint,
                     receiver,
                     stats.clone(),
                     shutdown.clone(),
@@ -97,20 +107,12 @@ impl PeerLinks {
 async fn run_link(
     peer: ReplicaId,
     address: String,
+    endpoint: tonic::transport::Endpoint,
     mut queue: mpsc::Receiver<pb::SignedConsensusMessage>,
     stats: Arc<LinkStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = FIRST_BACKOFF;
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true),
-        Err(e) => {
-            tracing::error!(peer = peer.0, %address, error = %e, "validator address is not usable; no link to this peer");
-            return;
-        }
-    };
     loop {
         if *shutdown.borrow() {
             return;

@@ -1,4 +1,5 @@
-//! The inbound side of the validator network: the `Consensus` gRPC service. Each peer stream
+//! The inbound side of the validator network: the `Consensus` gRPC service, on the mutual-TLS
+//! endpoint, for genesis validator certificates only (`tls.rs`). Each peer stream
 //! is read in order; every message is verified off the async workers (signatures and
 //! transactions) and handed to the replica's bounded queue. Invariant: only verified messages
 //! reach the replica, a refused message is counted by reason and never stops the stream, and a
@@ -13,6 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::pb;
 
+use super::tls::ValidatorTls;
 use super::wire::{Inbound, PbftMessage, Wire};
 use crate::certificates::{Certificates, VoteOutcome};
 use crate::consensus::pbft::Verified;
@@ -25,6 +27,7 @@ pub const MAX_FETCH_BLOCKS: u64 = 256;
 
 pub struct ConsensusService {
     wire: Arc<Wire>,
+    tls: Arc<ValidatorTls>,
     inbound: mpsc::Sender<Verified<PbftMessage>>,
     certificates: Arc<Certificates>,
     ledger: Arc<Ledger>,
@@ -35,6 +38,7 @@ pub struct ConsensusService {
 impl ConsensusService {
     pub fn new(
         wire: Arc<Wire>,
+        tls: Arc<ValidatorTls>,
         inbound: mpsc::Sender<Verified<PbftMessage>>,
         certificates: Arc<Certificates>,
         ledger: Arc<Ledger>,
@@ -43,6 +47,7 @@ impl ConsensusService {
     ) -> ConsensusService {
         ConsensusService {
             wire,
+            tls,
             inbound,
             certificates,
             ledger,
@@ -54,12 +59,27 @@ impl ConsensusService {
 
 type BlockStream = Pin<Box<dyn Stream<Item = Result<pb::Block, Status>> + Send>>;
 
+impl ConsensusService {
+    /// Only a genesis validator's certificate may use this service (the TLS layer already
+    /// required a certificate from a genesis CA).
+    fn require_validator<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.tls.sender(request).is_some() {
+            return Ok(());
+        }
+        self.metrics.consensus_rejected("not_a_validator", 1);
+        Err(Status::permission_denied(
+            "only the validators listed in genesis may use the consensus endpoint: connect with a validator certificate",
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::consensus_server::Consensus for ConsensusService {
     async fn deliver(
         &self,
         request: Request<Streaming<pb::SignedConsensusMessage>>,
     ) -> Result<Response<pb::DeliverResponse>, Status> {
+        self.require_validator(&request)?;
         let mut stream = request.into_inner();
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -132,6 +152,7 @@ impl pb::consensus_server::Consensus for ConsensusService {
         &self,
         request: Request<pb::FetchBlocksRequest>,
     ) -> Result<Response<BlockStream>, Status> {
+        self.require_validator(&request)?;
         let pb::FetchBlocksRequest { from, to } = request.into_inner();
         let height = self.ledger.tip().height;
         if from > to {

@@ -21,16 +21,17 @@ pub enum FetchError {
 
 /// Blocks `from..=to`, checked to chain from `tip_hash` (the hash of block `from - 1`) to
 /// `certified` (the hash of block `to`).
+/// `peers` are (consensus address, mutual-TLS endpoint) pairs.
 pub async fn fetch_certified(
-    peers: &[String],
+    peers: &[(String, tonic::transport::Endpoint)],
     from: u64,
     to: u64,
     tip_hash: Hash,
     certified: Hash,
 ) -> Result<Vec<Block>, FetchError> {
     let mut reasons = Vec::new();
-    for address in peers {
-        match fetch_from(address, from, to, tip_hash, certified).await {
+    for (address, endpoint) in peers {
+        match fetch_from(endpoint.clone(), from, to, tip_hash, certified).await {
             Ok(blocks) => return Ok(blocks),
             Err(reason) => {
                 tracing::warn!(peer = %address, from, to, %reason, "state transfer from this peer failed");
@@ -46,15 +47,13 @@ pub async fn fetch_certified(
 }
 
 async fn fetch_from(
-    address: &str,
+    endpoint: tonic::transport::Endpoint,
     from: u64,
     to: u64,
     tip_hash: Hash,
     certified: Hash,
 ) -> Result<Vec<Block>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
+    let channel = endpoint
         .timeout(Duration::from_secs(30))
         .connect()
         .await

@@ -736,6 +736,7 @@ mod tests {
                     id: format!("validator{i}"),
                     certificate: v.certificate_pem.clone(),
                     address: format!("127.0.0.1:{}", 1 + i),
+                    consensus_address: String::new(),
                 })
                 .collect(),
             consensus: ConsensusParams {
