@@ -1,11 +1,12 @@
 //! Fault scenarios on four validators and two non-validating peers as `weft node start`
 //! processes, each under steady load through validators and peers with every acknowledgement
-//! recorded, and each ending with the auditor (I1-I5) over every validator and peer: a backup killed for longer than a checkpoint window catches up by state
-//! transfer; with two of four down nothing is acknowledged and the pending transactions
-//! commit once one comes back; a backup paused for more than two windows levels again;
-//! forged, replayed and garbage consensus messages and bad client transactions are refused
-//! and counted without any view change; and one transaction submitted 1,000 times over all
-//! validators commits exactly once.
+//! recorded, and each ending with the auditor (I1-I5) over every validator and peer: a
+//! baseline with no fault (and no view change); a backup killed for longer than a checkpoint
+//! window catches up by state transfer; with two of four down nothing is acknowledged and the
+//! pending transactions commit once one comes back; a backup paused for more than two windows
+//! levels again; forged, replayed and garbage consensus messages and bad client transactions
+//! are refused and counted without any view change; and one transaction submitted 1,000 times
+//! over all validators and peers commits exactly once.
 //!
 //! Set `WEFT_TEST_KEEP_TMP=1` to keep each cluster's directory (validator logs included) for
 //! a post-mortem; `RUST_LOG` is passed on to the validators.
@@ -167,7 +168,7 @@ impl Cluster {
     fn log(&self, validator: usize) -> String {
         let log = self.nodes[validator].log();
         let lines: Vec<&str> = log.lines().collect();
-        let start = lines.len().saturating_sub(60);
+        let start = lines.len().saturating_sub(150);
         format!(
             "--- {} log (tail)\n{}",
             self.network.node_name(validator),
@@ -292,6 +293,28 @@ impl Cluster {
             "the audited chains are not level: {lengths:?}"
         );
         chains
+    }
+
+    /// Waits until `validator` counted a completed state transfer. The counter moves when the
+    /// replica takes the transfer's report, a moment after the blocks reach the ledger (and
+    /// the height the caller waited for), so it is polled rather than read once.
+    async fn wait_state_transfer(&self, validator: usize) {
+        let start = Instant::now();
+        loop {
+            let transfers = metric(
+                &self.metrics(validator).await,
+                "weft_pbft_state_transfers_total",
+            );
+            if transfers >= 1 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "validator{validator} caught up by state transfer (weft_pbft_state_transfers_total = {transfers})\n{}",
+                self.log(validator)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The view changes every validator counted, and the view each reports.
@@ -621,6 +644,29 @@ fn client_rejected(metrics: &str, reason: &str) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 0. Baseline: no fault
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_steady_load_through_validators_and_peers_with_no_fault() {
+    let cluster = Cluster::start().await;
+    let load = Load::start(&cluster.network, "base", 3, &EVERYONE);
+    load.wait_acks(40, "steady load").await;
+    let load = load.finish().await;
+    check_load(&load, "baseline");
+    let mut acks = load.acks;
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("base", &mut acks)
+        .await;
+    assert_eq!(
+        cluster.views().await,
+        vec![(0, 0, 0); VALIDATORS],
+        "(view changes, view metric, node status view) per validator: no view change without a fault"
+    );
+    cluster.audit(&acks).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // 1. A backup killed for longer than a checkpoint window
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,12 +696,7 @@ async fn a_backup_killed_for_longer_than_a_window_catches_up_by_state_transfer()
     cluster
         .wait_heights_at_least(&[3], others + 1, "the restarted validator3 catches up")
         .await;
-    let transfers = metric(&cluster.metrics(3).await, "weft_pbft_state_transfers_total");
-    assert!(
-        transfers >= 1,
-        "validator3 caught up by state transfer (weft_pbft_state_transfers_total = {transfers})\n{}",
-        cluster.log(3)
-    );
+    cluster.wait_state_transfer(3).await;
     load.wait_acks(5, "after validator3 caught up").await;
 
     let load = load.finish().await;
@@ -827,12 +868,7 @@ async fn a_backup_paused_for_more_than_two_windows_levels_again_under_load() {
         .wait_heights_at_least(&[3], others + 1, "the resumed validator3 catches up")
         .await;
     // More than a window behind, its peers' logs no longer hold what it missed.
-    let transfers = metric(&cluster.metrics(3).await, "weft_pbft_state_transfers_total");
-    assert!(
-        transfers >= 1,
-        "validator3 caught up by state transfer (weft_pbft_state_transfers_total = {transfers})\n{}",
-        cluster.log(3)
-    );
+    cluster.wait_state_transfer(3).await;
     load.wait_acks(5, "after validator3 caught up").await;
 
     let load = load.finish().await;
