@@ -279,8 +279,7 @@ fn ledger_error(e: crate::ledger::LedgerError) -> CertifyError {
 mod tests {
     use std::sync::Mutex as StdMutex;
 
-    use weft_proto::genesis::{ConsensusKind, ConsensusParams, OrganizationInfo, ValidatorInfo};
-    use weft_proto::{CertificateAuthority, Genesis, Role};
+    use weft_proto::Genesis;
 
     use super::*;
     use crate::storage::MemoryStore;
@@ -291,36 +290,8 @@ mod tests {
     }
 
     fn net(n: usize) -> Net {
-        let ca = CertificateAuthority::generate("Org1").expect("test fixture");
-        let mut validators = Vec::new();
-        let mut signers = Vec::new();
-        for i in 0..n {
-            let issued = ca
-                .issue(&format!("validator{i}"), Role::Validator)
-                .expect("test fixture");
-            validators.push(ValidatorInfo {
-                id: format!("validator{i}"),
-                certificate: issued.certificate_pem.clone(),
-                address: format!("127.0.0.1:{}", 7051 + i),
-                consensus_address: String::new(),
-            });
-            signers.push(issued.signer().expect("test fixture"));
-        }
-        Net {
-            genesis: Genesis {
-                chain_id: "certs".into(),
-                organizations: vec![OrganizationInfo {
-                    name: "Org1".into(),
-                    ca_certificate: ca.certificate_pem().to_string(),
-                }],
-                validators,
-                consensus: ConsensusParams {
-                    kind: ConsensusKind::Pbft,
-                    ..ConsensusParams::default()
-                },
-            },
-            signers,
-        }
+        let (genesis, signers) = crate::test_support::validator_network(n, "certs");
+        Net { genesis, signers }
     }
 
     fn vote(net: &Net, validator: u32, number: u64, hash: Hash) -> Bytes {

@@ -17,4 +17,6 @@ pub mod node;
 pub mod peer;
 pub mod state;
 pub mod storage;
+#[cfg(test)]
+mod test_support;
 pub mod types;

@@ -275,11 +275,6 @@ impl Network {
         }
     }
 
-    /// `nodes/peerI.toml`.
-    pub fn peer_config_path(&self, peer: usize) -> PathBuf {
-        self.dir.join("nodes").join(format!("peer{peer}.toml"))
-    }
-
     /// Validator `validator`'s mutual-TLS consensus address, host:port.
     pub fn consensus_address_of(&self, validator: usize) -> String {
         format!("127.0.0.1:{}", self.consensus_port as usize + validator)
@@ -767,46 +762,44 @@ pub async fn start_in_process(network: &Network) -> weft_node::node::NodeHandle 
         .expect("start an in-process node")
 }
 
-/// Validator `validator` of a cluster network, in process, over `store` (pass the same store
-/// again to restart it with what it had persisted), on its genesis address.
+/// Node `node` of a cluster network (validators first, then peers: see
+/// [`Network::config_path_of`]), in process, over `store` (pass the same store again to
+/// restart it with what it had persisted), on its configured address.
+pub async fn start_node_in_process(
+    network: &Network,
+    node: usize,
+    store: Arc<weft_node::storage::MemoryStore>,
+) -> weft_node::node::NodeHandle {
+    let env: HashMap<String, String> = [
+        ("WEFT_NODE_OPERATIONS_LISTEN", "127.0.0.1:0"),
+        ("WEFT_CHAINCODE_RUNTIME", "process"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = weft_node::config::Config::load_with_env(&network.config_path_of(node), &env)
+        .expect("load the node config");
+    weft_node::node::start_with_store(config, store)
+        .await
+        .unwrap_or_else(|e| panic!("start {} in process: {e}", network.node_name(node)))
+}
+
+/// Validator `validator` of a cluster network, in process (see [`start_node_in_process`]).
 pub async fn start_validator_in_process(
     network: &Network,
     validator: usize,
     store: Arc<weft_node::storage::MemoryStore>,
 ) -> weft_node::node::NodeHandle {
-    let env: HashMap<String, String> = [
-        ("WEFT_NODE_OPERATIONS_LISTEN", "127.0.0.1:0"),
-        ("WEFT_CHAINCODE_RUNTIME", "process"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let config = weft_node::config::Config::load_with_env(&network.config_path_of(validator), &env)
-        .expect("load the node config");
-    weft_node::node::start_with_store(config, store)
-        .await
-        .unwrap_or_else(|e| panic!("start validator {validator} in process: {e}"))
+    start_node_in_process(network, validator, store).await
 }
 
-/// Non-validating peer `peer` of a cluster network, in process, over `store`, on its configured
-/// address.
+/// Non-validating peer `peer` of a cluster network, in process (see [`start_node_in_process`]).
 pub async fn start_peer_in_process(
     network: &Network,
     peer: usize,
     store: Arc<weft_node::storage::MemoryStore>,
 ) -> weft_node::node::NodeHandle {
-    let env: HashMap<String, String> = [
-        ("WEFT_NODE_OPERATIONS_LISTEN", "127.0.0.1:0"),
-        ("WEFT_CHAINCODE_RUNTIME", "process"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let config = weft_node::config::Config::load_with_env(&network.peer_config_path(peer), &env)
-        .expect("load the peer config");
-    weft_node::node::start_with_store(config, store)
-        .await
-        .unwrap_or_else(|e| panic!("start peer {peer} in process: {e}"))
+    start_node_in_process(network, network.validators + peer, store).await
 }
 
 /// Reads an asset-transfer asset's owner through a query.

@@ -347,9 +347,8 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use weft_proto::genesis::{ConsensusKind, ConsensusParams, OrganizationInfo, ValidatorInfo};
     use weft_proto::signing::commit_signing_bytes;
-    use weft_proto::{CertificateAuthority, Committee, Genesis, Role, Signer};
+    use weft_proto::{Committee, Genesis, Signer};
 
     use super::*;
     use crate::ledger::Ledger;
@@ -365,33 +364,7 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let ca = CertificateAuthority::generate("Org1").expect("test fixture");
-        let mut validators = Vec::new();
-        let mut signers = Vec::new();
-        for i in 0..4 {
-            let issued = ca
-                .issue(&format!("validator{i}"), Role::Validator)
-                .expect("test fixture");
-            validators.push(ValidatorInfo {
-                id: format!("validator{i}"),
-                certificate: issued.certificate_pem.clone(),
-                address: format!("127.0.0.1:{}", 7051 + i),
-                consensus_address: String::new(),
-            });
-            signers.push(issued.signer().expect("test fixture"));
-        }
-        let genesis = Genesis {
-            chain_id: "follow".into(),
-            organizations: vec![OrganizationInfo {
-                name: "Org1".into(),
-                ca_certificate: ca.certificate_pem().to_string(),
-            }],
-            validators,
-            consensus: ConsensusParams {
-                kind: ConsensusKind::Pbft,
-                ..ConsensusParams::default()
-            },
-        };
+        let (genesis, signers) = crate::test_support::validator_network(4, "follow");
         let ledger = Ledger::open(Arc::new(MemoryStore::new()), &genesis).expect("test fixture");
         let mut chain = vec![
             ledger

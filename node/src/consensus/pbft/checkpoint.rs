@@ -257,12 +257,61 @@ impl<R: Request> Replica<R> {
         self.retransmit_slots(out);
     }
 
+    /// A replica announced a checkpoint below this one's stable checkpoint: it is at least a
+    /// checkpoint period behind (it restarted, or just finished a state transfer), and the
+    /// messages the others sent meanwhile for the sequences above it were dropped as out of
+    /// its window. Under steady load it would move only from one state transfer to the next
+    /// and never rejoin. Send it this replica's stable checkpoint and its own messages for the
+    /// sequences in the log (all signed and recorded before), once per checkpoint it announces.
+    fn help_lagging(&mut self, peer: ReplicaId, announced: Sequence, out: &mut Outbox<R>) {
+        if peer == self.id
+            || self
+                .helped
+                .get(&peer)
+                .is_some_and(|helped| *helped >= announced)
+        {
+            return;
+        }
+        self.helped.insert(peer, announced);
+        tracing::debug!(
+            replica = self.id.0,
+            peer = peer.0,
+            announced = announced.0,
+            stable = self.low_watermark().0,
+            "re-sending to a lagging replica"
+        );
+        let (sequence, state_digest) = self.checkpoints.latest_own();
+        if sequence > Sequence::GENESIS {
+            let record = PersistRecord {
+                view: self.view,
+                sequence,
+                phase: Phase::Checkpoint,
+                digest: Hash(state_digest),
+                detail: RecordDetail::None,
+            };
+            // As in `retransmit_when_quiet`: persisted again if the record was collected.
+            if self.sign(record, out) {
+                out.push(Action::Send {
+                    to: peer,
+                    message: Message::Checkpoint(Checkpoint {
+                        sequence,
+                        state_digest,
+                    }),
+                });
+            }
+        }
+        self.retransmit_slots_to(peer, out);
+    }
+
     pub(super) fn on_checkpoint(&mut self, checkpoint: Verified<Checkpoint>, out: &mut Outbox<R>) {
         let sequence = checkpoint.message.sequence;
         if sequence == Sequence::GENESIS
             || !sequence.0.is_multiple_of(self.config.checkpoint_period)
         {
             return self.reject(RejectReason::InvalidCheckpoint);
+        }
+        if sequence < self.low_watermark() {
+            self.help_lagging(checkpoint.from, sequence, out);
         }
         if sequence <= self.low_watermark() {
             return self.reject(RejectReason::StaleCheckpoint);

@@ -112,6 +112,8 @@ pub struct Replica<R: Request> {
     last_proposed_at: u64,
     /// When this replica last broadcast a checkpoint message.
     checkpoint_announced_at: u64,
+    /// The latest checkpoint each lagging replica announced and was helped for.
+    helped: BTreeMap<ReplicaId, Sequence>,
     rejections: BTreeMap<RejectReason, u64>,
     evidence: Vec<Equivocation<R>>,
 }
@@ -154,6 +156,7 @@ impl<R: Request> Replica<R> {
             request_deadline: None,
             last_proposed_at: 0,
             checkpoint_announced_at: 0,
+            helped: BTreeMap::new(),
             rejections: BTreeMap::new(),
             evidence: Vec::new(),
         })

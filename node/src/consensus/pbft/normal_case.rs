@@ -12,7 +12,7 @@ use super::message::{
 };
 use super::persist::Signing;
 use super::requests::Known;
-use super::{Config, Gate, Outbox, Replica};
+use super::{Config, Gate, Outbox, Replica, ReplicaId};
 use crate::types::Hash;
 
 /// A batch a backup can accept: not too large, no request twice, and `digest` is its digest.
@@ -118,8 +118,23 @@ impl<R: Request> Replica<R> {
     /// the sequences still in the log (above the stable checkpoint). Only what was signed and
     /// recorded before goes out again, unchanged.
     pub(super) fn retransmit_slots(&mut self, out: &mut Outbox<R>) {
+        let messages = self.own_slot_messages();
+        out.extend(messages.into_iter().map(Action::Broadcast));
+    }
+
+    /// The same messages as [`Replica::retransmit_slots`], to one replica only.
+    pub(super) fn retransmit_slots_to(&mut self, to: ReplicaId, out: &mut Outbox<R>) {
+        let messages = self.own_slot_messages();
+        out.extend(
+            messages
+                .into_iter()
+                .map(|message| Action::Send { to, message }),
+        );
+    }
+
+    fn own_slot_messages(&self) -> Vec<Message<R>> {
         if !self.active {
-            return;
+            return Vec::new();
         }
         let view = self.view;
         let mut messages = Vec::new();
@@ -159,7 +174,7 @@ impl<R: Request> Replica<R> {
                 }));
             }
         }
-        out.extend(messages.into_iter().map(Action::Broadcast));
+        messages
     }
 
     fn propose(&mut self, batch: Vec<R>, out: &mut Outbox<R>) -> bool {

@@ -1637,3 +1637,56 @@ fn the_core_does_no_io_reads_no_clock_and_draws_no_randomness() {
         }
     }
 }
+
+#[test]
+fn a_replica_that_announces_an_old_checkpoint_is_sent_the_stable_one_and_the_log_once() {
+    let config = test_config();
+    let mut net = Net::new(&config);
+    net.crash(3);
+    for request in 1..=9 {
+        net.submit(0, 100 + request);
+    }
+    let stable = net.replica(0).last_stable_checkpoint();
+    assert!(stable >= Sequence(8), "stable at {stable:?}");
+    // Replica 3 comes back from a state transfer to an old checkpoint and announces it.
+    let announce = || {
+        message(
+            3,
+            Message::Checkpoint(Checkpoint {
+                sequence: Sequence(2),
+                state_digest: [7; 32],
+            }),
+        )
+    };
+    let actions = net.handle(0, announce());
+    let to_3: Vec<&TestMessage> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, message } if *to == ReplicaId(3) => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        to_3.iter().any(|m| matches!(
+            m,
+            Message::Checkpoint(c) if c.sequence >= stable
+        )),
+        "the lagging replica is sent a checkpoint at or above the stable one: {to_3:?}"
+    );
+    assert!(
+        to_3.iter().any(|m| matches!(m, Message::PrePrepare(_))),
+        "and the primary's own pre-prepares still in its log: {to_3:?}"
+    );
+    assert!(
+        actions.iter().all(|a| !matches!(a, Action::Broadcast(_))),
+        "nothing goes to the others"
+    );
+    // The same announcement again: nothing more (no amplification).
+    let again = net.handle(0, announce());
+    assert!(
+        again
+            .iter()
+            .all(|a| !matches!(a, Action::Send { .. } | Action::Broadcast(_))),
+        "helped once per announced checkpoint: {again:?}"
+    );
+}

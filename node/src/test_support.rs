@@ -1,0 +1,37 @@
+//! Fixtures shared by the node's unit tests.
+
+use weft_proto::genesis::{ConsensusKind, ConsensusParams, OrganizationInfo, ValidatorInfo};
+use weft_proto::{CertificateAuthority, Genesis, Role, Signer};
+
+/// A PBFT genesis of `validators` validators issued by one CA, with their signers (by replica
+/// id).
+pub fn validator_network(validators: usize, chain_id: &str) -> (Genesis, Vec<Signer>) {
+    let ca = CertificateAuthority::generate("Org1").expect("test CA");
+    let mut infos = Vec::new();
+    let mut signers = Vec::new();
+    for i in 0..validators {
+        let issued = ca
+            .issue(&format!("validator{i}"), Role::Validator)
+            .expect("test validator");
+        infos.push(ValidatorInfo {
+            id: format!("validator{i}"),
+            certificate: issued.certificate_pem.clone(),
+            address: format!("127.0.0.1:{}", 7051 + i),
+            consensus_address: format!("127.0.0.1:{}", 7151 + i),
+        });
+        signers.push(issued.signer().expect("test signer"));
+    }
+    let genesis = Genesis {
+        chain_id: chain_id.into(),
+        organizations: vec![OrganizationInfo {
+            name: "Org1".into(),
+            ca_certificate: ca.certificate_pem().to_string(),
+        }],
+        validators: infos,
+        consensus: ConsensusParams {
+            kind: ConsensusKind::Pbft,
+            ..ConsensusParams::default()
+        },
+    };
+    (genesis, signers)
+}
