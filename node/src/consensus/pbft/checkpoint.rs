@@ -395,6 +395,8 @@ impl<R: Request> Replica<R> {
         if self.next_sequence <= sequence {
             self.next_sequence = sequence.next();
         }
+        // The window moved: messages kept above it may fit now.
+        self.replay_future(out);
         self.try_propose(out);
         self.check_state_transfer(out);
     }

@@ -305,8 +305,18 @@ impl<R: Request> Replica<R> {
             Gate::Refuse(RejectReason::StaleView)
         } else if view > self.view || !self.active {
             Gate::Future
-        } else if sequence <= self.low_watermark() || sequence > self.high_watermark() {
+        } else if sequence <= self.low_watermark() {
             Gate::Refuse(RejectReason::OutOfWindow)
+        } else if sequence > self.high_watermark() {
+            // Up to one window above the high watermark, a message is kept (bounded per
+            // sender) and handled once the watermark moves: a replica catching up (state
+            // transfer, then its log) would otherwise drop what the others send meanwhile and,
+            // under steady load, never rejoin them.
+            if sequence.0 <= self.high_watermark().0.saturating_add(self.config.window) {
+                Gate::Future
+            } else {
+                Gate::Refuse(RejectReason::OutOfWindow)
+            }
         } else {
             Gate::Accept
         }
@@ -326,7 +336,8 @@ impl<R: Request> Replica<R> {
         }
     }
 
-    /// Re-handle the kept messages of the view just entered; drop those of older views.
+    /// Re-handle the kept messages of the view just entered, or of sequences the window moved
+    /// over; drop those of older views.
     fn replay_future(&mut self, out: &mut Outbox<R>) {
         let kept = std::mem::take(&mut self.future);
         for (_, queue) in kept {

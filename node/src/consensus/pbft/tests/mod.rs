@@ -372,10 +372,10 @@ fn invalid_input_is_refused_with_a_counted_reason_and_no_actions() {
             reason: RejectReason::Duplicate,
         },
         Case {
-            name: "a pre-prepare above the high watermark",
+            name: "a pre-prepare more than a window above the high watermark",
             replica: 1,
             setup: vec![],
-            input: message(0, Message::PrePrepare(pre_prepare(0, 5, &[1]))),
+            input: message(0, Message::PrePrepare(pre_prepare(0, 9, &[1]))),
             reason: RejectReason::OutOfWindow,
         },
         Case {
@@ -505,8 +505,9 @@ fn invalid_input_is_refused_with_a_counted_reason_and_no_actions() {
 fn messages_outside_the_watermarks_are_refused() {
     let config = test_config();
     let mut net = Net::new(&config);
-    // Before any stable checkpoint the window is (0, 4].
-    let rows_at_genesis = [(0, false), (1, true), (4, true), (5, false)];
+    // Before any stable checkpoint the window is (0, 4]; up to one window above it (5 to 8)
+    // a message is kept for later rather than refused.
+    let rows_at_genesis = [(0, false), (1, true), (4, true), (5, true), (8, true), (9, false)];
     for (sequence, accepted) in rows_at_genesis {
         let mut replica = net.replica(1).clone();
         replica.handle(message(2, Message::Prepare(prepare(0, sequence, &[7]))));
@@ -520,7 +521,14 @@ fn messages_outside_the_watermarks_are_refused() {
     net.submit(0, 2);
     assert_eq!(net.replica(1).low_watermark(), Sequence(2));
     assert_eq!(net.replica(1).high_watermark(), Sequence(6));
-    let rows_after_checkpoint = [(1, false), (2, false), (3, true), (6, true), (7, false)];
+    let rows_after_checkpoint = [
+        (1, false),
+        (2, false),
+        (3, true),
+        (6, true),
+        (10, true),
+        (11, false),
+    ];
     for (sequence, accepted) in rows_after_checkpoint {
         let mut replica = net.replica(1).clone();
         replica.handle(message(2, Message::Prepare(prepare(0, sequence, &[7]))));
@@ -1688,5 +1696,76 @@ fn a_replica_that_announces_an_old_checkpoint_is_sent_the_stable_one_and_the_log
             .iter()
             .all(|a| !matches!(a, Action::Send { .. } | Action::Broadcast(_))),
         "helped once per announced checkpoint: {again:?}"
+    );
+}
+
+#[test]
+fn messages_up_to_a_window_above_the_high_watermark_are_kept_and_handled_when_it_moves() {
+    let config = test_config(); // checkpoint period 2, window 4
+    let mut backup = replica(&config, 1);
+    let prepared_at = |actions: &[TestAction], sequence: u64| {
+        actions.iter().any(|a| {
+            matches!(a, Action::Broadcast(Message::Prepare(p)) if p.sequence == Sequence(sequence))
+        })
+    };
+    // Sequence 5 is above the high watermark (4) but within one more window: kept, not
+    // prepared yet. Sequence 9 is beyond that: refused.
+    let early = backup.handle(message(0, Message::PrePrepare(pre_prepare(0, 5, &[5]))));
+    assert!(
+        !prepared_at(&early, 5),
+        "not prepared above the window: {early:?}"
+    );
+    assert_eq!(backup.rejected(RejectReason::OutOfWindow), 0);
+    let _ = backup.handle(message(0, Message::PrePrepare(pre_prepare(0, 9, &[9]))));
+    assert_eq!(backup.rejected(RejectReason::OutOfWindow), 1);
+
+    // Sequences 1 and 2 commit and execute; checkpoint 2 becomes stable with two others.
+    let mut state = [0u8; 32];
+    for sequence in 1..=2u64 {
+        let _ = backup.handle(message(
+            0,
+            Message::PrePrepare(pre_prepare(0, sequence, &[sequence])),
+        ));
+        let digest = digest_of(&[sequence]);
+        for from in [2, 3] {
+            let _ = backup.handle(message(
+                from,
+                Message::Prepare(Prepare {
+                    view: View(0),
+                    sequence: Sequence(sequence),
+                    digest,
+                }),
+            ));
+        }
+        for from in [0, 2, 3] {
+            let _ = backup.handle(message(
+                from,
+                Message::Commit(Commit {
+                    view: View(0),
+                    sequence: Sequence(sequence),
+                    digest,
+                }),
+            ));
+        }
+        state = next_state(state, Sequence(sequence), &requests(&[sequence]));
+        let _ = backup.handle(Event::Executed {
+            sequence: Sequence(sequence),
+            state_digest: state,
+        });
+    }
+    let mut moved = Vec::new();
+    for from in [0, 2] {
+        moved.extend(backup.handle(message(
+            from,
+            Message::Checkpoint(Checkpoint {
+                sequence: Sequence(2),
+                state_digest: state,
+            }),
+        )));
+    }
+    assert_eq!(backup.last_stable_checkpoint(), Sequence(2));
+    assert!(
+        prepared_at(&moved, 5),
+        "the kept pre-prepare for 5 is handled once the window covers it: {moved:?}"
     );
 }
