@@ -507,7 +507,14 @@ fn messages_outside_the_watermarks_are_refused() {
     let mut net = Net::new(&config);
     // Before any stable checkpoint the window is (0, 4]; up to one window above it (5 to 8)
     // a message is kept for later rather than refused.
-    let rows_at_genesis = [(0, false), (1, true), (4, true), (5, true), (8, true), (9, false)];
+    let rows_at_genesis = [
+        (0, false),
+        (1, true),
+        (4, true),
+        (5, true),
+        (8, true),
+        (9, false),
+    ];
     for (sequence, accepted) in rows_at_genesis {
         let mut replica = net.replica(1).clone();
         replica.handle(message(2, Message::Prepare(prepare(0, sequence, &[7]))));
