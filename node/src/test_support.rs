@@ -6,6 +6,15 @@ use weft_proto::{CertificateAuthority, Genesis, Role, Signer};
 /// A PBFT genesis of `validators` validators issued by one CA, with their signers (by replica
 /// id).
 pub fn validator_network(validators: usize, chain_id: &str) -> (Genesis, Vec<Signer>) {
+    let (genesis, signers, _) = validator_network_with_ca(validators, chain_id);
+    (genesis, signers)
+}
+
+/// [`validator_network`], and the CA, to issue more identities.
+pub fn validator_network_with_ca(
+    validators: usize,
+    chain_id: &str,
+) -> (Genesis, Vec<Signer>, CertificateAuthority) {
     let ca = CertificateAuthority::generate("Org1").expect("test CA");
     let mut infos = Vec::new();
     let mut signers = Vec::new();
@@ -33,5 +42,5 @@ pub fn validator_network(validators: usize, chain_id: &str) -> (Genesis, Vec<Sig
             ..ConsensusParams::default()
         },
     };
-    (genesis, signers)
+    (genesis, signers, ca)
 }

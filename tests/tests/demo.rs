@@ -1,5 +1,6 @@
 //! `weft demo` as a user runs it: a process that must exit 0, show the asset's owners step by
-//! step, and end with all four validators on the same block hash.
+//! step, and end with the four validators and the non-validating peer on the same block hash
+//! and the peer's commit certificate checked.
 
 use weft_tests::{example_binary, weft};
 
@@ -28,17 +29,37 @@ async fn weft_demo_passes_and_shows_asset1_passing_from_bob_to_charlie_to_dave()
         "the non-owner's transfer should be shown refused:\n{stdout}"
     );
     assert!(stdout.contains("asset1 is still owned by dave"), "{stdout}");
-    // Four validators end on the same block hash.
+    // Four validators and the non-validating peer end on the same block hash.
     let tips: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.trim_start().starts_with("validator") && l.contains(" hash "))
+        .filter(|l| {
+            let l = l.trim_start();
+            (l.starts_with("validator") || l.starts_with("peer0")) && l.contains(" hash ")
+        })
         .filter_map(|l| l.split(" hash ").nth(1)?.split_whitespace().next())
         .collect();
-    assert_eq!(tips.len(), 4, "one tip line per validator:\n{stdout}");
+    assert_eq!(
+        tips.len(),
+        5,
+        "one tip line per validator and peer:\n{stdout}"
+    );
     assert!(tips.iter().all(|t| *t == tips[0]), "{stdout}");
     assert!(
-        stdout.contains("every validator holds the same block"),
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("peer0") && l.contains(" peer ")),
+        "the non-validating peer shows its role:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("every peer holds the same block"),
         "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("carries a commit certificate signed by")
+                && l.contains("of 4 validators (checked here)")),
+        "the peer's tip certificate is checked:\n{stdout}"
     );
     assert!(stdout.contains("demo passed"), "{stdout}");
 }

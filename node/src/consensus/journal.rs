@@ -120,11 +120,6 @@ impl Journal {
 
 #[cfg(test)]
 mod tests {
-    use weft_proto::genesis::OrganizationInfo;
-    use weft_proto::{
-        CertificateAuthority, ConsensusKind, ConsensusParams, Genesis, Role, ValidatorInfo,
-    };
-
     use super::*;
     use crate::admission::Admission;
     use crate::consensus::pbft::{RecordDetail, ReplicaId};
@@ -132,40 +127,17 @@ mod tests {
     use crate::types::Hash;
 
     fn journal() -> (Journal, Arc<MemoryStore>) {
-        let ca = CertificateAuthority::generate("Org1").expect("ca");
-        let issued: Vec<_> = (0..4)
-            .map(|i| {
-                ca.issue(&format!("validator{i}"), Role::Validator)
-                    .expect("issue")
+        let (genesis, signers) = crate::test_support::validator_network(4, "journal");
+        let admission = Admission::new(&genesis);
+        let identities = signers
+            .iter()
+            .map(|s| {
+                admission
+                    .identity(&s.identity().certificate)
+                    .expect("identity")
             })
             .collect();
-        let genesis = Genesis {
-            chain_id: "journal".into(),
-            organizations: vec![OrganizationInfo {
-                name: "Org1".into(),
-                ca_certificate: ca.certificate_pem().to_string(),
-            }],
-            validators: issued
-                .iter()
-                .enumerate()
-                .map(|(i, v)| ValidatorInfo {
-                    id: format!("validator{i}"),
-                    certificate: v.certificate_pem.clone(),
-                    address: format!("127.0.0.1:{}", 1 + i),
-                    consensus_address: String::new(),
-                })
-                .collect(),
-            consensus: ConsensusParams {
-                kind: ConsensusKind::Pbft,
-                ..ConsensusParams::default()
-            },
-        };
-        let admission = Admission::new(&genesis);
-        let identities = issued
-            .iter()
-            .map(|v| admission.identity(&v.certificate_der).expect("identity"))
-            .collect();
-        let signer = issued[0].signer().expect("signer");
+        let signer = signers[0].clone();
         let wire = Arc::new(Wire::new(&genesis, ReplicaId(0), signer, identities));
         let store = Arc::new(MemoryStore::new());
         (Journal::new(store.clone(), wire), store)

@@ -701,10 +701,7 @@ impl Wire {
 
 #[cfg(test)]
 mod tests {
-    use weft_proto::{
-        CertificateAuthority, ConsensusKind, ConsensusParams, Role, ValidatorInfo,
-        genesis::OrganizationInfo,
-    };
+    use weft_proto::Role;
 
     use super::*;
     use crate::consensus::pbft::batch_digest;
@@ -716,41 +713,14 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let ca = CertificateAuthority::generate("Org1").expect("ca");
-        let issued: Vec<_> = (0..4)
-            .map(|i| {
-                ca.issue(&format!("validator{i}"), Role::Validator)
-                    .expect("issue")
-            })
-            .collect();
-        let genesis = Genesis {
-            chain_id: "wire".into(),
-            organizations: vec![OrganizationInfo {
-                name: "Org1".into(),
-                ca_certificate: ca.certificate_pem().to_string(),
-            }],
-            validators: issued
-                .iter()
-                .enumerate()
-                .map(|(i, v)| ValidatorInfo {
-                    id: format!("validator{i}"),
-                    certificate: v.certificate_pem.clone(),
-                    address: format!("127.0.0.1:{}", 1 + i),
-                    consensus_address: String::new(),
-                })
-                .collect(),
-            consensus: ConsensusParams {
-                kind: ConsensusKind::Pbft,
-                ..ConsensusParams::default()
-            },
-        };
+        let (genesis, signers, ca) = crate::test_support::validator_network_with_ca(4, "wire");
         let alice = ca
             .issue("alice", Role::Client)
             .expect("issue")
             .signer()
             .expect("signer");
         Fixture {
-            signers: issued.iter().map(|v| v.signer().expect("signer")).collect(),
+            signers,
             genesis,
             alice,
         }

@@ -224,6 +224,27 @@ impl<R: Request> Replica<R> {
         self.check_stable(sequence, out);
     }
 
+    /// This replica's latest checkpoint message, to send again (`None` at genesis). Signed
+    /// again means persisted again if the record was collected since.
+    fn own_latest_checkpoint(&mut self, out: &mut Outbox<R>) -> Option<Message<R>> {
+        let (sequence, state_digest) = self.checkpoints.latest_own();
+        if sequence == Sequence::GENESIS {
+            return None;
+        }
+        let record = PersistRecord {
+            view: self.view,
+            sequence,
+            phase: Phase::Checkpoint,
+            digest: Hash(state_digest),
+            detail: RecordDetail::None,
+        };
+        self.sign(record, out)
+            .then_some(Message::Checkpoint(Checkpoint {
+                sequence,
+                state_digest,
+            }))
+    }
+
     /// When no checkpoint was taken for `retransmit_ticks`, re-send what this replica signed
     /// that may have been lost: its latest checkpoint (a lost checkpoint message would leave
     /// that checkpoint short of a quorum, and replicas that were down or cut off learn from
@@ -237,22 +258,8 @@ impl<R: Request> Replica<R> {
             return;
         }
         self.checkpoint_announced_at = self.now;
-        let (sequence, state_digest) = self.checkpoints.latest_own();
-        if sequence > Sequence::GENESIS {
-            let record = PersistRecord {
-                view: self.view,
-                sequence,
-                phase: Phase::Checkpoint,
-                digest: Hash(state_digest),
-                detail: RecordDetail::None,
-            };
-            // Signed again: persisted again if the record was collected since.
-            if self.sign(record, out) {
-                out.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
-                    sequence,
-                    state_digest,
-                })));
-            }
+        if let Some(checkpoint) = self.own_latest_checkpoint(out) {
+            out.push(Action::Broadcast(checkpoint));
         }
         self.retransmit_slots(out);
     }
@@ -280,25 +287,8 @@ impl<R: Request> Replica<R> {
             stable = self.low_watermark().0,
             "re-sending to a lagging replica"
         );
-        let (sequence, state_digest) = self.checkpoints.latest_own();
-        if sequence > Sequence::GENESIS {
-            let record = PersistRecord {
-                view: self.view,
-                sequence,
-                phase: Phase::Checkpoint,
-                digest: Hash(state_digest),
-                detail: RecordDetail::None,
-            };
-            // As in `retransmit_when_quiet`: persisted again if the record was collected.
-            if self.sign(record, out) {
-                out.push(Action::Send {
-                    to: peer,
-                    message: Message::Checkpoint(Checkpoint {
-                        sequence,
-                        state_digest,
-                    }),
-                });
-            }
+        if let Some(message) = self.own_latest_checkpoint(out) {
+            out.push(Action::Send { to: peer, message });
         }
         self.retransmit_slots_to(peer, out);
     }
