@@ -240,22 +240,6 @@ impl Certificates {
         Ok(())
     }
 
-    /// Checks `certificate` against the committee and this peer's block, then stores it: how
-    /// a non-validating peer keeps the certificates it followed.
-    pub fn accept(&self, certificate: &pb::CommitCertificate) -> Result<(), CertifyError> {
-        let block = self
-            .ledger
-            .block(certificate.number)
-            .map_err(ledger_error)?
-            .ok_or(CertificateError::WrongBlock {
-                certified: certificate.number,
-                expected: self.ledger.tip().height.saturating_sub(1),
-            })?;
-        self.committee
-            .verify_block(certificate.number, &block.hash().0, certificate)?;
-        self.store(certificate)
-    }
-
     /// Stores a certificate the caller checked against the committee and this peer's block
     /// (a follower checks it before it applies the blocks it covers).
     pub fn keep_checked(&self, certificate: &pb::CommitCertificate) -> Result<(), CertifyError> {
@@ -432,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_accepts_only_a_certificate_for_its_own_block() {
+    fn a_follower_keeps_the_certificates_it_checked_and_signs_nothing() {
         let net = net(4);
         let ledger = Arc::new(
             Ledger::open(Arc::new(MemoryStore::new()), &net.genesis).expect("test fixture"),
@@ -457,18 +441,17 @@ mod tests {
                 })
                 .collect(),
         };
-        assert!(certificates.accept(&certificate(hash, &[0, 1])).is_err());
-        assert!(
-            certificates
-                .accept(&certificate(Hash([3; 32]), &[0, 1, 2]))
-                .is_err(),
-            "a quorum for another block is refused"
-        );
+        // The follower checks a certificate (`peer::follower::Run`) before it applies the
+        // blocks; then it keeps it, and serves it like a validator does.
+        let checked = certificate(hash, &[0, 1, 3]);
+        Committee::from_genesis(&net.genesis)
+            .expect("test fixture")
+            .verify_block(1, &hash.0, &checked)
+            .expect("a quorum over this block");
         assert_eq!(certificates.last_certified(), 0);
-        certificates
-            .accept(&certificate(hash, &[0, 1, 3]))
-            .expect("test fixture");
+        certificates.keep_checked(&checked).expect("stored");
         assert_eq!(certificates.last_certified(), 1);
+        assert_eq!(certificates.certificate(1).expect("read"), Some(checked));
         // A follower signs nothing.
         certificates.executed(&block).expect("test fixture");
         assert_eq!(certificates.pending_votes(), 0);

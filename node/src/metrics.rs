@@ -52,6 +52,31 @@ impl Histogram {
     }
 }
 
+/// A counter by reason: `name{reason="..."} count`.
+#[derive(Default)]
+struct ByReason(Mutex<BTreeMap<&'static str, u64>>);
+
+impl ByReason {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, reason: &'static str, count: u64) {
+        *self.lock().entry(reason).or_default() += count;
+    }
+
+    fn set(&self, reason: &'static str, total: u64) {
+        self.lock().insert(reason, total);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (reason, count) in self.lock().iter() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub height: AtomicU64,
@@ -61,7 +86,7 @@ pub struct Metrics {
     pub chaincode_executions: AtomicU64,
     pub chaincode_errors: AtomicU64,
     pub commit_latency: Histogram,
-    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    rejected: ByReason,
     /// PBFT: views entered after view 0.
     pub view_changes: AtomicU64,
     /// PBFT: checkpoints that became stable.
@@ -76,7 +101,7 @@ pub struct Metrics {
     pub consensus_outbound_queue: AtomicU64,
     /// PBFT: outbound messages dropped because a peer's queue was full.
     pub consensus_dropped: AtomicU64,
-    consensus_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    consensus_rejected: ByReason,
     /// The highest block this peer holds a commit certificate for.
     pub certified_height: AtomicU64,
     /// Non-validating peer: transactions forwarded to validators (re-forwards included).
@@ -85,46 +110,28 @@ pub struct Metrics {
     pub reforwarded: AtomicU64,
     /// Non-validating peer: certified blocks applied from a validator.
     pub followed_blocks: AtomicU64,
-    follow_refused: Mutex<BTreeMap<&'static str, u64>>,
+    follow_refused: ByReason,
 }
 
 impl Metrics {
     /// Counts a refused client request by reason.
     pub fn rejected(&self, reason: &'static str) {
-        *self
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        self.rejected.add(reason, 1);
     }
 
     /// Counts a refused consensus message (at the edge or by the replica) by reason.
     pub fn consensus_rejected(&self, reason: &'static str, count: u64) {
-        *self
-            .consensus_rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += count;
+        self.consensus_rejected.add(reason, count);
     }
 
     /// Sets the replica's own refusal counts (it keeps running totals by reason).
     pub fn set_consensus_rejected(&self, reason: &'static str, total: u64) {
-        self.consensus_rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(reason, total);
+        self.consensus_rejected.set(reason, total);
     }
 
     /// Non-validating peer: counts a refused block stream from a validator, by reason.
     pub fn follow_refused(&self, reason: &'static str) {
-        *self
-            .follow_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        self.follow_refused.add(reason, 1);
     }
 
     pub fn render(&self) -> String {
@@ -183,21 +190,11 @@ impl Metrics {
             "Time from admission to commit of transactions this peer admitted.",
             &mut out,
         );
-        let _ = writeln!(
-            out,
-            "# HELP weft_requests_rejected_total Client requests refused, by reason.\n# TYPE weft_requests_rejected_total counter"
+        self.rejected.render(
+            "weft_requests_rejected_total",
+            "Client requests refused, by reason.",
+            &mut out,
         );
-        for (reason, count) in self
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "weft_requests_rejected_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
         for (name, help, kind, value) in [
             (
                 "weft_pbft_view",
@@ -268,36 +265,16 @@ impl Metrics {
         ] {
             gauge(&mut out, name, help, kind, load(value));
         }
-        let _ = writeln!(
-            out,
-            "# HELP weft_pbft_rejected_total Consensus messages refused, by reason.\n# TYPE weft_pbft_rejected_total counter"
+        self.consensus_rejected.render(
+            "weft_pbft_rejected_total",
+            "Consensus messages refused, by reason.",
+            &mut out,
         );
-        for (reason, count) in self
-            .consensus_rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "weft_pbft_rejected_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weft_peer_follow_refused_total Block streams from validators refused, by reason.\n# TYPE weft_peer_follow_refused_total counter"
+        self.follow_refused.render(
+            "weft_peer_follow_refused_total",
+            "Block streams from validators refused, by reason.",
+            &mut out,
         );
-        for (reason, count) in self
-            .follow_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "weft_peer_follow_refused_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
         out
     }
 }

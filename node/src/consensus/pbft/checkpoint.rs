@@ -198,14 +198,7 @@ impl<R: Request> Replica<R> {
         if self.checkpoints.own(sequence).is_some() {
             return;
         }
-        let record = PersistRecord {
-            view: self.view,
-            sequence,
-            phase: Phase::Checkpoint,
-            digest: Hash(state_digest),
-            detail: RecordDetail::None,
-        };
-        if !self.sign(record, out) {
+        if !self.sign(self.checkpoint_record(sequence, state_digest), out) {
             return;
         }
         self.checkpoints.set_own(sequence, state_digest);
@@ -224,6 +217,17 @@ impl<R: Request> Replica<R> {
         self.check_stable(sequence, out);
     }
 
+    /// What this replica records before it signs its checkpoint at `sequence`.
+    fn checkpoint_record(&self, sequence: Sequence, state_digest: StateDigest) -> PersistRecord<R> {
+        PersistRecord {
+            view: self.view,
+            sequence,
+            phase: Phase::Checkpoint,
+            digest: Hash(state_digest),
+            detail: RecordDetail::None,
+        }
+    }
+
     /// This replica's latest checkpoint message, to send again (`None` at genesis). Signed
     /// again means persisted again if the record was collected since.
     fn own_latest_checkpoint(&mut self, out: &mut Outbox<R>) -> Option<Message<R>> {
@@ -231,13 +235,7 @@ impl<R: Request> Replica<R> {
         if sequence == Sequence::GENESIS {
             return None;
         }
-        let record = PersistRecord {
-            view: self.view,
-            sequence,
-            phase: Phase::Checkpoint,
-            digest: Hash(state_digest),
-            detail: RecordDetail::None,
-        };
+        let record = self.checkpoint_record(sequence, state_digest);
         self.sign(record, out)
             .then_some(Message::Checkpoint(Checkpoint {
                 sequence,
