@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::chaincode::docker::DockerSettings;
 use crate::chaincode::runtime::RuntimeKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,23 @@ struct RawChaincode {
     /// Where chaincode dials this peer; defaults to the gRPC listen address.
     #[serde(default)]
     peer_address: Option<String>,
+    /// The Docker engine: unix:///path or tcp://host:port (default: DOCKER_HOST, then the
+    /// local socket).
+    #[serde(default)]
+    docker_host: Option<String>,
+    /// For a tcp engine with TLS: a directory holding ca.pem, cert.pem and key.pem.
+    #[serde(default)]
+    docker_tls_dir: Option<PathBuf>,
+    /// The peer's chaincode socket directory as the engine sees it (a host path, or a volume
+    /// name when the peer runs in a container).
+    #[serde(default)]
+    docker_socket_source: Option<String>,
+    /// Memory limit of each chaincode container, in MiB.
+    #[serde(default = "default_memory_mib")]
+    memory_mib: u64,
+    /// Process and thread limit of each chaincode container.
+    #[serde(default = "default_pids_limit")]
+    pids_limit: i64,
 }
 
 impl Default for RawChaincode {
@@ -74,8 +92,20 @@ impl Default for RawChaincode {
             launch_timeout: default_launch_timeout(),
             execute_timeout: default_execute_timeout(),
             peer_address: None,
+            docker_host: None,
+            docker_tls_dir: None,
+            docker_socket_source: None,
+            memory_mib: default_memory_mib(),
+            pids_limit: default_pids_limit(),
         }
     }
+}
+
+fn default_memory_mib() -> u64 {
+    DockerSettings::default().memory_mib
+}
+fn default_pids_limit() -> i64 {
+    DockerSettings::default().pids_limit
 }
 
 fn default_runtime() -> String {
@@ -137,6 +167,7 @@ pub struct ChaincodeConfig {
     pub launch_timeout: Duration,
     pub execute_timeout: Duration,
     pub peer_address: Option<String>,
+    pub docker: DockerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +288,19 @@ impl RawConfig {
                 "chaincode.execute_timeout must be above zero".into(),
             ));
         }
+        // Below a few MiB not even a static binary starts; a limit that small is a mistake.
+        if self.chaincode.memory_mib < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "chaincode.memory_mib = {} is too small: give each chaincode container at least 16 MiB",
+                self.chaincode.memory_mib
+            )));
+        }
+        if self.chaincode.pids_limit < 8 {
+            return Err(ConfigError::Invalid(format!(
+                "chaincode.pids_limit = {} is too small: a chaincode needs at least 8 processes and threads",
+                self.chaincode.pids_limit
+            )));
+        }
         if self.api.max_pending == 0 {
             return Err(ConfigError::Invalid(
                 "api.max_pending must be above zero".into(),
@@ -279,6 +323,13 @@ impl RawConfig {
                 )?,
                 execute_timeout,
                 peer_address: self.chaincode.peer_address,
+                docker: DockerSettings {
+                    host: self.chaincode.docker_host,
+                    tls_dir: self.chaincode.docker_tls_dir.map(resolve),
+                    memory_mib: self.chaincode.memory_mib,
+                    pids_limit: self.chaincode.pids_limit,
+                    socket_source: self.chaincode.docker_socket_source,
+                },
             },
             api: ApiConfig {
                 commit_wait_timeout: duration(

@@ -20,9 +20,11 @@ use crate::api::admin::AdminService;
 use crate::api::client::ClientService;
 use crate::api::operations;
 use crate::certificates::{Certificates, OwnKey};
+use crate::chaincode::docker::{self, DockerRuntime};
 use crate::chaincode::process::ProcessRuntime;
 use crate::chaincode::runtime::{ChaincodeRuntime, RuntimeKind};
 use crate::chaincode::session::ChaincodeSupportService;
+use crate::chaincode::socket as chaincode_socket;
 use crate::chaincode::{ChaincodeManager, ManagerConfig};
 use crate::config::Config;
 use crate::consensus::driver::{ConsensusStatus, Driver, DriverChannels};
@@ -132,20 +134,47 @@ impl NodeHandle {
     }
 }
 
-fn choose_runtime(config: &Config) -> Result<Arc<dyn ChaincodeRuntime>, NodeError> {
+/// The runtime the configuration asks for. `auto` takes Docker when an engine answers and
+/// the process runtime otherwise, and logs which and why.
+async fn choose_runtime(
+    config: &Config,
+    network: &str,
+) -> Result<Arc<dyn ChaincodeRuntime>, NodeError> {
     let work_dir = config.node.data_dir.join("chaincode");
+    let settings = &config.chaincode.docker;
+    let docker_runtime = |docker| -> Arc<dyn ChaincodeRuntime> {
+        Arc::new(DockerRuntime::new(
+            docker,
+            &config.node.id,
+            network,
+            &chaincode_socket::socket_dir(&config.node.data_dir),
+            settings.clone(),
+        ))
+    };
     match config.chaincode.runtime {
         RuntimeKind::Process => Ok(Arc::new(ProcessRuntime::new(work_dir))),
-        RuntimeKind::Auto => {
-            tracing::info!(
-                runtime = "process",
-                "chaincode runtime chosen (auto): this build runs chaincode as processes"
-            );
-            Ok(Arc::new(ProcessRuntime::new(work_dir)))
-        }
-        other => Err(NodeError::Setup(format!(
-            "chaincode.runtime = {other} is not available in this build yet: use process or auto"
-        ))),
+        RuntimeKind::Docker => match docker::connect(settings).await {
+            Ok(docker) => {
+                tracing::info!(runtime = "docker", endpoint = %settings.endpoint(), "chaincode runs in Docker containers");
+                Ok(docker_runtime(docker))
+            }
+            Err(e) => Err(NodeError::Setup(format!(
+                "chaincode.runtime = docker, but {e}: start the engine, point chaincode.docker_host (or DOCKER_HOST) at one, or set chaincode.runtime = process"
+            ))),
+        },
+        RuntimeKind::Auto => match docker::connect(settings).await {
+            Ok(docker) => {
+                tracing::info!(runtime = "docker", endpoint = %settings.endpoint(), "chaincode runtime chosen (auto): a Docker engine answers");
+                Ok(docker_runtime(docker))
+            }
+            Err(e) => {
+                tracing::info!(runtime = "process", reason = %e, "chaincode runtime chosen (auto): no Docker engine answers, chaincode runs as processes");
+                Ok(Arc::new(ProcessRuntime::new(work_dir)))
+            }
+        },
+        RuntimeKind::External => Err(NodeError::Setup(
+            "chaincode.runtime = external is not available in this build yet: use docker, process or auto".into(),
+        )),
     }
 }
 
@@ -235,7 +264,7 @@ pub async fn start_with_store(
         format!("{ip}:{}", grpc_address.port())
     });
     let chaincodes = Arc::new(ChaincodeManager::new(
-        choose_runtime(&config)?,
+        choose_runtime(&config, &genesis.chain_id).await?,
         ManagerConfig {
             packages_dir: config.node.data_dir.join("packages"),
             peer_address,
@@ -479,6 +508,30 @@ pub async fn start_with_store(
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         );
+    // Chaincode containers have no network: they reach this peer through its chaincode
+    // socket, which serves the chaincode service and nothing else.
+    if chaincodes.runtime_kind() == RuntimeKind::Docker {
+        let socket_dir = chaincode_socket::socket_dir(&config.node.data_dir);
+        let listener =
+            chaincode_socket::bind(&socket_dir).map_err(|e| NodeError::Setup(e.to_string()))?;
+        let router = tonic::transport::Server::builder().add_service(
+            pb::chaincode_support_server::ChaincodeSupportServer::new(
+                ChaincodeSupportService::new(chaincodes.registrations(), config.node.id.clone()),
+            )
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        );
+        let mut socket_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let stop = async move {
+                let _ = socket_shutdown.wait_for(|s| *s).await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "the chaincode socket failed");
+            }
+        }));
+    }
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(listener);

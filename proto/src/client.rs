@@ -249,24 +249,46 @@ impl WeftClient {
     }
 }
 
-/// Opens a gRPC channel to `address` (host:port or http://host:port).
+/// The prefix of a unix-socket address (`unix:/run/weft/chaincode.sock`).
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// Opens a gRPC channel to `address`: host:port, http://host:port, or `unix:PATH` for a unix
+/// socket (how a chaincode container with no network reaches its peer).
 pub async fn connect_channel(address: &str) -> Result<Channel, ClientError> {
+    let connect_error = |reason: String| ClientError::Connect {
+        address: address.to_string(),
+        reason,
+    };
+    if let Some(path) = address.strip_prefix(UNIX_PREFIX) {
+        let path = std::path::PathBuf::from(path);
+        // The URI is required by the API but unused: the connector ignores it.
+        let endpoint =
+            Endpoint::from_static("http://unix.socket").connect_timeout(Duration::from_secs(5));
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        return endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| connect_error(format!("{e}: {}", source_chain(&e))));
+    }
     let url = if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
     };
     let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| ClientError::Connect {
-            address: address.to_string(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| connect_error(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|e| ClientError::Connect {
-        address: address.to_string(),
-        reason: format!("{e}: {}", source_chain(&e)),
-    })
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| connect_error(format!("{e}: {}", source_chain(&e))))
 }
 
 fn source_chain(error: &dyn std::error::Error) -> String {

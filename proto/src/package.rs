@@ -28,7 +28,7 @@ pub enum PackageError {
     #[error("the package is larger than {MAX_PACKAGE_BYTES} bytes")]
     TooLarge,
     #[error(
-        "{0} is not a statically linked Linux binary: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu"
+        "{0} is not a statically linked Linux binary, and a chaincode container (FROM scratch) cannot run it: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu, or pass --allow-dynamic for peers that run chaincode as processes"
     )]
     NotStatic(String),
 }

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_proto::{Signer, WeftClient};
 
 pub mod auditor;
+pub mod docker;
 pub mod sim;
 
 /// The command that builds every binary these tests run.
@@ -431,6 +432,8 @@ impl Network {
             &binary_text,
             "--out",
             &package_text,
+            // Test binaries are debug builds for the process runtime.
+            "--allow-dynamic",
         ])
         .await
         .expect_success("weft chaincode package");

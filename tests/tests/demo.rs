@@ -2,7 +2,8 @@
 //! step, and end with the four validators and the non-validating peer on the same block hash
 //! and the peer's commit certificate checked.
 
-use weft_tests::{example_binary, weft};
+use weft_tests::docker::{containers_labelled, engine_answers, static_chaincode_binary};
+use weft_tests::{example_binary, weft, weft_with_env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weft_demo_passes_and_shows_asset1_passing_from_bob_to_charlie_to_dave() {
@@ -10,8 +11,39 @@ async fn weft_demo_passes_and_shows_asset1_passing_from_bob_to_charlie_to_dave()
     example_binary("asset-transfer");
     let output = weft(&["demo"]).await;
     output.expect_success("weft demo");
-    let stdout = &output.stdout;
+    check_demo_output(&output.stdout);
+}
 
+/// The same demo with every peer (four validators and the non-validating peer) running the
+/// chaincode in its own FROM scratch container; afterwards no demo container is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_demo_passes_with_docker_chaincode_and_leaves_no_container() {
+    if !engine_answers("weft_demo_passes_with_docker_chaincode") {
+        return;
+    }
+    let binary = static_chaincode_binary("asset-transfer");
+    let binary_text = binary.display().to_string();
+    let output = weft_with_env(
+        &["demo", "--runtime", "docker", "--chaincode", &binary_text],
+        &[("RUST_LOG", "warn,weft_node::chaincode::docker=info")],
+    )
+    .await;
+    output.expect_success("weft demo --runtime docker");
+    let stdout = &output.stdout;
+    check_demo_output(stdout);
+    let log = &output.stderr;
+    assert!(
+        log.matches("chaincode container started").count() >= 5,
+        "each of the five peers started its own container:\n{log}"
+    );
+    assert_eq!(
+        containers_labelled("weft.network=weft-demo"),
+        Vec::<String>::new(),
+        "the demo's peers remove their containers when they stop"
+    );
+}
+
+fn check_demo_output(stdout: &str) {
     let owners: Vec<&str> = stdout
         .lines()
         .filter_map(|l| {

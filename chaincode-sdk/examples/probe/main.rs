@@ -1,5 +1,6 @@
 //! The probe chaincode as a program, for the peer's tests: the library's `ProbeChaincode` plus
-//! functions that misbehave on purpose (crash, sleep, spin, allocate, nondeterminism);
+//! functions that misbehave on purpose (crash, sleep, spin, allocate, nondeterminism, reach
+//! out of its container: connect, write);
 //! invariant: every other function behaves exactly as the library's probe. Launched under the
 //! name "echo" (as a package named echo), it serves the library's `EchoChaincode` instead, the
 //! callee of the contract suite's nested calls.
@@ -88,6 +89,30 @@ impl Chaincode for Probe {
                 let value = format!("{nanos}-{}", std::process::id());
                 stub.put_state(&key, value.clone().into_bytes())?;
                 Ok(value.into_bytes())
+            }
+            // Tries to open a TCP connection to ADDR (ip:port) within two seconds: what a
+            // chaincode must not be able to do from its container. Fails with the reason.
+            "connect" => {
+                let args = stub.string_args()?;
+                let address = arg(&args, &function, "an ip:port")?;
+                let address: std::net::SocketAddr = address.parse().map_err(|_| {
+                    ChaincodeError::BadArguments(format!(
+                        "connect takes an ip:port, got {address:?}"
+                    ))
+                })?;
+                match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+                    Ok(_) => Ok(format!("connected to {address}").into_bytes()),
+                    Err(e) => Err(ChaincodeError::Message(format!("connect {address}: {e}"))),
+                }
+            }
+            // Tries to create the file PATH: a read-only root filesystem refuses it.
+            "write" => {
+                let args = stub.string_args()?;
+                let path = arg(&args, &function, "a file path")?;
+                match std::fs::write(path, b"probe") {
+                    Ok(()) => Ok(format!("wrote {path}").into_bytes()),
+                    Err(e) => Err(ChaincodeError::Message(format!("write {path}: {e}"))),
+                }
             }
             _ => ProbeChaincode.invoke(stub).await,
         }

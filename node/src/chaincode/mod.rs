@@ -2,9 +2,11 @@
 //! running instance of each deployed chaincode. An instance that crashes, hangs or answers
 //! garbage is stopped and started again on next use; the batch it was running fails.
 
+pub mod docker;
 pub mod process;
 pub mod runtime;
 pub mod session;
+pub mod socket;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! `weft chaincode package|deploy|invoke|query|list`.
+//! `weft chaincode package|deploy|invoke|query|list|gc`.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,8 @@ use clap::Subcommand;
 use weft_proto::WeftClient;
 use weft_proto::package;
 use weft_proto::tx::string_args;
+
+use weft_node::chaincode::docker::{self, DockerSettings};
 
 use super::network::PeerArgs;
 
@@ -24,9 +26,10 @@ pub enum ChaincodeCommand {
         /// The package file to write.
         #[arg(long)]
         out: PathBuf,
-        /// Refuse a dynamically linked binary (needed for the docker runtime).
+        /// Accept a dynamically linked binary. Such a package runs only on peers with the
+        /// process runtime: a FROM scratch container cannot run it.
         #[arg(long)]
-        require_static: bool,
+        allow_dynamic: bool,
     },
     /// Install a package on the peer and deploy (or upgrade to) it network-wide. Needs an admin.
     Deploy {
@@ -58,6 +61,21 @@ pub enum ChaincodeCommand {
         #[command(flatten)]
         peer: PeerArgs,
     },
+    /// Remove chaincode containers (labelled weft.chaincode) left on a Docker engine, and the
+    /// chaincode images no container uses. Peers remove their own containers when they stop;
+    /// this clears what a killed peer left behind.
+    Gc {
+        /// The engine: unix:///path or tcp://host:port (default: DOCKER_HOST, then the local
+        /// socket).
+        #[arg(long, env = "WEFT_CHAINCODE_DOCKER_HOST")]
+        docker_host: Option<String>,
+        /// For tcp with TLS: a directory holding ca.pem, cert.pem and key.pem.
+        #[arg(long, env = "WEFT_CHAINCODE_DOCKER_TLS_DIR")]
+        docker_tls_dir: Option<PathBuf>,
+        /// Only this peer's containers (images are then kept: other peers may use them).
+        #[arg(long = "for-peer")]
+        for_peer: Option<String>,
+    },
 }
 
 pub async fn run(command: ChaincodeCommand) -> Result<()> {
@@ -67,12 +85,12 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
             version,
             binary,
             out,
-            require_static,
+            allow_dynamic,
         } => {
             let bytes = std::fs::read(&binary).with_context(|| {
                 format!("cannot read the chaincode binary {}", binary.display())
             })?;
-            if require_static && !package::is_static_elf(&bytes) {
+            if !allow_dynamic && !package::is_static_elf(&bytes) {
                 return Err(package::PackageError::NotStatic(binary.display().to_string()).into());
             }
             let packaged = package::build(&name, &version, &bytes)?;
@@ -158,6 +176,28 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
                 .query(&chaincode, &function, &string_args(&args))
                 .await?;
             println!("{}", String::from_utf8_lossy(&payload));
+            Ok(())
+        }
+        ChaincodeCommand::Gc {
+            docker_host,
+            docker_tls_dir,
+            for_peer,
+        } => {
+            let settings = DockerSettings {
+                host: docker_host,
+                tls_dir: docker_tls_dir,
+                ..DockerSettings::default()
+            };
+            let engine = docker::connect(&settings).await.with_context(|| {
+                "gc needs the Docker engine the peers used: start it, or name it with --docker-host"
+            })?;
+            let collected = docker::collect_garbage(&engine, for_peer.as_deref()).await?;
+            println!(
+                "removed {} chaincode container(s) and {} chaincode image(s) from {}",
+                collected.containers,
+                collected.images,
+                settings.endpoint()
+            );
             Ok(())
         }
         ChaincodeCommand::List { peer } => {

@@ -15,6 +15,8 @@ use serde_json::Value;
 use weft_proto::tx::string_args;
 use weft_proto::{ClientError, Signer, WeftClient};
 
+use weft_node::chaincode::runtime::RuntimeKind;
+
 use super::crypto::{GenerateArgs, generate};
 
 const CHAINCODE: &str = "asset-transfer";
@@ -27,6 +29,10 @@ pub struct DemoArgs {
     /// The asset-transfer chaincode binary (default: the one built beside this weft binary).
     #[arg(long, env = "WEFT_DEMO_CHAINCODE")]
     chaincode: Option<PathBuf>,
+    /// How the peers run the chaincode: process, docker (each peer builds a FROM scratch image
+    /// and runs a container; needs a statically linked chaincode binary) or auto.
+    #[arg(long, env = "WEFT_DEMO_RUNTIME", default_value = "process")]
+    runtime: RuntimeKind,
 }
 
 /// Validators in the demo network: n = 3f+1 with f = 1.
@@ -74,6 +80,15 @@ pub fn find_chaincode(explicit: Option<PathBuf>) -> Result<PathBuf> {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let binary = find_chaincode(args.chaincode)?;
+    if args.runtime == RuntimeKind::Docker {
+        let bytes = std::fs::read(&binary)
+            .with_context(|| format!("cannot read the chaincode binary {}", binary.display()))?;
+        ensure!(
+            weft_proto::package::is_static_elf(&bytes),
+            "--runtime docker runs the chaincode FROM scratch, but {} is dynamically linked: build it with scripts/static-chaincode.sh (or docker/build-images.sh) and pass --chaincode PATH",
+            binary.display()
+        );
+    }
     let dir = tempfile::Builder::new().prefix("weft-demo-").tempdir()?;
     let network = dir.path().join("network");
     let grpc_port = free_ports((VALIDATORS + PEERS) as u16)?;
@@ -109,7 +124,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let mut config = weft_node::config::Config::load(
             &network.join("nodes").join(format!("validator{i}.toml")),
         )?;
-        config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
+        config.chaincode.runtime = args.runtime;
         let node = weft_node::node::start(config)
             .await
             .with_context(|| format!("cannot start demo validator{i}"))?;
@@ -125,7 +140,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "starting the non-validating peer peer0 (forwards to the validators, follows certified blocks)",
     );
     let mut config = weft_node::config::Config::load(&network.join("nodes").join("peer0.toml"))?;
-    config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
+    config.chaincode.runtime = args.runtime;
     let node = weft_node::node::start(config)
         .await
         .context("cannot start demo peer0")?;

@@ -1,0 +1,719 @@
+//! The Docker runtime: each chaincode runs in its own container, built `FROM scratch` from the
+//! package's statically linked binary with the classic builder (nothing is pulled), and started
+//! with no network at all, a read-only root filesystem, every capability dropped,
+//! no-new-privileges, a non-root user and memory and pid limits. The container reaches its peer
+//! only through the peer's chaincode socket, a unix socket in a directory of its own that is
+//! mounted read-only into the container (ARCHITECTURE.md says why not an internal network).
+//! Containers are labelled so that `weft chaincode gc` finds every one left behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, CreateContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::runtime::{ChaincodeRuntime, Instance, LaunchSpec, LogTail, RuntimeError, RuntimeKind};
+
+/// The labels on every container and image this runtime makes.
+pub mod labels {
+    /// The chaincode's name.
+    pub const CHAINCODE: &str = "weft.chaincode";
+    /// The chaincode's version.
+    pub const VERSION: &str = "weft.version";
+    /// The package hash the image was built from.
+    pub const PACKAGE: &str = "weft.package";
+    /// The peer (node id) that started the container.
+    pub const PEER: &str = "weft.peer";
+    /// The ledger network (genesis chain id) the peer belongs to.
+    pub const NETWORK: &str = "weft.network";
+}
+
+/// Where the peer's chaincode socket directory appears inside a chaincode container.
+pub const CONTAINER_SOCKET_DIR: &str = "/run/weft";
+/// The chaincode socket's file name, in the peer's socket directory.
+pub const SOCKET_FILE: &str = "chaincode.sock";
+/// The Dockerfile of every chaincode image: the same file `docker/build-images.sh` uses.
+const DOCKERFILE: &str = include_str!("../../../docker/chaincode.Dockerfile");
+/// The user chaincode runs as (nobody), whatever the image says.
+const CHAINCODE_USER: &str = "65534:65534";
+/// How long connecting to the engine may take before it counts as not answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one engine API call may take (an image build included).
+const API_TIMEOUT_SECS: u64 = 120;
+
+/// Where the engine is and how much each chaincode container may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// `unix:///path/docker.sock` or `tcp://host:port`; unset means `DOCKER_HOST`, then the
+    /// local socket.
+    pub host: Option<String>,
+    /// For tcp: a directory holding `ca.pem`, `cert.pem` and `key.pem` (as `DOCKER_CERT_PATH`
+    /// does); unset means plain tcp.
+    pub tls_dir: Option<PathBuf>,
+    /// The memory limit of each chaincode container (swap included), in MiB.
+    pub memory_mib: u64,
+    /// The most processes and threads each chaincode container may run.
+    pub pids_limit: i64,
+    /// The peer's socket directory as the engine sees it: a host path, or the name of a volume
+    /// when the peer itself runs in a container. Unset means the directory's own path.
+    pub socket_source: Option<String>,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            host: None,
+            tls_dir: None,
+            memory_mib: 256,
+            pids_limit: 256,
+            socket_source: None,
+        }
+    }
+}
+
+impl DockerSettings {
+    /// The endpoint to dial: the setting, `DOCKER_HOST`, or the local socket.
+    pub fn endpoint(&self) -> String {
+        self.host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+    }
+}
+
+fn unavailable(reason: String) -> RuntimeError {
+    RuntimeError::Unavailable {
+        runtime: RuntimeKind::Docker,
+        reason,
+    }
+}
+
+/// Connects to the engine, agrees on an API version (the engine may be older than this
+/// client) and checks that it answers.
+pub async fn connect(settings: &DockerSettings) -> Result<Docker, RuntimeError> {
+    let endpoint = settings.endpoint();
+    let version = bollard::API_DEFAULT_VERSION;
+    let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, API_TIMEOUT_SECS, version)
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("https://") {
+        match &settings.tls_dir {
+            Some(dir) => Docker::connect_with_ssl(
+                &endpoint,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                API_TIMEOUT_SECS,
+                version,
+            ),
+            None if endpoint.starts_with("https://") => {
+                return Err(unavailable(format!(
+                    "{endpoint} needs TLS: set chaincode.docker_tls_dir to a directory with ca.pem, cert.pem and key.pem"
+                )));
+            }
+            None => Docker::connect_with_http(&endpoint, API_TIMEOUT_SECS, version),
+        }
+    } else if endpoint.starts_with('/') {
+        Docker::connect_with_unix(&endpoint, API_TIMEOUT_SECS, version)
+    } else {
+        return Err(unavailable(format!(
+            "{endpoint:?} is not a Docker endpoint: use unix:///path/to/docker.sock or tcp://host:port"
+        )));
+    }
+    .map_err(|e| unavailable(format!("no Docker engine at {endpoint}: {e}")))?;
+    let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        Ok::<_, bollard::errors::Error>(docker)
+    })
+    .await;
+    match answered {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(unavailable(format!(
+            "the Docker engine at {endpoint} does not answer: {e}"
+        ))),
+        Err(_) => Err(unavailable(format!(
+            "the Docker engine at {endpoint} did not answer within {CONNECT_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Keeps the characters Docker allows in names; anything else becomes `-`.
+fn docker_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The image of a package: one per package hash, shared by every peer on the engine.
+pub fn image_tag(name: &str, package_hash: &str) -> String {
+    format!("weft-chaincode-{}:{package_hash}", docker_name(name))
+}
+
+/// The build context of a chaincode image: the Dockerfile and the binary.
+fn build_context(binary: &[u8]) -> Result<Vec<u8>, std::io::Error> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut append = |path: &str, mode: u32, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, path, bytes)
+    };
+    append("Dockerfile", 0o644, DOCKERFILE.as_bytes())?;
+    append("chaincode", 0o755, binary)?;
+    tar.into_inner()
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    peer: String,
+    network: String,
+    settings: DockerSettings,
+    /// The peer's socket directory on this machine.
+    socket_dir: PathBuf,
+}
+
+impl DockerRuntime {
+    /// A runtime for the peer `peer` of the network `network`, whose chaincode socket lives
+    /// in `socket_dir`.
+    pub fn new(
+        docker: Docker,
+        peer: &str,
+        network: &str,
+        socket_dir: &Path,
+        settings: DockerSettings,
+    ) -> DockerRuntime {
+        DockerRuntime {
+            docker,
+            peer: peer.to_string(),
+            network: network.to_string(),
+            settings,
+            socket_dir: socket_dir.to_path_buf(),
+        }
+    }
+
+    /// Builds the package's image unless the engine has it already.
+    async fn ensure_image(&self, spec: &LaunchSpec) -> Result<String, RuntimeError> {
+        let tag = image_tag(&spec.name, &spec.package_hash);
+        if self.docker.inspect_image(&tag).await.is_ok() {
+            return Ok(tag);
+        }
+        let prepare = |reason: String| RuntimeError::Prepare {
+            chaincode: spec.name.clone(),
+            reason,
+        };
+        let context =
+            build_context(&spec.binary).map_err(|e| prepare(format!("build context: {e}")))?;
+        let image_labels = HashMap::from([
+            (labels::CHAINCODE, spec.name.as_str()),
+            (labels::VERSION, spec.version.as_str()),
+            (labels::PACKAGE, spec.package_hash.as_str()),
+        ]);
+        let options = BuildImageOptionsBuilder::default()
+            .t(&tag)
+            .q(true)
+            .rm(true)
+            .forcerm(true)
+            .labels(&image_labels)
+            .version(BuilderVersion::BuilderV1)
+            .build();
+        let started = std::time::Instant::now();
+        let mut build = self.docker.build_image(
+            options,
+            None,
+            Some(bollard::body_full(bytes::Bytes::from(context))),
+        );
+        while let Some(step) = build.next().await {
+            let step = step.map_err(|e| prepare(format!("building image {tag}: {e}")))?;
+            if let Some(detail) = step.error_detail {
+                return Err(prepare(format!(
+                    "building image {tag}: {}",
+                    detail.message.unwrap_or_default()
+                )));
+            }
+        }
+        tracing::info!(chaincode = %spec.name, image = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "chaincode image built");
+        Ok(tag)
+    }
+
+    /// The labels of this peer's container of `name`.
+    fn container_labels(&self, spec: &LaunchSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::CHAINCODE.to_string(), spec.name.clone()),
+            (labels::VERSION.to_string(), spec.version.clone()),
+            (labels::PACKAGE.to_string(), spec.package_hash.clone()),
+            (labels::PEER.to_string(), self.peer.clone()),
+            (labels::NETWORK.to_string(), self.network.clone()),
+        ])
+    }
+
+    /// Removes containers of `name` this peer left behind (a crash, a kill -9).
+    async fn remove_leftovers(&self, name: &str) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{}={name}", labels::CHAINCODE),
+                format!("{}={}", labels::PEER, self.peer),
+                format!("{}={}", labels::NETWORK, self.network),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let leftovers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| RuntimeError::Start {
+                chaincode: name.to_string(),
+                reason: format!("listing containers: {e}"),
+            })?;
+        for container in leftovers {
+            if let Some(id) = container.id {
+                tracing::info!(chaincode = %name, container = %short(&id), "removing a container left behind");
+                remove_container(&self.docker, &id).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn socket_mount(&self) -> Mount {
+        // The engine resolves nothing against this process's directory: give it the
+        // directory's absolute path.
+        let source = self.settings.socket_source.clone().unwrap_or_else(|| {
+            std::fs::canonicalize(&self.socket_dir)
+                .or_else(|_| std::path::absolute(&self.socket_dir))
+                .unwrap_or_else(|_| self.socket_dir.clone())
+                .display()
+                .to_string()
+        });
+        // A path is bound; anything else names a volume the peer's own container mounts.
+        let typ = if source.starts_with('/') {
+            MountType::BIND
+        } else {
+            MountType::VOLUME
+        };
+        Mount {
+            target: Some(CONTAINER_SOCKET_DIR.into()),
+            source: Some(source),
+            typ: Some(typ),
+            read_only: Some(true),
+            ..Default::default()
+        }
+    }
+
+    fn host_config(&self) -> HostConfig {
+        let memory =
+            i64::try_from(self.settings.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        HostConfig {
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(memory),
+            // Equal to the memory limit: no swap on top of it.
+            memory_swap: Some(memory),
+            pids_limit: Some(self.settings.pids_limit),
+            mounts: Some(vec![self.socket_mount()]),
+            ..Default::default()
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Removes a container, killing it first if it runs. A container already gone is fine.
+async fn remove_container(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => {
+            tracing::warn!(container = %short(id), error = %e, "could not remove chaincode container")
+        }
+    }
+}
+
+#[async_trait]
+impl ChaincodeRuntime for DockerRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Docker
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Instance>, RuntimeError> {
+        if !weft_proto::package::is_static_elf(&spec.binary) {
+            return Err(RuntimeError::Prepare {
+                chaincode: spec.name.clone(),
+                reason: "the package's binary is not a statically linked Linux executable, and a FROM scratch container cannot run anything else: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu and package it with `weft chaincode package`, or run this peer with chaincode.runtime = process".into(),
+            });
+        }
+        let image = self.ensure_image(spec).await?;
+        self.remove_leftovers(&spec.name).await?;
+        let start_error = |reason: String| RuntimeError::Start {
+            chaincode: spec.name.clone(),
+            reason,
+        };
+        let peer_address = format!("unix:{CONTAINER_SOCKET_DIR}/{SOCKET_FILE}");
+        let env = spec
+            .environment()
+            .into_iter()
+            .map(|(key, value)| {
+                let value = if key == "WEFT_PEER_ADDRESS" {
+                    peer_address.clone()
+                } else {
+                    value
+                };
+                format!("{key}={value}")
+            })
+            .collect();
+        let mut suffix = [0u8; 4];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut suffix);
+        let name = format!(
+            "weft-{}-{}-{}-{}",
+            docker_name(&self.network),
+            docker_name(&self.peer),
+            docker_name(&spec.name),
+            hex::encode(suffix)
+        );
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            env: Some(env),
+            user: Some(CHAINCODE_USER.into()),
+            labels: Some(self.container_labels(spec)),
+            host_config: Some(self.host_config()),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| start_error(format!("creating container {name}: {e}")))?;
+        let id = created.id;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            remove_container(&self.docker, &id).await;
+            return Err(start_error(format!("starting container {name}: {e}")));
+        }
+        let tag = format!("{}:{}", spec.name, spec.version);
+        let logs = LogTail::default();
+        let forwarder = tokio::spawn(forward_logs(
+            self.docker.clone(),
+            id.clone(),
+            tag.clone(),
+            logs.clone(),
+        ));
+        let (exit_tx, exit) = watch::channel(None::<String>);
+        let docker = self.docker.clone();
+        let watched = id.clone();
+        let memory_mib = self.settings.memory_mib;
+        tokio::spawn(async move {
+            let mut wait = docker.wait_container(&watched, None);
+            let waited = wait.next().await;
+            // The log stream ends with the container: let it deliver the last lines.
+            let _ = tokio::time::timeout(Duration::from_secs(5), forwarder).await;
+            let text = describe_exit(&docker, &watched, waited, memory_mib).await;
+            tracing::info!(chaincode = %tag, container = %short(&watched), status = %text, "chaincode container ended");
+            let _ = exit_tx.send(Some(text));
+        });
+        tracing::info!(chaincode = %spec.name, version = %spec.version, container = %short(&id), name = %name, image = %image, "chaincode container started");
+        Ok(Box::new(DockerInstance {
+            docker: self.docker.clone(),
+            id,
+            exit,
+            logs,
+        }))
+    }
+}
+
+/// How a container ended, for logs and launch-failure reports.
+async fn describe_exit(
+    docker: &Docker,
+    id: &str,
+    waited: Option<Result<bollard::models::ContainerWaitResponse, bollard::errors::Error>>,
+    memory_mib: u64,
+) -> String {
+    let code = match waited {
+        Some(Ok(response)) => Some(response.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+        Some(Err(_)) | None => None,
+    };
+    let oom = docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.oom_killed)
+        .unwrap_or(false);
+    match (code, oom) {
+        (_, true) => format!("killed: out of memory (limit {memory_mib} MiB)"),
+        (Some(code), false) => format!("exit code {code}"),
+        (None, false) => "removed".into(),
+    }
+}
+
+/// Forwards a container's output to the peer's log, tagged with the chaincode id, and keeps
+/// the last lines for failure reports.
+async fn forward_logs(docker: Docker, id: String, tag: String, logs: LogTail) {
+    let options = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut stream = docker.logs(&id, Some(options));
+    let mut partial = String::new();
+    while let Some(Ok(output)) = stream.next().await {
+        partial.push_str(&String::from_utf8_lossy(&output.into_bytes()));
+        while let Some(end) = partial.find('\n') {
+            let line: String = partial.drain(..=end).collect();
+            let line = line.trim_end().to_string();
+            tracing::info!(target: "weft::chaincode", chaincode = %tag, "{line}");
+            logs.push(line);
+        }
+    }
+    if !partial.trim().is_empty() {
+        let line = partial.trim_end().to_string();
+        tracing::info!(target: "weft::chaincode", chaincode = %tag, "{line}");
+        logs.push(line);
+    }
+}
+
+struct DockerInstance {
+    docker: Docker,
+    id: String,
+    exit: watch::Receiver<Option<String>>,
+    logs: LogTail,
+}
+
+#[async_trait]
+impl Instance for DockerInstance {
+    fn id(&self) -> String {
+        format!("container {}", short(&self.id))
+    }
+
+    fn recent_logs(&self) -> Vec<String> {
+        self.logs.lines()
+    }
+
+    async fn exited(&self) -> String {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            Err(_) => "unknown".into(),
+        }
+    }
+
+    async fn stop(&self) {
+        remove_container(&self.docker, &self.id).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.exited()).await;
+    }
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    pub containers: usize,
+    pub images: usize,
+}
+
+/// Removes every chaincode container (of `peer` only, when given) and, when no peer is
+/// named, every chaincode image no container uses any more.
+pub async fn collect_garbage(
+    docker: &Docker,
+    peer: Option<&str>,
+) -> Result<Collected, RuntimeError> {
+    let api = |what: &str, e: bollard::errors::Error| unavailable(format!("{what}: {e}"));
+    let mut label_filters = vec![labels::CHAINCODE.to_string()];
+    if let Some(peer) = peer {
+        label_filters.push(format!("{}={peer}", labels::PEER));
+    }
+    let filters = HashMap::from([("label", label_filters)]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| api("listing containers", e))?;
+    let mut collected = Collected::default();
+    for container in containers {
+        if let Some(id) = container.id {
+            remove_container(docker, &id).await;
+            collected.containers += 1;
+        }
+    }
+    if peer.is_some() {
+        return Ok(collected);
+    }
+    let filters = HashMap::from([("label", vec![labels::CHAINCODE.to_string()])]);
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| api("listing images", e))?;
+    for image in images {
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        match docker.remove_image(&image.id, Some(options), None).await {
+            Ok(_) => collected.images += 1,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(api(&format!("removing image {}", short(&image.id)), e)),
+        }
+    }
+    Ok(collected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_only_what_docker_allows() {
+        assert_eq!(docker_name("Asset Transfer/v2"), "asset-transfer-v2");
+        assert_eq!(
+            image_tag("asset-transfer", &"ab".repeat(32)),
+            format!("weft-chaincode-asset-transfer:{}", "ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn the_build_context_holds_the_dockerfile_and_an_executable_binary() {
+        let context = build_context(b"\x7fELF binary").expect("context");
+        let mut archive = tar::Archive::new(context.as_slice());
+        let mut entries: Vec<(String, u32, Vec<u8>)> = archive
+            .entries()
+            .expect("entries")
+            .map(|entry| {
+                let mut entry = entry.expect("entry");
+                let path = entry.path().expect("path").display().to_string();
+                let mode = entry.header().mode().expect("mode");
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+                (path, mode, bytes)
+            })
+            .collect();
+        entries.sort();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].0, "Dockerfile");
+        let dockerfile = String::from_utf8_lossy(&entries[0].2).to_string();
+        assert!(dockerfile.contains("FROM scratch"), "{dockerfile}");
+        assert!(!dockerfile.contains("# syntax="), "the classic builder");
+        assert_eq!(
+            entries[1],
+            ("chaincode".into(), 0o755, b"\x7fELF binary".to_vec())
+        );
+    }
+
+    #[test]
+    fn containers_get_every_isolation_setting() {
+        let docker =
+            Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .expect("a client needs no engine until it is used");
+        let runtime = DockerRuntime::new(
+            docker,
+            "validator0",
+            "weft-test",
+            Path::new("/var/lib/weft/run"),
+            DockerSettings {
+                memory_mib: 64,
+                pids_limit: 32,
+                ..DockerSettings::default()
+            },
+        );
+        let host = runtime.host_config();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, Some(64 * 1024 * 1024));
+        assert_eq!(host.pids_limit, Some(32));
+        let mounts = host.mounts.expect("the socket mount");
+        assert_eq!(
+            mounts.len(),
+            1,
+            "only the socket directory, never the Docker socket"
+        );
+        assert_eq!(mounts[0].source.as_deref(), Some("/var/lib/weft/run"));
+        assert_eq!(mounts[0].target.as_deref(), Some(CONTAINER_SOCKET_DIR));
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[0].typ, Some(MountType::BIND));
+    }
+
+    #[test]
+    fn a_socket_source_that_is_not_a_path_is_a_volume() {
+        let docker =
+            Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .expect("client");
+        let runtime = DockerRuntime::new(
+            docker,
+            "peer0",
+            "net",
+            Path::new("/var/lib/weft/run"),
+            DockerSettings {
+                socket_source: Some("weft-peer0-chaincode".into()),
+                ..DockerSettings::default()
+            },
+        );
+        let mount = runtime.socket_mount();
+        assert_eq!(mount.typ, Some(MountType::VOLUME));
+        assert_eq!(mount.source.as_deref(), Some("weft-peer0-chaincode"));
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_is_not_docker_is_refused_with_the_accepted_forms() {
+        let settings = DockerSettings {
+            host: Some("ftp://example".into()),
+            ..DockerSettings::default()
+        };
+        let Err(e) = connect(&settings).await else {
+            panic!("ftp is not a Docker endpoint");
+        };
+        let text = e.to_string();
+        assert!(text.contains("unix://"), "{text}");
+        assert!(text.contains("tcp://"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_engine_is_unavailable_and_named() {
+        let settings = DockerSettings {
+            host: Some("unix:///nonexistent/docker.sock".into()),
+            ..DockerSettings::default()
+        };
+        let Err(e) = connect(&settings).await else {
+            panic!("no engine listens there");
+        };
+        assert!(matches!(e, RuntimeError::Unavailable { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/docker.sock"), "{e}");
+    }
+}

@@ -1,0 +1,461 @@
+//! The Docker chaincode runtime against the machine's engine (CI requires one): one validator
+//! (`weft node start` as a process) with `chaincode.runtime = docker` runs the statically
+//! linked probe chaincode in a FROM scratch container. Every test checks what `docker inspect`
+//! and `docker ps` show, and what a client sees. Targets are only this machine's own
+//! containers, its Docker bridge and loopback.
+
+use std::net::TcpListener;
+
+use serde_json::Value;
+use weft_proto::ClientError;
+use weft_proto::pb::TxStatus;
+use weft_tests::docker::{
+    ContainerSweep, containers_labelled, docker, engine_answers, images_labelled, inspect,
+    networks_labelled, static_chaincode_package, unique_chain_id,
+};
+use weft_tests::{Network, Node, args, chaincode_package, weft};
+
+const MEMORY_MIB: &str = "64";
+const PIDS_LIMIT: &str = "64";
+
+/// One validator on a network of its own, running chaincode in Docker.
+struct Fixture {
+    network: Network,
+    node: Node,
+    _sweep: ContainerSweep,
+    _tmp: tempfile::TempDir,
+}
+
+async fn start(test: &str, extra_env: &[(&str, &str)]) -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let chain_id = unique_chain_id(test);
+    let sweep = ContainerSweep {
+        chain_id: chain_id.clone(),
+    };
+    let network = Network::generate_named(tmp.path(), "network", &chain_id).await;
+    let mut env = vec![
+        ("WEFT_CHAINCODE_RUNTIME", "docker"),
+        ("WEFT_CHAINCODE_MEMORY_MIB", MEMORY_MIB),
+        ("WEFT_CHAINCODE_PIDS_LIMIT", PIDS_LIMIT),
+        ("WEFT_CHAINCODE_EXECUTE_TIMEOUT", "3s"),
+    ];
+    for (key, value) in extra_env {
+        env.retain(|(k, _)| k != key);
+        env.push((key, value));
+    }
+    let node = Node::start(&network, &env).await;
+    Fixture {
+        network,
+        node,
+        _sweep: sweep,
+        _tmp: tmp,
+    }
+}
+
+impl Fixture {
+    async fn deploy_probe(&self, version: &str) {
+        self.network
+            .client("admin")
+            .await
+            .deploy(static_chaincode_package("probe", version), &[])
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "deploy probe {version}: {e}\n--- node log\n{}",
+                    self.node.log()
+                )
+            });
+    }
+
+    /// This network's chaincode containers.
+    fn containers(&self) -> Vec<String> {
+        containers_labelled(&format!("weft.network={}", self.network.chain_id))
+    }
+
+    /// The one chaincode container of this network.
+    fn container(&self) -> Value {
+        let containers = self.containers();
+        assert_eq!(
+            containers.len(),
+            1,
+            "one chaincode container: {containers:?}\n--- node log\n{}",
+            self.node.log()
+        );
+        inspect(&containers[0])
+    }
+
+    /// A probe transaction that must commit as failed with `status`.
+    async fn expect_failure(&self, function: &str, arguments: &[&str], status: TxStatus) -> String {
+        let alice = self.network.client("alice").await;
+        match alice.invoke("probe", function, &args(arguments)).await {
+            Err(ClientError::TxFailed {
+                status: got,
+                message,
+                ..
+            }) => {
+                assert_eq!(got, status, "{function}: {message}");
+                message
+            }
+            other => panic!("probe {function} should commit as {status:?}, got {other:?}"),
+        }
+    }
+
+    /// A probe write commits and reads back: the chaincode serves.
+    async fn probe_serves(&self, key: &str) {
+        let alice = self.network.client("alice").await;
+        let committed = alice
+            .invoke("probe", "put", &args(&[key, "value"]))
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}\n--- node log\n{}", self.node.log()));
+        assert_eq!(committed.payload, b"value");
+        let read = alice
+            .query("probe", "get", &args(&[key]))
+            .await
+            .expect("get");
+        assert_eq!(read, b"value");
+    }
+
+    /// A query of the probe that must fail; returns the error text.
+    async fn query_fails(&self, function: &str, arguments: &[&str]) -> String {
+        let alice = self.network.client("alice").await;
+        match alice.query("probe", function, &args(arguments)).await {
+            Ok(payload) => panic!(
+                "probe {function} {arguments:?} should fail inside its container, got {:?}",
+                String::from_utf8_lossy(&payload)
+            ),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{pointer} is not a string in {value:#}"))
+}
+
+/// A bridge network of this test's own, removed when dropped: its gateway is an address of
+/// this machine that any container with a network reaches.
+struct Bridge {
+    name: String,
+}
+
+impl Bridge {
+    fn create(name: &str) -> Bridge {
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            "weft.test=docker_chaincode",
+            name,
+        ]);
+        Bridge {
+            name: name.to_string(),
+        }
+    }
+
+    fn gateway(&self) -> String {
+        let network = inspect(&self.name);
+        text(&network, "/IPAM/Config/0/Gateway").to_string()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaincode_containers_are_isolated_labelled_and_cannot_reach_out() {
+    if !engine_answers("chaincode_containers_are_isolated_labelled_and_cannot_reach_out") {
+        return;
+    }
+    let f = start("isolated", &[]).await;
+    f.deploy_probe("1.0").await;
+    f.probe_serves("first").await;
+
+    let container = f.container();
+    // Labels.
+    let labels = &container["Config"]["Labels"];
+    assert_eq!(labels["weft.chaincode"], "probe");
+    assert_eq!(labels["weft.version"], "1.0");
+    assert_eq!(labels["weft.peer"], "validator0");
+    assert_eq!(
+        labels["weft.network"],
+        Value::from(f.network.chain_id.clone())
+    );
+    // Isolation.
+    let host = &container["HostConfig"];
+    assert_eq!(host["NetworkMode"], "none", "no network at all");
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert!(
+        host["CapAdd"].is_null() || host["CapAdd"] == serde_json::json!([]),
+        "{:#}",
+        host["CapAdd"]
+    );
+    assert_eq!(
+        host["SecurityOpt"],
+        serde_json::json!(["no-new-privileges"])
+    );
+    assert_eq!(host["Privileged"], false);
+    let limit: u64 = MEMORY_MIB.parse::<u64>().expect("MiB") * 1024 * 1024;
+    assert_eq!(host["Memory"], limit);
+    assert_eq!(host["MemorySwap"], limit, "no swap beyond the memory limit");
+    assert_eq!(host["PidsLimit"], PIDS_LIMIT.parse::<u64>().expect("pids"));
+    assert_eq!(text(&container, "/Config/User"), "65534:65534");
+    assert_ne!(text(&container, "/Config/User"), "0");
+    // The only mount is the peer's socket directory, read-only; never the Docker socket.
+    let mounts = container["Mounts"].as_array().expect("mounts");
+    assert_eq!(mounts.len(), 1, "{mounts:#?}");
+    assert_eq!(mounts[0]["Destination"], "/run/weft");
+    assert_eq!(mounts[0]["RW"], false);
+    let source = text(&mounts[0], "/Source");
+    assert!(source.ends_with("/run"), "{source}");
+    assert!(!source.contains("docker.sock"));
+    // No address on any network: nothing to connect to it, nothing for it to route through.
+    let networks = container["NetworkSettings"]["Networks"]
+        .as_object()
+        .expect("networks");
+    for (name, settings) in networks {
+        assert_eq!(name, "none", "{networks:#?}");
+        assert_eq!(settings["IPAddress"], "", "{networks:#?}");
+    }
+    let env: Vec<&str> = container["Config"]["Env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        env.contains(&"WEFT_PEER_ADDRESS=unix:/run/weft/chaincode.sock"),
+        "{env:?}"
+    );
+
+    // A port of this machine that containers on a network reach: the host itself connects to
+    // it through the bridge gateway (the control), the chaincode cannot.
+    let listener = TcpListener::bind("0.0.0.0:0").expect("listen on every address");
+    let port = listener.local_addr().expect("address").port();
+    let bridge = Bridge::create(&format!("{}-bridge", f.network.chain_id));
+    let gateway = bridge.gateway();
+    let target = format!("{gateway}:{port}");
+    std::net::TcpStream::connect(&target)
+        .unwrap_or_else(|e| panic!("the control: the host reaches {target}: {e}"));
+    let refused = f.query_fails("connect", &[&target]).await;
+    assert!(refused.contains(&format!("connect {target}")), "{refused}");
+    // Nor loopback (its own, empty), nor the peer's gRPC port on this machine's loopback.
+    let peer = f.network.address();
+    let refused = f.query_fails("connect", &[&peer]).await;
+    assert!(refused.contains(&format!("connect {peer}")), "{refused}");
+    // The root filesystem is read-only.
+    let refused = f.query_fails("write", &["/escape"]).await;
+    assert!(refused.contains("Read-only file system"), "{refused}");
+    let refused = f.query_fails("write", &["/run/weft/escape"]).await;
+    assert!(refused.contains("write /run/weft/escape"), "{refused}");
+    // And through all that the chaincode kept serving.
+    f.probe_serves("after").await;
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_chaincode_hits_the_timeout_and_the_next_transaction_runs_in_a_new_container() {
+    if !engine_answers("a_looping_chaincode_hits_the_timeout") {
+        return;
+    }
+    let f = start("loop", &[]).await;
+    f.deploy_probe("1.0").await;
+    f.probe_serves("before").await;
+    let before = f.containers();
+    let message = f
+        .expect_failure("spin", &[], TxStatus::ExecutionTimeout)
+        .await;
+    assert!(message.contains("did not finish"), "{message}");
+    f.probe_serves("after").await;
+    let after = f.containers();
+    assert_eq!(
+        after.len(),
+        1,
+        "the looping container was removed: {after:?}"
+    );
+    assert_ne!(before, after, "a new container serves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaincode_past_its_memory_limit_is_killed_and_restarted() {
+    if !engine_answers("a_chaincode_past_its_memory_limit_is_killed_and_restarted") {
+        return;
+    }
+    let f = start("memory", &[]).await;
+    f.deploy_probe("1.0").await;
+    // Within the limit first: the allocation itself works.
+    let alice = f.network.client("alice").await;
+    alice
+        .invoke("probe", "alloc", &args(&["8"]))
+        .await
+        .expect("8 MiB fit in 64");
+    let message = f
+        .expect_failure("alloc", &["512"], TxStatus::ChaincodeCrashed)
+        .await;
+    assert!(message.contains("chaincode probe"), "{message}");
+    // The engine killed it for its memory, and the peer's log says so.
+    let log = f.node.log();
+    assert!(
+        log.contains("out of memory (limit 64 MiB)"),
+        "the peer reports the kill:\n{log}"
+    );
+    f.probe_serves("after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaincode_that_exits_mid_transaction_fails_it_and_the_next_one_succeeds() {
+    if !engine_answers("a_chaincode_that_exits_mid_transaction") {
+        return;
+    }
+    let f = start("exit", &[]).await;
+    f.deploy_probe("1.0").await;
+    let first = f.containers();
+    let message = f
+        .expect_failure("crash", &[], TxStatus::ChaincodeCrashed)
+        .await;
+    assert!(message.contains("chaincode probe"), "{message}");
+    f.probe_serves("after").await;
+    let second = f.containers();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(first, second, "a new container serves");
+    // The container's own output reached the peer's log, tagged with the chaincode.
+    let log = f.node.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("registered with the peer") && l.contains("probe:1.0")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_behind() {
+    if !engine_answers("an_upgrade_replaces_the_container") {
+        return;
+    }
+    let mut f = start("upgrade", &[]).await;
+    f.deploy_probe("1.0").await;
+    f.probe_serves("v1").await;
+    let v1 = f.container();
+    assert_eq!(v1["Config"]["Labels"]["weft.version"], "1.0");
+
+    f.deploy_probe("2.0").await;
+    f.probe_serves("v2").await;
+    let v2 = f.container();
+    assert_eq!(v2["Config"]["Labels"]["weft.version"], "2.0");
+    assert_ne!(v1["Id"], v2["Id"]);
+    let images = images_labelled("weft.chaincode=probe");
+    assert!(images.len() >= 2, "one image per package: {images:?}");
+
+    let status = f.node.stop();
+    assert!(status.success(), "the node stops cleanly: {status}");
+    assert_eq!(
+        f.containers(),
+        Vec::<String>::new(),
+        "shutdown removes containers"
+    );
+
+    let gc = weft(&["chaincode", "gc"]).await;
+    let printed = gc.expect_success("weft chaincode gc");
+    assert!(printed.contains("chaincode image(s)"), "{printed}");
+    assert_eq!(images_labelled("weft.chaincode"), Vec::<String>::new());
+    assert_eq!(containers_labelled("weft.chaincode"), Vec::<String>::new());
+    assert_eq!(networks_labelled("weft.chaincode"), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peer_leaves_a_container_that_its_restart_replaces_and_gc_removes() {
+    if !engine_answers("a_killed_peer_leaves_a_container") {
+        return;
+    }
+    let mut f = start("killed", &[]).await;
+    f.deploy_probe("1.0").await;
+    let before = f.containers();
+    f.node.kill9();
+    assert_eq!(f.containers(), before, "a killed peer cannot clean up");
+
+    f.node.restart().await;
+    f.probe_serves("after-restart").await;
+    let after = f.containers();
+    assert_eq!(after.len(), 1, "the leftover was replaced: {after:?}");
+    assert_ne!(after, before);
+
+    f.node.kill9();
+    let gc = weft(&["chaincode", "gc", "--for-peer", "validator0"]).await;
+    let printed = gc.expect_success("weft chaincode gc --for-peer");
+    assert!(
+        printed.contains("removed 1 chaincode container"),
+        "{printed}"
+    );
+    assert_eq!(f.containers(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamically_linked_package_is_refused_with_what_to_do() {
+    if !engine_answers("a_dynamically_linked_package_is_refused") {
+        return;
+    }
+    let f = start("dynamic", &[]).await;
+    let admin = f.network.client("admin").await;
+    let error = admin
+        .deploy(chaincode_package("probe"), &[])
+        .await
+        .expect_err("a FROM scratch container cannot run a dynamic binary");
+    let text = error.to_string();
+    assert!(text.contains("statically linked"), "{text}");
+    assert!(text.contains("crt-static"), "{text}");
+    assert_eq!(f.containers(), Vec::<String>::new());
+    // The node is fine and takes a static package next.
+    f.deploy_probe("1.0").await;
+    f.probe_serves("static").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_chooses_docker_when_an_engine_answers_and_says_so() {
+    if !engine_answers("auto_chooses_docker_when_an_engine_answers") {
+        return;
+    }
+    let f = start("auto", &[("WEFT_CHAINCODE_RUNTIME", "auto")]).await;
+    let log = f.node.log();
+    assert!(
+        log.contains("chaincode runtime chosen (auto): a Docker engine answers"),
+        "{log}"
+    );
+    f.deploy_probe("1.0").await;
+    f.probe_serves("auto").await;
+    assert_eq!(f.containers().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_without_an_engine_stops_the_node_with_what_to_do() {
+    // No engine is needed: the endpoint names a socket that does not exist.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let network = Network::generate(tmp.path()).await;
+    let output = weft_tests::weft_with_env(
+        &[
+            "node",
+            "start",
+            "--config",
+            &network.config_path().display().to_string(),
+        ],
+        &[
+            ("WEFT_CHAINCODE_RUNTIME", "docker"),
+            (
+                "WEFT_CHAINCODE_DOCKER_HOST",
+                "unix:///nonexistent/docker.sock",
+            ),
+        ],
+    )
+    .await;
+    assert!(!output.success(), "the node must not start: {output:?}");
+    let stderr = &output.stderr;
+    assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
+    assert!(stderr.contains("chaincode.runtime = process"), "{stderr}");
+}
