@@ -26,6 +26,7 @@
 pub mod contract;
 pub mod memory;
 mod overlay;
+pub mod service;
 pub mod shim;
 mod start;
 mod tx;
@@ -34,10 +35,11 @@ use std::fmt;
 
 pub use async_trait::async_trait;
 pub use memory::{MemoryStub, MemoryWorld};
+pub use service::{ServiceConfig, ServiceError, serve_as_service};
 pub use shim::{ShimConfig, ShimError, serve};
 pub use start::{
-    ConfigError, ENV_CHAINCODE_NAME, ENV_CHAINCODE_TOKEN, ENV_CHAINCODE_VERSION, ENV_PEER_ADDRESS,
-    StartError, run, start,
+    ConfigError, ENV_CHAINCODE_LISTEN, ENV_CHAINCODE_NAME, ENV_CHAINCODE_TOKEN,
+    ENV_CHAINCODE_VERSION, ENV_PEER_ADDRESS, StartError, run, start,
 };
 pub use weft_proto::Role;
 use weft_proto::pb;

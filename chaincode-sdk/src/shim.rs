@@ -37,7 +37,7 @@ use crate::{Chaincode, ChaincodeError, Creator};
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
 /// Messages queued towards the peer before senders wait.
-const OUTBOUND_CAPACITY: usize = 1024;
+pub(crate) const OUTBOUND_CAPACITY: usize = 1024;
 
 /// Where the peer is and who this chaincode is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub async fn serve<C: Chaincode>(chaincode: C, config: ShimConfig) -> Result<(),
         .send(register)
         .await
         .expect("the receiver is held below, so the queue is open");
-    let mut inbound = client
+    let inbound = client
         .open(ReceiverStream::new(outbound_rx))
         .await
         .map_err(|status| ShimError::Open {
@@ -111,7 +111,17 @@ pub async fn serve<C: Chaincode>(chaincode: C, config: ShimConfig) -> Result<(),
             reason: describe(&status),
         })?
         .into_inner();
+    serve_stream(Arc::new(chaincode), &config, outbound, inbound).await
+}
 
+/// Runs the chaincode side of one stream, whichever end dialled: `outbound` already carries
+/// Register; waits for Registered, then runs batches until the peer ends the stream.
+pub(crate) async fn serve_stream<C: Chaincode>(
+    chaincode: Arc<C>,
+    config: &ShimConfig,
+    outbound: mpsc::Sender<pb::ChaincodeMessage>,
+    mut inbound: tonic::Streaming<pb::PeerMessage>,
+) -> Result<(), ShimError> {
     let refused = |reason: String| ShimError::Register {
         name: config.name.clone(),
         version: config.version.clone(),
@@ -148,7 +158,6 @@ pub async fn serve<C: Chaincode>(chaincode: C, config: ShimConfig) -> Result<(),
         router: Router::default(),
         next_request: AtomicU64::new(1),
     });
-    let chaincode = Arc::new(chaincode);
     let (ordered, ordered_rx) = mpsc::unbounded_channel();
     let worker = tokio::spawn(ordered_worker(
         Arc::clone(&chaincode),

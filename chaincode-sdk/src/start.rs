@@ -3,6 +3,7 @@
 //! when the launch environment is incomplete, and 1 on any other failure.
 
 use crate::Chaincode;
+use crate::service::{ServiceConfig, ServiceError, serve_as_service};
 use crate::shim::{self, ShimConfig, ShimError};
 
 /// The peer's chaincode endpoint, host:port.
@@ -13,6 +14,9 @@ pub const ENV_CHAINCODE_NAME: &str = "WEFT_CHAINCODE_NAME";
 pub const ENV_CHAINCODE_VERSION: &str = "WEFT_CHAINCODE_VERSION";
 /// The token the peer gave this launch.
 pub const ENV_CHAINCODE_TOKEN: &str = "WEFT_CHAINCODE_TOKEN";
+/// Set (ip:port) to serve the chaincode as a service that the peer dials (the peer's external
+/// runtime) instead of dialling a peer; then only the name and version are needed besides.
+pub const ENV_CHAINCODE_LISTEN: &str = "WEFT_CHAINCODE_LISTEN";
 
 /// The launch environment is incomplete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +28,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {0} is not valid UTF-8")]
     NotUnicode(&'static str),
+    #[error("environment variable {name} = {value:?} is not an ip:port, for example 0.0.0.0:9999")]
+    NotAnAddress { name: &'static str, value: String },
 }
 
 /// Why a chaincode program stopped.
@@ -33,6 +39,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Shim(#[from] ShimError),
+    #[error("{0}")]
+    Service(#[from] ServiceError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
 }
@@ -42,8 +50,38 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartError::Config(_) => 2,
-            StartError::Shim(_) | StartError::Runtime(_) => 1,
+            StartError::Shim(_) | StartError::Service(_) | StartError::Runtime(_) => 1,
         }
+    }
+}
+
+fn env_var(name: &'static str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode(name)),
+    }
+}
+
+impl ServiceConfig {
+    /// The service settings when WEFT_CHAINCODE_LISTEN is set; `None` otherwise.
+    pub fn from_env() -> Result<Option<ServiceConfig>, ConfigError> {
+        let Some(listen) = env_var(ENV_CHAINCODE_LISTEN)? else {
+            return Ok(None);
+        };
+        let listen = listen.parse().map_err(|_| ConfigError::NotAnAddress {
+            name: ENV_CHAINCODE_LISTEN,
+            value: listen.clone(),
+        })?;
+        let name = env_var(ENV_CHAINCODE_NAME)?.ok_or(ConfigError::Missing(ENV_CHAINCODE_NAME))?;
+        let version =
+            env_var(ENV_CHAINCODE_VERSION)?.ok_or(ConfigError::Missing(ENV_CHAINCODE_VERSION))?;
+        Ok(Some(ServiceConfig {
+            listen,
+            name,
+            version,
+        }))
     }
 }
 
@@ -107,6 +145,10 @@ fn report(error: &StartError) -> i32 {
 /// default), reads the launch environment and serves until the stream ends.
 pub async fn run<C: Chaincode>(chaincode: C) -> Result<(), StartError> {
     init_tracing();
+    if let Some(config) = ServiceConfig::from_env()? {
+        serve_as_service(chaincode, config).await?;
+        return Ok(());
+    }
     let config = ShimConfig::from_env()?;
     tracing::info!(
         chaincode = %config.name,

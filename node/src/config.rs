@@ -83,6 +83,9 @@ struct RawChaincode {
     /// Process and thread limit of each chaincode container.
     #[serde(default = "default_pids_limit")]
     pids_limit: i64,
+    /// For the external runtime: where each chaincode serves, "name=host:port,...".
+    #[serde(default)]
+    external: String,
 }
 
 impl Default for RawChaincode {
@@ -97,6 +100,7 @@ impl Default for RawChaincode {
             docker_socket_source: None,
             memory_mib: default_memory_mib(),
             pids_limit: default_pids_limit(),
+            external: String::new(),
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct ChaincodeConfig {
     pub execute_timeout: Duration,
     pub peer_address: Option<String>,
     pub docker: DockerSettings,
+    /// The external runtime's chaincode addresses, by chaincode name.
+    pub external: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +307,13 @@ impl RawConfig {
                 self.chaincode.pids_limit
             )));
         }
+        let external = crate::chaincode::external::parse_addresses(&self.chaincode.external)
+            .map_err(|e| ConfigError::Invalid(format!("chaincode.external: {e}")))?;
+        if runtime == RuntimeKind::External && external.is_empty() {
+            return Err(ConfigError::Invalid(
+                "chaincode.runtime = external needs chaincode.external = \"name=host:port,...\" (or WEFT_CHAINCODE_EXTERNAL): where each chaincode serves".into(),
+            ));
+        }
         if self.api.max_pending == 0 {
             return Err(ConfigError::Invalid(
                 "api.max_pending must be above zero".into(),
@@ -330,6 +343,7 @@ impl RawConfig {
                     pids_limit: self.chaincode.pids_limit,
                     socket_source: self.chaincode.docker_socket_source,
                 },
+                external,
             },
             api: ApiConfig {
                 commit_wait_timeout: duration(

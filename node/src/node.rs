@@ -21,9 +21,10 @@ use crate::api::client::ClientService;
 use crate::api::operations;
 use crate::certificates::{Certificates, OwnKey};
 use crate::chaincode::docker::{self, DockerRuntime};
+use crate::chaincode::external::ExternalRuntime;
 use crate::chaincode::process::ProcessRuntime;
 use crate::chaincode::runtime::{ChaincodeRuntime, RuntimeKind};
-use crate::chaincode::session::ChaincodeSupportService;
+use crate::chaincode::session::{ChaincodeSupportService, Registrations};
 use crate::chaincode::socket as chaincode_socket;
 use crate::chaincode::{ChaincodeManager, ManagerConfig};
 use crate::config::Config;
@@ -139,6 +140,7 @@ impl NodeHandle {
 async fn choose_runtime(
     config: &Config,
     network: &str,
+    registrations: &Arc<Registrations>,
 ) -> Result<Arc<dyn ChaincodeRuntime>, NodeError> {
     let work_dir = config.node.data_dir.join("chaincode");
     let settings = &config.chaincode.docker;
@@ -172,9 +174,14 @@ async fn choose_runtime(
                 Ok(Arc::new(ProcessRuntime::new(work_dir)))
             }
         },
-        RuntimeKind::External => Err(NodeError::Setup(
-            "chaincode.runtime = external is not available in this build yet: use docker, process or auto".into(),
-        )),
+        RuntimeKind::External => {
+            tracing::info!(runtime = "external", chaincode = ?config.chaincode.external, "the peer dials chaincode served as services");
+            Ok(Arc::new(ExternalRuntime::new(
+                config.chaincode.external.clone(),
+                Arc::clone(registrations),
+                &config.node.id,
+            )))
+        }
     }
 }
 
@@ -263,14 +270,16 @@ pub async fn start_with_store(
         };
         format!("{ip}:{}", grpc_address.port())
     });
+    let registrations = Arc::new(Registrations::default());
     let chaincodes = Arc::new(ChaincodeManager::new(
-        choose_runtime(&config, &genesis.chain_id).await?,
+        choose_runtime(&config, &genesis.chain_id, &registrations).await?,
         ManagerConfig {
             packages_dir: config.node.data_dir.join("packages"),
             peer_address,
             launch_timeout: config.chaincode.launch_timeout,
             execute_timeout: config.chaincode.execute_timeout,
         },
+        registrations,
     ));
     let executor = Executor::new(ledger.clone(), chaincodes.clone());
     let pbft = genesis.consensus.kind == ConsensusKind::Pbft && role == NodeRole::Validator;

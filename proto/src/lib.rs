@@ -30,3 +30,6 @@ pub use signing::TxId;
 
 /// The largest gRPC message a peer accepts or sends (blocks, packages, batches), in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// The request metadata key carrying the launch token when a peer dials a chaincode that runs
+/// as a service (`weft.v1.ChaincodeService/Attach`).
+pub const LAUNCH_TOKEN_METADATA: &str = "weft-launch-token";

@@ -3,6 +3,7 @@
 //! garbage is stopped and started again on next use; the batch it was running fails.
 
 pub mod docker;
+pub mod external;
 pub mod process;
 pub mod runtime;
 pub mod session;
@@ -92,14 +93,20 @@ pub struct ManagerConfig {
 }
 
 impl ChaincodeManager {
-    pub fn new(runtime: Arc<dyn ChaincodeRuntime>, config: ManagerConfig) -> ChaincodeManager {
+    /// A manager starting chaincode through `runtime`; instances register through
+    /// `registrations` (shared with the external runtime, which accepts streams itself).
+    pub fn new(
+        runtime: Arc<dyn ChaincodeRuntime>,
+        config: ManagerConfig,
+        registrations: Arc<Registrations>,
+    ) -> ChaincodeManager {
         ChaincodeManager {
             runtime,
             packages_dir: config.packages_dir,
             peer_address: config.peer_address,
             launch_timeout: config.launch_timeout,
             execute_timeout: config.execute_timeout,
-            registrations: Arc::new(Registrations::default()),
+            registrations,
             running: Mutex::new(HashMap::new()),
             epochs: std::sync::Mutex::new(HashMap::new()),
         }
@@ -349,6 +356,7 @@ mod tests {
                 launch_timeout,
                 execute_timeout: Duration::from_secs(5),
             },
+            Arc::new(Registrations::default()),
         )
     }
 

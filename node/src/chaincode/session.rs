@@ -441,63 +441,74 @@ impl pb::chaincode_support_server::ChaincodeSupport for ChaincodeSupportService 
         &self,
         request: Request<Streaming<pb::ChaincodeMessage>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), inbound.next())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no Register message within 10 s"))?;
-        let register = match first {
-            Some(Ok(pb::ChaincodeMessage {
-                kind: Some(InKind::Register(register)),
-            })) => register,
-            Some(Ok(_)) => {
-                return Err(Status::invalid_argument(
-                    "the first message must be Register",
-                ));
-            }
-            Some(Err(status)) => return Err(status),
-            None => return Err(Status::cancelled("stream closed before Register")),
-        };
-        let launch = self.registrations.claim(&register)?;
-        let (outbound, receiver) = mpsc::channel(256);
-        let session = Arc::new(Session {
-            name: register.name.clone(),
-            version: register.version.clone(),
-            outbound,
-            batches: Mutex::new(HashMap::new()),
-            next_batch: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
-        });
-        session
-            .send(OutKind::Registered(pb::Registered {
-                peer_id: self.peer_id.clone(),
-            }))
-            .await;
-        if launch.registered.send(session.clone()).is_err() {
-            return Err(Status::aborted("the launch was abandoned (timed out)"));
-        }
-        tracing::info!(chaincode = %register.name, version = %register.version, "chaincode registered");
-        tokio::spawn(async move {
-            loop {
-                match inbound.next().await {
-                    Some(Ok(pb::ChaincodeMessage { kind: Some(kind) })) => {
-                        if let Err(e) = session.handle(kind).await {
-                            tracing::warn!(chaincode = %session.name, error = %e, "closing chaincode stream");
-                            break;
-                        }
-                    }
-                    Some(Ok(_)) => {
-                        tracing::warn!(chaincode = %session.name, "empty chaincode message; closing stream");
-                        break;
-                    }
-                    Some(Err(status)) => {
-                        tracing::info!(chaincode = %session.name, status = %status.message(), "chaincode stream ended");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            session.close();
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let outbound = accept(&self.registrations, &self.peer_id, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// Runs the peer side of one chaincode stream, whichever end dialled: waits for Register,
+/// claims the launch it names, hands the launch its session, and returns what the peer sends
+/// the chaincode. The session closes when `inbound` ends.
+pub async fn accept(
+    registrations: &Registrations,
+    peer_id: &str,
+    mut inbound: Streaming<pb::ChaincodeMessage>,
+) -> Result<ReceiverStream<Result<pb::PeerMessage, Status>>, Status> {
+    let first = tokio::time::timeout(Duration::from_secs(10), inbound.next())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no Register message within 10 s"))?;
+    let register = match first {
+        Some(Ok(pb::ChaincodeMessage {
+            kind: Some(InKind::Register(register)),
+        })) => register,
+        Some(Ok(_)) => {
+            return Err(Status::invalid_argument(
+                "the first message must be Register",
+            ));
+        }
+        Some(Err(status)) => return Err(status),
+        None => return Err(Status::cancelled("stream closed before Register")),
+    };
+    let launch = registrations.claim(&register)?;
+    let (outbound, receiver) = mpsc::channel(256);
+    let session = Arc::new(Session {
+        name: register.name.clone(),
+        version: register.version.clone(),
+        outbound,
+        batches: Mutex::new(HashMap::new()),
+        next_batch: AtomicU64::new(1),
+        closed: AtomicBool::new(false),
+    });
+    session
+        .send(OutKind::Registered(pb::Registered {
+            peer_id: peer_id.to_string(),
+        }))
+        .await;
+    if launch.registered.send(session.clone()).is_err() {
+        return Err(Status::aborted("the launch was abandoned (timed out)"));
+    }
+    tracing::info!(chaincode = %register.name, version = %register.version, "chaincode registered");
+    tokio::spawn(async move {
+        loop {
+            match inbound.next().await {
+                Some(Ok(pb::ChaincodeMessage { kind: Some(kind) })) => {
+                    if let Err(e) = session.handle(kind).await {
+                        tracing::warn!(chaincode = %session.name, error = %e, "closing chaincode stream");
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {
+                    tracing::warn!(chaincode = %session.name, "empty chaincode message; closing stream");
+                    break;
+                }
+                Some(Err(status)) => {
+                    tracing::info!(chaincode = %session.name, status = %status.message(), "chaincode stream ended");
+                    break;
+                }
+                None => break,
+            }
+        }
+        session.close();
+    });
+    Ok(ReceiverStream::new(receiver))
 }

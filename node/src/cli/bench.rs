@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use clap::Args;
 use tokio::sync::Semaphore;
+use weft_node::chaincode::runtime::RuntimeKind;
 use weft_proto::tx::string_args;
 use weft_proto::{Signer, WeftClient, pb};
 
@@ -30,6 +31,10 @@ pub struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// How the node runs the chaincode: process, or docker (a FROM scratch container; needs a
+    /// statically linked --chaincode).
+    #[arg(long, default_value = "process")]
+    runtime: RuntimeKind,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -66,7 +71,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     })?;
     let mut config =
         weft_node::config::Config::load(&network.join("nodes").join("validator0.toml"))?;
-    config.chaincode.runtime = weft_node::chaincode::runtime::RuntimeKind::Process;
+    config.chaincode.runtime = args.runtime;
     config.api.max_pending = args.in_flight.max(1_000) * 2;
     let node = weft_node::node::start(config)
         .await
@@ -80,12 +85,21 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "deploying asset-transfer and creating {} assets for alice",
         args.transactions
     );
+    // Deploying includes the launch: for docker, the image build (unless the engine has the
+    // package's image), the container start and the handshake.
+    let deploying = Instant::now();
     admin
         .deploy(
             weft_proto::package::build("asset-transfer", "1.0", &std::fs::read(&binary)?)?,
             &[],
         )
         .await?;
+    let launch = deploying.elapsed();
+    eprintln!(
+        "deployed and launched asset-transfer ({} runtime) in {:.0} ms",
+        args.runtime,
+        launch.as_secs_f64() * 1e3
+    );
     let ids: Vec<String> = (0..args.transactions)
         .map(|i| format!("bench-{i}"))
         .collect();
@@ -136,18 +150,21 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let tps = args.transactions as f64 / elapsed.as_secs_f64();
     let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
     println!(
-        "committed {} TransferAsset in {:.2} s: {:.0} tx/s; submit-to-commit p50 {:.1} ms, p99 {:.1} ms ({} in flight, 1 validator, process chaincode)",
+        "committed {} TransferAsset in {:.2} s: {:.0} tx/s; submit-to-commit p50 {:.1} ms, p99 {:.1} ms ({} in flight, 1 validator, {} chaincode; deploy and launch {:.0} ms)",
         args.transactions,
         elapsed.as_secs_f64(),
         tps,
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
-        args.in_flight
+        args.in_flight,
+        args.runtime,
+        launch.as_secs_f64() * 1e3
     );
     if let Some(path) = args.json {
         let json = serde_json::json!({
             "transactions": args.transactions, "in_flight": args.in_flight, "seconds": elapsed.as_secs_f64(),
             "tx_per_second": tps, "p50_ms": p50.as_secs_f64() * 1e3, "p99_ms": p99.as_secs_f64() * 1e3,
+            "runtime": args.runtime.as_str(), "launch_ms": launch.as_secs_f64() * 1e3,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     }
