@@ -118,7 +118,9 @@ pub async fn serve_as_service<C: Chaincode>(
                 .max_decoding_message_size(weft_proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(weft_proto::MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await
         .map_err(|e| ServiceError::Serve(e.to_string()))
 }

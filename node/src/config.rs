@@ -406,6 +406,43 @@ identity = "validators/validator0"
     }
 
     #[test]
+    fn docker_and_external_settings_come_from_keys_and_environment() {
+        let config = parse(
+            &format!(
+                "{MINIMAL}\n[chaincode]\nruntime = \"docker\"\ndocker_tls_dir = \"tls\"\nmemory_mib = 64\n"
+            ),
+            &[
+                ("WEFT_CHAINCODE_DOCKER_HOST", "tcp://10.0.0.5:2376"),
+                ("WEFT_CHAINCODE_PIDS_LIMIT", "32"),
+                ("WEFT_CHAINCODE_DOCKER_SOCKET_SOURCE", "weft-peer0-run"),
+            ],
+        )
+        .expect("valid");
+        let docker = &config.chaincode.docker;
+        assert_eq!(docker.host.as_deref(), Some("tcp://10.0.0.5:2376"));
+        assert_eq!(docker.tls_dir.as_deref(), Some(Path::new("/etc/weft/tls")));
+        assert_eq!(docker.memory_mib, 64);
+        assert_eq!(docker.pids_limit, 32);
+        assert_eq!(docker.socket_source.as_deref(), Some("weft-peer0-run"));
+
+        let config = parse(
+            MINIMAL,
+            &[
+                ("WEFT_CHAINCODE_RUNTIME", "external"),
+                ("WEFT_CHAINCODE_EXTERNAL", "probe=127.0.0.1:9999"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.chaincode.external["probe"], "127.0.0.1:9999");
+
+        let err = parse(MINIMAL, &[("WEFT_CHAINCODE_MEMORY_MIB", "4")]).expect_err("too small");
+        assert!(err.to_string().contains("memory_mib"), "{err}");
+        let err = parse(MINIMAL, &[("WEFT_CHAINCODE_RUNTIME", "external")])
+            .expect_err("external needs addresses");
+        assert!(err.to_string().contains("chaincode.external"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let err = parse(
             &format!("{MINIMAL}\n[chaincode]\nruntim = \"process\"\n"),

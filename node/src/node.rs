@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use weft_proto::pb;
 use weft_proto::{ConsensusKind, Genesis, Role, Signer};
 
@@ -132,6 +132,7 @@ impl NodeHandle {
             let _ = task.await;
         }
         self.shared.executor.chaincodes().stop_all().await;
+        self.shared.executor.chaincodes().shutdown_runtime().await;
     }
 }
 
@@ -144,21 +145,34 @@ async fn choose_runtime(
 ) -> Result<Arc<dyn ChaincodeRuntime>, NodeError> {
     let work_dir = config.node.data_dir.join("chaincode");
     let settings = &config.chaincode.docker;
-    let docker_runtime = |docker| -> Arc<dyn ChaincodeRuntime> {
-        Arc::new(DockerRuntime::new(
+    let docker_runtime = |docker| async move {
+        if let Some(source) = settings
+            .socket_source
+            .as_deref()
+            .filter(|s| s.starts_with('/'))
+        {
+            chaincode_socket::check_alone(std::path::Path::new(source))
+                .map_err(|e| NodeError::Setup(e.to_string()))?;
+        }
+        let runtime = DockerRuntime::new(
             docker,
             &config.node.id,
             network,
             &chaincode_socket::socket_dir(&config.node.data_dir),
             settings.clone(),
-        ))
+        );
+        runtime
+            .sweep()
+            .await
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        Ok::<Arc<dyn ChaincodeRuntime>, NodeError>(Arc::new(runtime))
     };
     match config.chaincode.runtime {
         RuntimeKind::Process => Ok(Arc::new(ProcessRuntime::new(work_dir))),
         RuntimeKind::Docker => match docker::connect(settings).await {
             Ok(docker) => {
                 tracing::info!(runtime = "docker", endpoint = %settings.endpoint(), "chaincode runs in Docker containers");
-                Ok(docker_runtime(docker))
+                docker_runtime(docker).await
             }
             Err(e) => Err(NodeError::Setup(format!(
                 "chaincode.runtime = docker, but {e}: start the engine, point chaincode.docker_host (or DOCKER_HOST) at one, or set chaincode.runtime = process"
@@ -167,7 +181,7 @@ async fn choose_runtime(
         RuntimeKind::Auto => match docker::connect(settings).await {
             Ok(docker) => {
                 tracing::info!(runtime = "docker", endpoint = %settings.endpoint(), "chaincode runtime chosen (auto): a Docker engine answers");
-                Ok(docker_runtime(docker))
+                docker_runtime(docker).await
             }
             Err(e) => {
                 tracing::info!(runtime = "process", reason = %e, "chaincode runtime chosen (auto): no Docker engine answers, chaincode runs as processes");
@@ -183,6 +197,21 @@ async fn choose_runtime(
             )))
         }
     }
+}
+
+/// The chaincode service (on the public port for process chaincode, on the chaincode socket
+/// for containers).
+fn chaincode_support(
+    chaincodes: &ChaincodeManager,
+    peer_id: &str,
+) -> pb::chaincode_support_server::ChaincodeSupportServer<ChaincodeSupportService> {
+    let limit = weft_proto::MAX_MESSAGE_BYTES;
+    pb::chaincode_support_server::ChaincodeSupportServer::new(ChaincodeSupportService::new(
+        chaincodes.registrations(),
+        peer_id.to_string(),
+    ))
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit)
 }
 
 /// Starts a validating node with RocksDB storage.
@@ -281,6 +310,13 @@ pub async fn start_with_store(
         },
         registrations,
     ));
+    // Bound before anything that may launch chaincode runs.
+    let chaincode_listener = if chaincodes.runtime_kind() == RuntimeKind::Docker {
+        let socket_dir = chaincode_socket::socket_dir(&config.node.data_dir);
+        Some(chaincode_socket::bind(&socket_dir).map_err(|e| NodeError::Setup(e.to_string()))?)
+    } else {
+        None
+    };
     let executor = Executor::new(ledger.clone(), chaincodes.clone());
     let pbft = genesis.consensus.kind == ConsensusKind::Pbft && role == NodeRole::Validator;
     let replica_count = genesis.validators.len();
@@ -510,26 +546,12 @@ pub async fn start_with_store(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-        .add_service(
-            pb::chaincode_support_server::ChaincodeSupportServer::new(
-                ChaincodeSupportService::new(chaincodes.registrations(), config.node.id.clone()),
-            )
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        );
+        .add_service(chaincode_support(&chaincodes, &config.node.id));
     // Chaincode containers have no network: they reach this peer through its chaincode
     // socket, which serves the chaincode service and nothing else.
-    if chaincodes.runtime_kind() == RuntimeKind::Docker {
-        let socket_dir = chaincode_socket::socket_dir(&config.node.data_dir);
-        let listener =
-            chaincode_socket::bind(&socket_dir).map_err(|e| NodeError::Setup(e.to_string()))?;
-        let router = tonic::transport::Server::builder().add_service(
-            pb::chaincode_support_server::ChaincodeSupportServer::new(
-                ChaincodeSupportService::new(chaincodes.registrations(), config.node.id.clone()),
-            )
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-        );
+    if let Some(listener) = chaincode_listener {
+        let router = tonic::transport::Server::builder()
+            .add_service(chaincode_support(&chaincodes, &config.node.id));
         let mut socket_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
@@ -543,7 +565,9 @@ pub async fn start_with_store(
     }
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        // Accepted connections do not inherit the builder's tcp_nodelay: without it, Nagle
+        // holds small replies (a batch to a chaincode, a commit answer) for a delayed ACK.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = async move {
             let _ = grpc_shutdown.wait_for(|s| *s).await;
         };
@@ -581,7 +605,9 @@ pub async fn start_with_store(
             );
         let mut consensus_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            // Accepted connections do not inherit the builder's tcp_nodelay: without it, Nagle
+            // holds small replies (a batch to a chaincode, a commit answer) for a delayed ACK.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             let stop = async move {
                 let _ = consensus_shutdown.wait_for(|s| *s).await;
             };

@@ -165,10 +165,13 @@ pub fn is_static_elf(binary: &[u8]) -> bool {
     let phoff = u64::from_le_bytes(binary[32..40].try_into().unwrap_or([0; 8])) as usize;
     let phentsize = u16_at(54);
     let phnum = u16_at(56);
+    // A crafted header must not overflow: any offset that does is "not static".
     (0..phnum).all(|i| {
-        let at = phoff + i * phentsize;
-        binary
-            .get(at..at + 4)
+        let Some(at) = i.checked_mul(phentsize).and_then(|o| o.checked_add(phoff)) else {
+            return false;
+        };
+        at.checked_add(4)
+            .and_then(|end| binary.get(at..end))
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != PT_INTERP)
             .unwrap_or(false)
     })
@@ -195,5 +198,12 @@ mod tests {
         // Test binaries are built without crt-static here, so they have an interpreter.
         assert!(!is_static_elf(&me));
         assert!(!is_static_elf(b"#!/bin/sh"));
+        // A header whose program-header offset would overflow is refused, not a panic.
+        let mut crafted = vec![0u8; 64];
+        crafted[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        crafted[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        crafted[54..56].copy_from_slice(&56u16.to_le_bytes());
+        crafted[56..58].copy_from_slice(&3u16.to_le_bytes());
+        assert!(!is_static_elf(&crafted));
     }
 }

@@ -79,18 +79,6 @@ pub fn images_labelled(label: &str) -> Vec<String> {
     ]))
 }
 
-/// Ids of the networks carrying `label`.
-pub fn networks_labelled(label: &str) -> Vec<String> {
-    ids(&docker(&[
-        "network",
-        "ls",
-        "-q",
-        "--no-trunc",
-        "--filter",
-        &format!("label={label}"),
-    ]))
-}
-
 /// `docker inspect` of one object.
 pub fn inspect(id: &str) -> Value {
     let text = docker(&["inspect", id]);

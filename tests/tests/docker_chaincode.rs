@@ -11,7 +11,7 @@ use weft_proto::ClientError;
 use weft_proto::pb::TxStatus;
 use weft_tests::docker::{
     ContainerSweep, containers_labelled, docker, engine_answers, images_labelled, inspect,
-    networks_labelled, static_chaincode_package, unique_chain_id,
+    static_chaincode_package, unique_chain_id,
 };
 use weft_tests::{Network, Node, args, chaincode_package, weft};
 
@@ -207,6 +207,14 @@ async fn chaincode_containers_are_isolated_labelled_and_cannot_reach_out() {
     assert_eq!(host["Memory"], limit);
     assert_eq!(host["MemorySwap"], limit, "no swap beyond the memory limit");
     assert_eq!(host["PidsLimit"], PIDS_LIMIT.parse::<u64>().expect("pids"));
+    assert_eq!(
+        host["Ulimits"],
+        serde_json::json!([{"Name": "nofile", "Soft": 1024, "Hard": 1024}])
+    );
+    assert_eq!(
+        host["LogConfig"]["Config"]["max-size"], "10m",
+        "bounded logs on disk"
+    );
     assert_eq!(text(&container, "/Config/User"), "65534:65534");
     assert_ne!(text(&container, "/Config/User"), "0");
     // The only mount is the peer's socket directory, read-only; never the Docker socket.
@@ -362,12 +370,15 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
         "shutdown removes containers"
     );
 
-    let gc = weft(&["chaincode", "gc"]).await;
+    let gc = weft(&["chaincode", "gc", "--network", &f.network.chain_id]).await;
     let printed = gc.expect_success("weft chaincode gc");
     assert!(printed.contains("chaincode image(s)"), "{printed}");
-    assert_eq!(images_labelled("weft.chaincode"), Vec::<String>::new());
-    assert_eq!(containers_labelled("weft.chaincode"), Vec::<String>::new());
-    assert_eq!(networks_labelled("weft.chaincode"), Vec::<String>::new());
+    assert_eq!(
+        images_labelled("weft.chaincode=probe"),
+        Vec::<String>::new(),
+        "no container uses the probe images any more: gc removed them"
+    );
+    assert_eq!(f.containers(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,14 +392,28 @@ async fn a_killed_peer_leaves_a_container_that_its_restart_replaces_and_gc_remov
     f.node.kill9();
     assert_eq!(f.containers(), before, "a killed peer cannot clean up");
 
+    // Back, the peer removes what it left before it serves.
     f.node.restart().await;
+    let log = f.node.log();
+    assert!(
+        log.contains("removed chaincode containers a previous run left behind"),
+        "{log}"
+    );
     f.probe_serves("after-restart").await;
     let after = f.containers();
     assert_eq!(after.len(), 1, "the leftover was replaced: {after:?}");
     assert_ne!(after, before);
 
     f.node.kill9();
-    let gc = weft(&["chaincode", "gc", "--for-peer", "validator0"]).await;
+    let gc = weft(&[
+        "chaincode",
+        "gc",
+        "--network",
+        &f.network.chain_id,
+        "--for-peer",
+        "validator0",
+    ])
+    .await;
     let printed = gc.expect_success("weft chaincode gc --for-peer");
     assert!(
         printed.contains("removed 1 chaincode container"),

@@ -10,18 +10,20 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::runtime::{
+    ChaincodeRuntime, Exit, Instance, LaunchSpec, LogTail, RuntimeError, RuntimeKind,
+};
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, CreateContainerOptionsBuilder,
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use futures::StreamExt;
-use tokio::sync::watch;
-
-use super::runtime::{ChaincodeRuntime, Instance, LaunchSpec, LogTail, RuntimeError, RuntimeKind};
 
 /// The labels on every container and image this runtime makes.
 pub mod labels {
@@ -49,6 +51,10 @@ const CHAINCODE_USER: &str = "65534:65534";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one engine API call may take (an image build included).
 const API_TIMEOUT_SECS: u64 = 120;
+/// A line of chaincode output longer than this is cut into pieces of this size.
+const MAX_LOG_LINE: usize = 16 * 1024;
+/// Files (and sockets) a chaincode may hold open.
+const OPEN_FILES: i64 = 1024;
 
 /// Where the engine is and how much each chaincode container may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +94,20 @@ impl DockerSettings {
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
     }
+
+    /// The TLS directory: the setting, or `DOCKER_CERT_PATH` when `DOCKER_TLS_VERIFY` is set
+    /// (as the docker CLI reads them).
+    pub fn tls_directory(&self) -> Option<PathBuf> {
+        self.tls_dir.clone().or_else(|| {
+            let verify =
+                std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
+            verify
+                .then(|| std::env::var("DOCKER_CERT_PATH").ok())
+                .flatten()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
+    }
 }
 
 fn unavailable(reason: String) -> RuntimeError {
@@ -105,7 +125,7 @@ pub async fn connect(settings: &DockerSettings) -> Result<Docker, RuntimeError> 
     let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, API_TIMEOUT_SECS, version)
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("https://") {
-        match &settings.tls_dir {
+        match &settings.tls_directory() {
             Some(dir) => Docker::connect_with_ssl(
                 &endpoint,
                 &dir.join("key.pem"),
@@ -119,7 +139,13 @@ pub async fn connect(settings: &DockerSettings) -> Result<Docker, RuntimeError> 
                     "{endpoint} needs TLS: set chaincode.docker_tls_dir to a directory with ca.pem, cert.pem and key.pem"
                 )));
             }
-            None => Docker::connect_with_http(&endpoint, API_TIMEOUT_SECS, version),
+            None => {
+                let loopback = ["tcp://127.", "tcp://localhost:", "tcp://[::1]:"];
+                if !loopback.iter().any(|prefix| endpoint.starts_with(prefix)) {
+                    tracing::warn!(%endpoint, "the Docker engine is reached over plain tcp: anyone on the path controls it; set chaincode.docker_tls_dir");
+                }
+                Docker::connect_with_http(&endpoint, API_TIMEOUT_SECS, version)
+            }
         }
     } else if endpoint.starts_with('/') {
         Docker::connect_with_unix(&endpoint, API_TIMEOUT_SECS, version)
@@ -159,9 +185,10 @@ fn docker_name(text: &str) -> String {
         .collect()
 }
 
-/// The image of a package: one per package hash, shared by every peer on the engine.
-pub fn image_tag(name: &str, package_hash: &str) -> String {
-    format!("weft-chaincode-{}:{package_hash}", docker_name(name))
+/// The image of a package: one per package hash, shared by every peer on the engine (the
+/// chaincode's name is in the image's labels: not every valid name is a valid reference).
+pub fn image_tag(package_hash: &str) -> String {
+    format!("weft-chaincode:{package_hash}")
 }
 
 /// The build context of a chaincode image: the Dockerfile and the binary.
@@ -209,7 +236,7 @@ impl DockerRuntime {
 
     /// Builds the package's image unless the engine has it already.
     async fn ensure_image(&self, spec: &LaunchSpec) -> Result<String, RuntimeError> {
-        let tag = image_tag(&spec.name, &spec.package_hash);
+        let tag = image_tag(&spec.package_hash);
         if self.docker.inspect_image(&tag).await.is_ok() {
             return Ok(tag);
         }
@@ -262,16 +289,18 @@ impl DockerRuntime {
         ])
     }
 
-    /// Removes containers of `name` this peer left behind (a crash, a kill -9).
-    async fn remove_leftovers(&self, name: &str) -> Result<(), RuntimeError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![
-                format!("{}={name}", labels::CHAINCODE),
-                format!("{}={}", labels::PEER, self.peer),
-                format!("{}={}", labels::NETWORK, self.network),
-            ],
-        )]);
+    /// Removes this peer's containers on this network: of chaincode `name` only, or all.
+    /// Returns how many it removed.
+    async fn remove_own_containers(&self, name: Option<&str>) -> Result<usize, RuntimeError> {
+        let mut wanted = vec![
+            format!("{}={}", labels::PEER, self.peer),
+            format!("{}={}", labels::NETWORK, self.network),
+        ];
+        wanted.push(match name {
+            Some(name) => format!("{}={name}", labels::CHAINCODE),
+            None => labels::CHAINCODE.to_string(),
+        });
+        let filters = HashMap::from([("label", wanted)]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -280,15 +309,23 @@ impl DockerRuntime {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| RuntimeError::Start {
-                chaincode: name.to_string(),
-                reason: format!("listing containers: {e}"),
-            })?;
+            .map_err(|e| unavailable(format!("listing containers: {e}")))?;
+        let mut removed = 0;
         for container in leftovers {
             if let Some(id) = container.id {
-                tracing::info!(chaincode = %name, container = %short(&id), "removing a container left behind");
                 remove_container(&self.docker, &id).await;
+                removed += 1;
             }
+        }
+        Ok(removed)
+    }
+
+    /// Removes every container this peer left on this network (a kill -9, a launch abandoned
+    /// at shutdown): called before the node starts serving.
+    pub async fn sweep(&self) -> Result<(), RuntimeError> {
+        let removed = self.remove_own_containers(None).await?;
+        if removed > 0 {
+            tracing::info!(removed, peer = %self.peer, "removed chaincode containers a previous run left behind");
         }
         Ok(())
     }
@@ -330,6 +367,19 @@ impl DockerRuntime {
             // Equal to the memory limit: no swap on top of it.
             memory_swap: Some(memory),
             pids_limit: Some(self.settings.pids_limit),
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(OPEN_FILES),
+                hard: Some(OPEN_FILES),
+            }]),
+            // The engine keeps at most 20 MB of a chaincode's output on disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "10m".to_string()),
+                    ("max-file".to_string(), "2".to_string()),
+                ])),
+            }),
             mounts: Some(vec![self.socket_mount()]),
             ..Default::default()
         }
@@ -360,6 +410,21 @@ impl ChaincodeRuntime for DockerRuntime {
         RuntimeKind::Docker
     }
 
+    async fn shutdown(&self) {
+        match self.remove_own_containers(None).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(
+                    removed,
+                    "removed chaincode containers still there at shutdown"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep chaincode containers at shutdown")
+            }
+        }
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Instance>, RuntimeError> {
         if !weft_proto::package::is_static_elf(&spec.binary) {
             return Err(RuntimeError::Prepare {
@@ -368,7 +433,10 @@ impl ChaincodeRuntime for DockerRuntime {
             });
         }
         let image = self.ensure_image(spec).await?;
-        self.remove_leftovers(&spec.name).await?;
+        let removed = self.remove_own_containers(Some(&spec.name)).await?;
+        if removed > 0 {
+            tracing::info!(chaincode = %spec.name, removed, "removed containers left behind");
+        }
         let start_error = |reason: String| RuntimeError::Start {
             chaincode: spec.name.clone(),
             reason,
@@ -423,16 +491,17 @@ impl ChaincodeRuntime for DockerRuntime {
             tag.clone(),
             logs.clone(),
         ));
-        let (exit_tx, exit) = watch::channel(None::<String>);
+        let (exit_tx, exit) = Exit::channel();
         let docker = self.docker.clone();
         let watched = id.clone();
         let memory_mib = self.settings.memory_mib;
         tokio::spawn(async move {
             let mut wait = docker.wait_container(&watched, None);
             let waited = wait.next().await;
+            // Read how it ended before anyone removes it.
+            let text = describe_exit(&docker, &watched, waited, memory_mib).await;
             // The log stream ends with the container: let it deliver the last lines.
             let _ = tokio::time::timeout(Duration::from_secs(5), forwarder).await;
-            let text = describe_exit(&docker, &watched, waited, memory_mib).await;
             tracing::info!(chaincode = %tag, container = %short(&watched), status = %text, "chaincode container ended");
             let _ = exit_tx.send(Some(text));
         });
@@ -482,26 +551,34 @@ async fn forward_logs(docker: Docker, id: String, tag: String, logs: LogTail) {
         .build();
     let mut stream = docker.logs(&id, Some(options));
     let mut partial = String::new();
+    let emit = |line: String| {
+        let line = line.trim_end().to_string();
+        tracing::info!(target: "weft::chaincode", chaincode = %tag, "{line}");
+        logs.push(line);
+    };
     while let Some(Ok(output)) = stream.next().await {
         partial.push_str(&String::from_utf8_lossy(&output.into_bytes()));
         while let Some(end) = partial.find('\n') {
-            let line: String = partial.drain(..=end).collect();
-            let line = line.trim_end().to_string();
-            tracing::info!(target: "weft::chaincode", chaincode = %tag, "{line}");
-            logs.push(line);
+            emit(partial.drain(..=end).collect());
+        }
+        // Output without line breaks must not grow the peer's memory.
+        while partial.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !partial.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            emit(partial.drain(..cut).collect());
         }
     }
     if !partial.trim().is_empty() {
-        let line = partial.trim_end().to_string();
-        tracing::info!(target: "weft::chaincode", chaincode = %tag, "{line}");
-        logs.push(line);
+        emit(partial);
     }
 }
 
 struct DockerInstance {
     docker: Docker,
     id: String,
-    exit: watch::Receiver<Option<String>>,
+    exit: Exit,
     logs: LogTail,
 }
 
@@ -516,16 +593,14 @@ impl Instance for DockerInstance {
     }
 
     async fn exited(&self) -> String {
-        let mut exit = self.exit.clone();
-        match exit.wait_for(Option::is_some).await {
-            Ok(status) => status.clone().unwrap_or_default(),
-            Err(_) => "unknown".into(),
-        }
+        self.exit.wait().await
     }
 
+    /// Kills the container, lets the watcher record how it ended, then removes it.
     async fn stop(&self) {
-        remove_container(&self.docker, &self.id).await;
+        let _ = self.docker.kill_container(&self.id, None).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.exited()).await;
+        remove_container(&self.docker, &self.id).await;
     }
 }
 
@@ -536,25 +611,35 @@ pub struct Collected {
     pub images: usize,
 }
 
-/// Removes every chaincode container (of `peer` only, when given) and, when no peer is
-/// named, every chaincode image no container uses any more.
-pub async fn collect_garbage(
-    docker: &Docker,
-    peer: Option<&str>,
-) -> Result<Collected, RuntimeError> {
+/// Which chaincode containers `gc` removes: all, or those of one network and/or one peer.
+#[derive(Debug, Default, Clone)]
+pub struct GcScope {
+    pub network: Option<String>,
+    pub peer: Option<String>,
+}
+
+/// Removes the chaincode containers in `scope` (running ones too: a peer that still runs
+/// starts its chaincode again on next use), then every chaincode image that no remaining
+/// chaincode container uses.
+pub async fn collect_garbage(docker: &Docker, scope: &GcScope) -> Result<Collected, RuntimeError> {
     let api = |what: &str, e: bollard::errors::Error| unavailable(format!("{what}: {e}"));
-    let mut label_filters = vec![labels::CHAINCODE.to_string()];
-    if let Some(peer) = peer {
-        label_filters.push(format!("{}={peer}", labels::PEER));
-    }
-    let filters = HashMap::from([("label", label_filters)]);
-    let containers = docker
-        .list_containers(Some(
+    let list = |wanted: Vec<String>| {
+        let filters = HashMap::from([("label", wanted)]);
+        docker.list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)
                 .filters(&filters)
                 .build(),
         ))
+    };
+    let mut wanted = vec![labels::CHAINCODE.to_string()];
+    if let Some(network) = &scope.network {
+        wanted.push(format!("{}={network}", labels::NETWORK));
+    }
+    if let Some(peer) = &scope.peer {
+        wanted.push(format!("{}={peer}", labels::PEER));
+    }
+    let containers = list(wanted)
         .await
         .map_err(|e| api("listing containers", e))?;
     let mut collected = Collected::default();
@@ -564,9 +649,12 @@ pub async fn collect_garbage(
             collected.containers += 1;
         }
     }
-    if peer.is_some() {
-        return Ok(collected);
-    }
+    let in_use: std::collections::HashSet<String> = list(vec![labels::CHAINCODE.to_string()])
+        .await
+        .map_err(|e| api("listing containers", e))?
+        .into_iter()
+        .filter_map(|c| c.image_id)
+        .collect();
     let filters = HashMap::from([("label", vec![labels::CHAINCODE.to_string()])]);
     let images = docker
         .list_images(Some(
@@ -577,7 +665,7 @@ pub async fn collect_garbage(
         ))
         .await
         .map_err(|e| api("listing images", e))?;
-    for image in images {
+    for image in images.into_iter().filter(|i| !in_use.contains(&i.id)) {
         let options = RemoveImageOptionsBuilder::default().force(true).build();
         match docker.remove_image(&image.id, Some(options), None).await {
             Ok(_) => collected.images += 1,
@@ -598,8 +686,8 @@ mod tests {
     fn names_keep_only_what_docker_allows() {
         assert_eq!(docker_name("Asset Transfer/v2"), "asset-transfer-v2");
         assert_eq!(
-            image_tag("asset-transfer", &"ab".repeat(32)),
-            format!("weft-chaincode-asset-transfer:{}", "ab".repeat(32))
+            image_tag(&"ab".repeat(32)),
+            format!("weft-chaincode:{}", "ab".repeat(32))
         );
     }
 

@@ -8,13 +8,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::pb;
 use weft_proto::pb::chaincode_service_client::ChaincodeServiceClient;
 
-use super::runtime::{ChaincodeRuntime, Instance, LaunchSpec, RuntimeError, RuntimeKind};
+use super::runtime::{ChaincodeRuntime, Exit, Instance, LaunchSpec, RuntimeError, RuntimeKind};
+
+/// How long dialling a chaincode service and opening its stream may take.
+const ATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use super::session::{self, Registrations};
 
 /// Parses `name=host:port,name=host:port` (the `chaincode.external` setting).
@@ -60,6 +63,43 @@ impl ExternalRuntime {
     }
 }
 
+type Attached = (
+    mpsc::Sender<pb::PeerMessage>,
+    tonic::Streaming<pb::ChaincodeMessage>,
+);
+
+impl ExternalRuntime {
+    /// Dials the service and opens its stream, presenting the launch token.
+    async fn attach(&self, spec: &LaunchSpec, address: &str) -> Result<Attached, String> {
+        let channel = weft_proto::client::connect_channel(address)
+            .await
+            .map_err(|e| format!("the chaincode service does not answer: {e}"))?;
+        let mut client = ChaincodeServiceClient::new(channel)
+            .max_decoding_message_size(weft_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(weft_proto::MAX_MESSAGE_BYTES);
+        let (to_chaincode, requests) = mpsc::channel::<pb::PeerMessage>(256);
+        let mut request = tonic::Request::new(ReceiverStream::new(requests));
+        let token = spec
+            .launch_token
+            .parse()
+            .map_err(|_| "the launch token is not valid metadata".to_string())?;
+        request
+            .metadata_mut()
+            .insert(weft_proto::LAUNCH_TOKEN_METADATA, token);
+        let inbound = client
+            .attach(request)
+            .await
+            .map_err(|status| {
+                format!(
+                    "the chaincode service at {address} refused the stream: {}",
+                    status.message()
+                )
+            })?
+            .into_inner();
+        Ok((to_chaincode, inbound))
+    }
+}
+
 #[async_trait]
 impl ChaincodeRuntime for ExternalRuntime {
     fn kind(&self) -> RuntimeKind {
@@ -77,32 +117,20 @@ impl ChaincodeRuntime for ExternalRuntime {
                 spec.name
             ))
         })?;
-        let channel = weft_proto::client::connect_channel(address)
-            .await
-            .map_err(|e| start_error(format!("the chaincode service does not answer: {e}")))?;
-        let mut client = ChaincodeServiceClient::new(channel)
-            .max_decoding_message_size(weft_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(weft_proto::MAX_MESSAGE_BYTES);
-        let (to_chaincode, requests) = mpsc::channel::<pb::PeerMessage>(256);
-        let mut request = tonic::Request::new(ReceiverStream::new(requests));
-        let token = spec
-            .launch_token
-            .parse()
-            .map_err(|_| start_error("the launch token is not valid metadata".into()))?;
-        request
-            .metadata_mut()
-            .insert(weft_proto::LAUNCH_TOKEN_METADATA, token);
-        let inbound = client
-            .attach(request)
-            .await
-            .map_err(|status| {
-                start_error(format!(
-                    "the chaincode service at {address} refused the stream: {}",
-                    status.message()
-                ))
-            })?
-            .into_inner();
-        let (exit_tx, exit) = watch::channel(None::<String>);
+        let attached = tokio::time::timeout(ATTACH_TIMEOUT, self.attach(spec, address)).await;
+        let (to_chaincode, inbound) = match attached {
+            Ok(result) => result.map_err(start_error)?,
+            Err(_) => {
+                return Err(start_error(format!(
+                    "the chaincode service at {address} did not open a stream within {ATTACH_TIMEOUT:?}"
+                )));
+            }
+        };
+        // Closing is the peer's call: stop() ends the inbound half here, which drops the
+        // connection, whatever the service does.
+        let (close, closed) = oneshot::channel::<()>();
+        let inbound = Box::pin(futures::StreamExt::take_until(inbound, closed));
+        let (exit_tx, exit) = Exit::channel();
         let registrations = Arc::clone(&self.registrations);
         let peer_id = self.peer_id.clone();
         let tag = format!("{}:{}", spec.name, spec.version);
@@ -129,6 +157,7 @@ impl ChaincodeRuntime for ExternalRuntime {
         Ok(Box::new(ExternalInstance {
             address: address.clone(),
             exit,
+            close: Mutex::new(Some(close)),
             pump,
         }))
     }
@@ -136,7 +165,8 @@ impl ChaincodeRuntime for ExternalRuntime {
 
 struct ExternalInstance {
     address: String,
-    exit: watch::Receiver<Option<String>>,
+    exit: Exit,
+    close: Mutex<Option<oneshot::Sender<()>>>,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -154,15 +184,15 @@ impl Instance for ExternalInstance {
     }
 
     async fn exited(&self) -> String {
-        let mut exit = self.exit.clone();
-        match exit.wait_for(Option::is_some).await {
-            Ok(status) => status.clone().unwrap_or_default(),
-            Err(_) => "the stream closed".into(),
-        }
+        self.exit.wait().await
     }
 
+    /// Ends both halves of the stream: the service sees it closed, and the peer stops
+    /// reading whatever the service still sends.
     async fn stop(&self) {
-        // Dropping the peer's half of the stream ends it for the service too.
+        if let Some(close) = self.close.lock().await.take() {
+            let _ = close.send(());
+        }
         self.pump.abort();
     }
 }

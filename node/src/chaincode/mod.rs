@@ -321,6 +321,11 @@ impl ChaincodeManager {
         }
     }
 
+    /// Lets the runtime remove what stopped instances left (after [`Self::stop_all`]).
+    pub async fn shutdown_runtime(&self) {
+        self.runtime.shutdown().await;
+    }
+
     pub async fn list(&self) -> Vec<ChaincodeStatus> {
         let slots: Vec<_> = self.running.lock().await.values().cloned().collect();
         let mut out = Vec::new();

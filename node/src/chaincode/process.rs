@@ -8,9 +8,11 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::{Mutex, oneshot, watch};
+use tokio::sync::{Mutex, oneshot};
 
-use super::runtime::{ChaincodeRuntime, Instance, LaunchSpec, LogTail, RuntimeError, RuntimeKind};
+use super::runtime::{
+    ChaincodeRuntime, Exit, Instance, LaunchSpec, LogTail, RuntimeError, RuntimeKind,
+};
 
 pub struct ProcessRuntime {
     work_dir: PathBuf,
@@ -99,7 +101,7 @@ impl ChaincodeRuntime for ProcessRuntime {
         }
         // One task owns the child: it reports the exit, or kills the child when asked.
         let (kill, killed) = oneshot::channel::<()>();
-        let (exit_tx, exit) = watch::channel(None::<String>);
+        let (exit_tx, exit) = Exit::channel();
         let exit_tag = tag.clone();
         tokio::spawn(async move {
             let status = tokio::select! {
@@ -147,7 +149,7 @@ fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 struct ProcessInstance {
     pid: u32,
     kill: Mutex<Option<oneshot::Sender<()>>>,
-    exit: watch::Receiver<Option<String>>,
+    exit: Exit,
     logs: LogTail,
 }
 
@@ -162,11 +164,7 @@ impl Instance for ProcessInstance {
     }
 
     async fn exited(&self) -> String {
-        let mut exit = self.exit.clone();
-        match exit.wait_for(Option::is_some).await {
-            Ok(status) => status.clone().unwrap_or_default(),
-            Err(_) => "unknown".into(),
-        }
+        self.exit.wait().await
     }
 
     async fn stop(&self) {

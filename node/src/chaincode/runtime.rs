@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 /// Which runtime runs chaincode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -98,6 +99,9 @@ impl LaunchSpec {
 pub trait ChaincodeRuntime: Send + Sync + 'static {
     fn kind(&self) -> RuntimeKind;
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn Instance>, RuntimeError>;
+    /// Removes whatever this peer's instances left behind (for example an instance whose
+    /// launch was abandoned when the node stopped). Called when the node stops.
+    async fn shutdown(&self) {}
 }
 
 /// A started chaincode instance.
@@ -111,6 +115,28 @@ pub trait Instance: Send + Sync {
     async fn exited(&self) -> String;
     /// Stops the instance and waits for it to be gone.
     async fn stop(&self);
+}
+
+/// How an instance ended, once it has: set once by the task that watches the instance.
+#[derive(Clone)]
+pub struct Exit(watch::Receiver<Option<String>>);
+
+impl Exit {
+    /// The sender the watching task reports through, and the receiving side.
+    pub fn channel() -> (watch::Sender<Option<String>>, Exit) {
+        let (sender, receiver) = watch::channel(None);
+        (sender, Exit(receiver))
+    }
+
+    /// Waits until the instance has ended; returns how. A watcher that went away without
+    /// saying reports "unknown".
+    pub async fn wait(&self) -> String {
+        let mut exit = self.0.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            Err(_) => "unknown".into(),
+        }
+    }
 }
 
 /// The last lines an instance logged, bounded.

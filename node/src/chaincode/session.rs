@@ -449,11 +449,14 @@ impl pb::chaincode_support_server::ChaincodeSupport for ChaincodeSupportService 
 /// Runs the peer side of one chaincode stream, whichever end dialled: waits for Register,
 /// claims the launch it names, hands the launch its session, and returns what the peer sends
 /// the chaincode. The session closes when `inbound` ends.
-pub async fn accept(
+pub async fn accept<S>(
     registrations: &Registrations,
     peer_id: &str,
-    mut inbound: Streaming<pb::ChaincodeMessage>,
-) -> Result<ReceiverStream<Result<pb::PeerMessage, Status>>, Status> {
+    mut inbound: S,
+) -> Result<ReceiverStream<Result<pb::PeerMessage, Status>>, Status>
+where
+    S: Stream<Item = Result<pb::ChaincodeMessage, Status>> + Send + Unpin + 'static,
+{
     let first = tokio::time::timeout(Duration::from_secs(10), inbound.next())
         .await
         .map_err(|_| Status::deadline_exceeded("no Register message within 10 s"))?;

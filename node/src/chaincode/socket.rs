@@ -21,6 +21,27 @@ pub enum SocketError {
     TooLong(PathBuf),
     #[error("cannot create the chaincode socket {path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    #[error(
+        "the chaincode socket directory {dir} holds {entry:?}: it is mounted into every chaincode container and must hold nothing but {SOCKET_FILE}: choose another node.data_dir (or chaincode.docker_socket_source)"
+    )]
+    NotAlone { dir: PathBuf, entry: String },
+}
+
+/// Fails unless `dir` holds nothing but the chaincode socket (or does not exist yet).
+pub fn check_alone(dir: &Path) -> Result<(), SocketError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name != SOCKET_FILE {
+            return Err(SocketError::NotAlone {
+                dir: dir.to_path_buf(),
+                entry: name,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The socket directory of a peer whose data lives in `data_dir`.
@@ -38,6 +59,7 @@ pub fn bind(dir: &Path) -> Result<UnixListener, SocketError> {
         path: path.clone(),
         reason: reason.to_string(),
     };
+    check_alone(dir)?;
     std::fs::create_dir_all(dir).map_err(io)?;
     #[cfg(unix)]
     {
@@ -88,6 +110,17 @@ mod tests {
                 "an unprivileged chaincode user may connect"
             );
         }
+    }
+
+    #[test]
+    fn a_directory_holding_anything_else_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("docker.sock"), b"").expect("a stray file");
+        let Err(e) = bind(dir.path()) else {
+            panic!("the directory is mounted into containers: it must hold only the socket");
+        };
+        assert!(matches!(e, SocketError::NotAlone { .. }), "{e}");
+        assert!(e.to_string().contains("docker.sock"), "{e}");
     }
 
     #[test]

@@ -61,9 +61,10 @@ pub enum ChaincodeCommand {
         #[command(flatten)]
         peer: PeerArgs,
     },
-    /// Remove chaincode containers (labelled weft.chaincode) left on a Docker engine, and the
-    /// chaincode images no container uses. Peers remove their own containers when they stop;
-    /// this clears what a killed peer left behind.
+    /// Remove chaincode containers (labelled weft.chaincode) from a Docker engine, running or
+    /// not, then the chaincode images no container uses. Peers remove their own containers
+    /// when they stop and when they start again; this clears what a peer that never came back
+    /// left behind.
     Gc {
         /// The engine: unix:///path or tcp://host:port (default: DOCKER_HOST, then the local
         /// socket).
@@ -72,7 +73,10 @@ pub enum ChaincodeCommand {
         /// For tcp with TLS: a directory holding ca.pem, cert.pem and key.pem.
         #[arg(long, env = "WEFT_CHAINCODE_DOCKER_TLS_DIR")]
         docker_tls_dir: Option<PathBuf>,
-        /// Only this peer's containers (images are then kept: other peers may use them).
+        /// Only containers of this network (its chain id).
+        #[arg(long)]
+        network: Option<String>,
+        /// Only containers of this peer (node id).
         #[arg(long = "for-peer")]
         for_peer: Option<String>,
     },
@@ -181,6 +185,7 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
         ChaincodeCommand::Gc {
             docker_host,
             docker_tls_dir,
+            network,
             for_peer,
         } => {
             let settings = DockerSettings {
@@ -191,7 +196,11 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
             let engine = docker::connect(&settings).await.with_context(|| {
                 "gc needs the Docker engine the peers used: start it, or name it with --docker-host"
             })?;
-            let collected = docker::collect_garbage(&engine, for_peer.as_deref()).await?;
+            let scope = docker::GcScope {
+                network,
+                peer: for_peer,
+            };
+            let collected = docker::collect_garbage(&engine, &scope).await?;
             println!(
                 "removed {} chaincode container(s) and {} chaincode image(s) from {}",
                 collected.containers,
