@@ -87,13 +87,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     );
     // Deploying includes the launch: for docker, the image build (unless the engine has the
     // package's image), the container start and the handshake.
+    let package = weft_proto::package::build("asset-transfer", "1.0", &std::fs::read(&binary)?)?;
     let deploying = Instant::now();
-    admin
-        .deploy(
-            weft_proto::package::build("asset-transfer", "1.0", &std::fs::read(&binary)?)?,
-            &[],
-        )
-        .await?;
+    admin.deploy(package, &[]).await?;
     let launch = deploying.elapsed();
     eprintln!(
         "deployed and launched asset-transfer ({} runtime) in {:.0} ms",
