@@ -443,6 +443,66 @@ async fn a_dynamically_linked_package_is_refused_with_what_to_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exits_before_registering_fails_the_deploy_with_its_last_log_lines() {
+    if !engine_answers("a_container_that_exits_before_registering") {
+        return;
+    }
+    let f = start("launch", &[]).await;
+    let admin = f.network.client("admin").await;
+    let binary = std::fs::read(weft_tests::docker::static_chaincode_binary("probe"))
+        .expect("read the static probe");
+    let package = weft_proto::package::build("exits-at-launch", "1.0", &binary).expect("package");
+    let error = admin
+        .deploy(package, &[])
+        .await
+        .expect_err("a chaincode that exits before registering cannot be deployed");
+    let text = error.to_string();
+    assert!(text.contains("exits-at-launch:1.0"), "{text}");
+    assert!(text.contains("container "), "names the container: {text}");
+    assert!(text.contains("exit code 4"), "{text}");
+    assert!(
+        text.contains("exiting at launch on purpose"),
+        "the container's last log lines: {text}"
+    );
+    // The node serves on.
+    f.deploy_probe("1.0").await;
+    f.probe_serves("after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_without_an_engine_runs_chaincode_as_processes_and_says_why() {
+    // No engine is needed: the endpoint names a socket that does not exist.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let network = Network::generate(tmp.path()).await;
+    let node = Node::start(
+        &network,
+        &[
+            ("WEFT_CHAINCODE_RUNTIME", "auto"),
+            (
+                "WEFT_CHAINCODE_DOCKER_HOST",
+                "unix:///nonexistent/docker.sock",
+            ),
+        ],
+    )
+    .await;
+    let log = node.log();
+    assert!(
+        log.contains("no Docker engine answers, chaincode runs as processes")
+            && log.contains("/nonexistent/docker.sock"),
+        "{log}"
+    );
+    network
+        .cli_deploy("probe", &weft_tests::chaincode_binary("probe"))
+        .await
+        .expect_success("a dynamic probe runs as a process");
+    let alice = network.client("alice").await;
+    alice
+        .invoke("probe", "put", &args(&["k", "v"]))
+        .await
+        .expect("put");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_chooses_docker_when_an_engine_answers_and_says_so() {
     if !engine_answers("auto_chooses_docker_when_an_engine_answers") {
         return;

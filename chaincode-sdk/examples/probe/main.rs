@@ -3,16 +3,26 @@
 //! out of its container: connect, write);
 //! invariant: every other function behaves exactly as the library's probe. Launched under the
 //! name "echo" (as a package named echo), it serves the library's `EchoChaincode` instead, the
-//! callee of the contract suite's nested calls.
+//! callee of the contract suite's nested calls; under the name "exits-at-launch" it exits
+//! before registering.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chaincode_sdk::contract::{ECHO, EchoChaincode, ProbeChaincode};
 use chaincode_sdk::{Chaincode, ChaincodeError, Stub, async_trait};
 
+/// Packaged under this name, the probe prints a line and exits before it registers: what a
+/// chaincode that cannot start looks like to its peer.
+const EXITS_AT_LAUNCH: &str = "exits-at-launch";
+
 fn main() {
-    if std::env::var(chaincode_sdk::ENV_CHAINCODE_NAME).as_deref() == Ok(ECHO) {
+    let name = std::env::var(chaincode_sdk::ENV_CHAINCODE_NAME).unwrap_or_default();
+    if name == ECHO {
         chaincode_sdk::start(EchoChaincode)
+    }
+    if name == EXITS_AT_LAUNCH {
+        eprintln!("probe: cannot start: exiting at launch on purpose");
+        std::process::exit(4);
     }
     chaincode_sdk::start(Probe)
 }
