@@ -255,6 +255,51 @@ async fn chaincode_containers_are_isolated_labelled_and_cannot_reach_out() {
         .unwrap_or_else(|e| panic!("the control: the host reaches {target}: {e}"));
     let refused = f.query_fails("connect", &[&target]).await;
     assert!(refused.contains(&format!("connect {target}")), "{refused}");
+    // Another chaincode container that listens, on a network: the probe image served as a
+    // service on the test's bridge. The host reaches it (the control); the chaincode cannot.
+    let image = text(&container, "/Config/Image").to_string();
+    let other = format!("{}-other", f.network.chain_id);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &other,
+        "--label",
+        &format!("weft.network={}", f.network.chain_id),
+        "--network",
+        &bridge.name,
+        "-e",
+        "WEFT_CHAINCODE_LISTEN=0.0.0.0:9999",
+        "-e",
+        "WEFT_CHAINCODE_NAME=probe",
+        "-e",
+        "WEFT_CHAINCODE_VERSION=1.0",
+        &image,
+    ]);
+    let other_ip = text(
+        &inspect(&other),
+        &format!("/NetworkSettings/Networks/{}/IPAddress", bridge.name),
+    )
+    .to_string();
+    let other_target = format!("{other_ip}:9999");
+    let mut reached = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(&other_target).is_ok() {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reached,
+        "the control: the host reaches the other container at {other_target}"
+    );
+    let refused = f.query_fails("connect", &[&other_target]).await;
+    assert!(
+        refused.contains(&format!("connect {other_target}")),
+        "{refused}"
+    );
+    docker(&["rm", "-f", &other]);
     // Nor loopback (its own, empty), nor the peer's gRPC port on this machine's loopback.
     let peer = f.network.address();
     let refused = f.query_fails("connect", &[&peer]).await;
