@@ -361,6 +361,18 @@ impl Network {
             .unwrap_or_else(|e| panic!("load identity {name} from {}: {e}", self.dir.display()))
     }
 
+    /// `weft node start` of validator 0 with `env`, expected to refuse to start; returns
+    /// what it printed (panics if it started).
+    pub async fn start_refused(&self, env: &[(&str, &str)]) -> CliOutput {
+        let config = self.config_path().display().to_string();
+        let output = weft_with_env(&["node", "start", "--config", &config], env).await;
+        assert!(
+            !output.success(),
+            "the node must refuse to start with {env:?}: {output:?}"
+        );
+        output
+    }
+
     /// `--peer ADDR --network DIR`, for CLI calls against this network's node.
     pub fn peer_args(&self) -> Vec<String> {
         vec![

@@ -568,23 +568,15 @@ async fn docker_without_an_engine_stops_the_node_with_what_to_do() {
     // No engine is needed: the endpoint names a socket that does not exist.
     let tmp = tempfile::tempdir().expect("tempdir");
     let network = Network::generate(tmp.path()).await;
-    let output = weft_tests::weft_with_env(
-        &[
-            "node",
-            "start",
-            "--config",
-            &network.config_path().display().to_string(),
-        ],
-        &[
+    let output = network
+        .start_refused(&[
             ("WEFT_CHAINCODE_RUNTIME", "docker"),
             (
                 "WEFT_CHAINCODE_DOCKER_HOST",
                 "unix:///nonexistent/docker.sock",
             ),
-        ],
-    )
-    .await;
-    assert!(!output.success(), "the node must not start: {output:?}");
+        ])
+        .await;
     let stderr = &output.stderr;
     assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
     assert!(stderr.contains("chaincode.runtime = process"), "{stderr}");

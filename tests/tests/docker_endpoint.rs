@@ -117,20 +117,12 @@ async fn a_node_runs_chaincode_through_an_engine_reached_over_tcp_with_tls() {
     let network = Network::generate_named(tmp.path(), "network", &chain_id).await;
 
     // Without the client certificate the engine does not answer, and the node says so.
-    let refused = weft_tests::weft_with_env(
-        &[
-            "node",
-            "start",
-            "--config",
-            &network.config_path().display().to_string(),
-        ],
-        &[
+    let refused = network
+        .start_refused(&[
             ("WEFT_CHAINCODE_RUNTIME", "docker"),
             ("WEFT_CHAINCODE_DOCKER_HOST", &host),
-        ],
-    )
-    .await;
-    assert!(!refused.success(), "{refused:?}");
+        ])
+        .await;
     assert!(refused.stderr.contains(&host), "{}", refused.stderr);
 
     let node = Node::start(

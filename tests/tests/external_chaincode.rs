@@ -105,17 +105,9 @@ async fn the_peer_dials_a_chaincode_service_and_redials_after_it_returns() {
 async fn external_without_addresses_is_refused_with_what_to_write() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let network = Network::generate(tmp.path()).await;
-    let output = weft_tests::weft_with_env(
-        &[
-            "node",
-            "start",
-            "--config",
-            &network.config_path().display().to_string(),
-        ],
-        &[("WEFT_CHAINCODE_RUNTIME", "external")],
-    )
-    .await;
-    assert!(!output.success(), "{output:?}");
+    let output = network
+        .start_refused(&[("WEFT_CHAINCODE_RUNTIME", "external")])
+        .await;
     assert!(
         output.stderr.contains("chaincode.external"),
         "{}",
