@@ -581,3 +581,50 @@ async fn docker_without_an_engine_stops_the_node_with_what_to_do() {
     assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
     assert!(stderr.contains("chaincode.runtime = process"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_chaincode_package_refuses_a_dynamic_binary_unless_told_otherwise() {
+    // No engine is needed: packaging only reads the binary.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("probe.tar.gz");
+    let out_text = out.display().to_string();
+    let package = |binary: &std::path::Path, extra: &[&str]| {
+        let binary = binary.display().to_string();
+        let out = out_text.clone();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        async move {
+            let mut command = vec![
+                "chaincode".to_string(),
+                "package".into(),
+                "--name".into(),
+                "probe".into(),
+                "--version".into(),
+                "1.0".into(),
+                "--binary".into(),
+                binary,
+                "--out".into(),
+                out,
+            ];
+            command.extend(extra);
+            weft(&command).await
+        }
+    };
+    let dynamic = weft_tests::chaincode_binary("probe");
+    let refused = package(&dynamic, &[]).await;
+    assert!(!refused.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("not a statically linked")
+            && refused.stderr.contains("crt-static")
+            && refused.stderr.contains("--allow-dynamic"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!out.exists(), "nothing is written for a refused binary");
+    package(&dynamic, &["--allow-dynamic"])
+        .await
+        .expect_success("a dynamic package when told it is for process peers");
+    let static_binary = weft_tests::docker::static_chaincode_binary("probe");
+    package(&static_binary, &[])
+        .await
+        .expect_success("a static binary packages as is");
+}
