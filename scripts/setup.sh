@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build Weft: libclang (bindgen for RocksDB) and a C++
-# compiler. Idempotent: installs nothing when everything is present.
+# Installs what a fresh machine lacks to build Weft: libclang (bindgen for RocksDB), a C++
+# compiler, make, and `file`. Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
 missing=()
@@ -8,6 +8,8 @@ missing=()
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# `file` checks that the chaincode built for Docker is statically linked.
+command -v file >/dev/null 2>&1 || missing+=(file)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
