@@ -182,15 +182,22 @@ pub struct Network {
     pub peers: usize,
 }
 
-/// The first of `count` consecutive loopback ports that were all free a moment ago.
+/// Where [`free_ports`] looks: below the kernel's ephemeral range (32768-60999 by default), so
+/// that no outgoing connection of a node already started takes a port of a block before the
+/// node it belongs to binds it.
+const PORT_BLOCKS: std::ops::Range<u32> = 10_000..32_000;
+
+/// The first of `count` consecutive loopback ports that were all free a moment ago, from a
+/// randomly placed block below the ephemeral range.
 pub fn free_ports(count: usize) -> u16 {
-    for _ in 0..200 {
-        let first = free_port();
-        if usize::from(u16::MAX - first) < count {
-            continue;
-        }
+    use std::hash::{BuildHasher, Hasher};
+    let span = PORT_BLOCKS.end - PORT_BLOCKS.start - count as u32;
+    for attempt in 0..200u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        let first = (PORT_BLOCKS.start + (hasher.finish() % u64::from(span)) as u32) as u16;
         let all_free =
-            (1..count as u16).all(|i| TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+            (0..count as u16).all(|i| TcpListener::bind(("127.0.0.1", first + i)).is_ok());
         if all_free {
             return first;
         }
@@ -234,9 +241,12 @@ impl Network {
         peers: usize,
     ) -> Network {
         let dir = tmp.join(name);
-        let grpc_port = free_ports(validators + peers);
-        let operations_port = free_ports(validators + peers);
-        let consensus_port = free_ports(validators);
+        // One block for the three ranges: chosen apart, two could overlap, since nothing holds
+        // a range between its choice and the nodes' start.
+        let nodes = validators + peers;
+        let grpc_port = free_ports(2 * nodes + validators);
+        let operations_port = grpc_port + nodes as u16;
+        let consensus_port = operations_port + nodes as u16;
         let consensus_text = consensus_port.to_string();
         let validators_text = validators.to_string();
         let peers_text = peers.to_string();
