@@ -591,10 +591,16 @@ impl Checker<'_> {
                     "name the package file (.tar.gz from weft chaincode package)",
                 ));
             }
-            let package = if chaincode.package.is_absolute() {
-                chaincode.package
+            // `./x.tar.gz` is `x.tar.gz` in the blueprint's directory.
+            let relative: PathBuf = chaincode
+                .package
+                .components()
+                .filter(|c| *c != std::path::Component::CurDir)
+                .collect();
+            let package = if relative.is_absolute() {
+                relative
             } else {
-                base.join(chaincode.package)
+                base.join(relative)
             };
             out.push(ChaincodeToDeploy {
                 name: chaincode.name,

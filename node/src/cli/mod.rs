@@ -2,6 +2,7 @@
 
 mod bench;
 mod chaincode;
+mod cluster;
 mod crypto;
 mod demo;
 mod ledger;
@@ -44,6 +45,9 @@ enum Command {
     Ledger(ledger::LedgerCommand),
     /// Measure committed transactions per second and commit latency.
     Bench(bench::BenchArgs),
+    /// Peer clusters from a blueprint of locations.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Chaincode(command) => chaincode::run(command).await,
         Command::Ledger(command) => ledger::run(command).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cluster(command) => cluster::run(command),
     }
 }
 
