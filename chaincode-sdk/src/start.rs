@@ -55,9 +55,9 @@ impl StartError {
     }
 }
 
-fn env_var(name: &'static str) -> Result<Option<String>, ConfigError> {
+/// Reads one variable of the process environment (unset is `None`).
+fn env_lookup(name: &'static str) -> Result<Option<String>, ConfigError> {
     match std::env::var(name) {
-        Ok(value) if value.is_empty() => Ok(None),
         Ok(value) => Ok(Some(value)),
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode(name)),
@@ -67,16 +67,27 @@ fn env_var(name: &'static str) -> Result<Option<String>, ConfigError> {
 impl ServiceConfig {
     /// The service settings when WEFT_CHAINCODE_LISTEN is set; `None` otherwise.
     pub fn from_env() -> Result<Option<ServiceConfig>, ConfigError> {
-        let Some(listen) = env_var(ENV_CHAINCODE_LISTEN)? else {
+        ServiceConfig::from_lookup(env_lookup)
+    }
+
+    /// Reads the service settings through `lookup` (a variable that is unset or empty is
+    /// missing); `None` when WEFT_CHAINCODE_LISTEN is missing.
+    pub fn from_lookup(
+        mut lookup: impl FnMut(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Option<ServiceConfig>, ConfigError> {
+        let Some(listen) = lookup(ENV_CHAINCODE_LISTEN)?.filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
         let listen = listen.parse().map_err(|_| ConfigError::NotAnAddress {
             name: ENV_CHAINCODE_LISTEN,
             value: listen.clone(),
         })?;
-        let name = env_var(ENV_CHAINCODE_NAME)?.ok_or(ConfigError::Missing(ENV_CHAINCODE_NAME))?;
-        let version =
-            env_var(ENV_CHAINCODE_VERSION)?.ok_or(ConfigError::Missing(ENV_CHAINCODE_VERSION))?;
+        let mut require = |name: &'static str| match lookup(name)? {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(ConfigError::Missing(name)),
+        };
+        let name = require(ENV_CHAINCODE_NAME)?;
+        let version = require(ENV_CHAINCODE_VERSION)?;
         Ok(Some(ServiceConfig {
             listen,
             name,
@@ -88,11 +99,7 @@ impl ServiceConfig {
 impl ShimConfig {
     /// Reads the launch environment the peer sets.
     pub fn from_env() -> Result<ShimConfig, ConfigError> {
-        ShimConfig::from_lookup(|name| match std::env::var(name) {
-            Ok(value) => Ok(Some(value)),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode(name)),
-        })
+        ShimConfig::from_lookup(env_lookup)
     }
 
     /// Reads the launch environment through `lookup` (a variable that is unset or empty is
@@ -185,6 +192,39 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string()))
         }
+    }
+
+    #[test]
+    fn the_service_settings_are_read_only_when_a_listen_address_is_set() {
+        assert_eq!(
+            ServiceConfig::from_lookup(lookup(&[(ENV_CHAINCODE_NAME, "cc")])),
+            Ok(None)
+        );
+        let config = ServiceConfig::from_lookup(lookup(&[
+            (ENV_CHAINCODE_LISTEN, "127.0.0.1:9999"),
+            (ENV_CHAINCODE_NAME, "cc"),
+            (ENV_CHAINCODE_VERSION, "1.0"),
+        ]))
+        .expect("complete")
+        .expect("a service");
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(
+            (config.name.as_str(), config.version.as_str()),
+            ("cc", "1.0")
+        );
+        assert_eq!(
+            ServiceConfig::from_lookup(lookup(&[
+                (ENV_CHAINCODE_LISTEN, "127.0.0.1:9999"),
+                (ENV_CHAINCODE_NAME, "cc"),
+            ])),
+            Err(ConfigError::Missing(ENV_CHAINCODE_VERSION))
+        );
+        let error = ServiceConfig::from_lookup(lookup(&[(ENV_CHAINCODE_LISTEN, "anywhere")]))
+            .expect_err("not an address");
+        assert!(
+            error.to_string().contains("WEFT_CHAINCODE_LISTEN"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use weft_proto::Role;
+
 use crate::blueprint::{Blueprint, ChaincodeToDeploy, LocationKind, PORTS_PER_NODE, PbftSettings};
 
 /// Ports a node listens on inside its container or pod.
@@ -28,19 +30,13 @@ pub const LABEL_BLUEPRINT: &str = "weft.blueprint";
 /// The label every resource of a location carries, with the location's name.
 pub const LABEL_LOCATION: &str = "weft.location";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeRole {
-    Validator,
-    Peer,
-}
-
-impl NodeRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeRole::Validator => "validator",
-            NodeRole::Peer => "peer",
-        }
-    }
+/// An identity `up` issues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPlan {
+    pub name: String,
+    pub role: Role,
+    /// Nodes: the location they run in.
+    pub location: Option<String>,
 }
 
 /// A network address a node listens on or is reached at.
@@ -52,10 +48,21 @@ pub struct Endpoint {
     pub host: Option<String>,
 }
 
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.listen)?;
+        match &self.host {
+            Some(host) => write!(f, " (host {host})"),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodePlan {
     pub name: String,
-    pub role: NodeRole,
+    /// Validator or Peer.
+    pub role: Role,
     pub grpc: Endpoint,
     pub operations: Endpoint,
     /// Validators: the address the other validators dial (mutual TLS).
@@ -95,8 +102,8 @@ pub struct GenesisPlan {
 pub struct Plan {
     pub blueprint: String,
     pub seed: u64,
-    /// Identities to issue: one per node (organization = location), the admin, and clients.
-    pub identities: Vec<(String, String)>,
+    /// Identities to issue: one per node, the admin, and clients.
+    pub identities: Vec<IdentityPlan>,
     pub genesis: GenesisPlan,
     /// Docker: the network every node joins to reach the others.
     pub links_network: String,
@@ -167,15 +174,19 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
             (LABEL_BLUEPRINT.to_string(), bp.clone()),
             (LABEL_LOCATION.to_string(), loc.clone()),
         ]);
-        let roles = std::iter::repeat_n(NodeRole::Validator, location.validators)
-            .chain(std::iter::repeat_n(NodeRole::Peer, location.peers));
+        let roles = std::iter::repeat_n(Role::Validator, location.validators)
+            .chain(std::iter::repeat_n(Role::Peer, location.peers));
         let mut counters = BTreeMap::new();
         let mut nodes = Vec::new();
         for (index, role) in roles.enumerate() {
             let number = counters.entry(role.as_str()).or_insert(0usize);
             let name = format!("{loc}-{}{number}", role.as_str());
             *number += 1;
-            identities.push((name.clone(), format!("{}@{loc}", role.as_str())));
+            identities.push(IdentityPlan {
+                name: name.clone(),
+                role,
+                location: Some(loc.clone()),
+            });
             let host_port = |offset: u16| base.map(|b| b + index as u16 * PORTS_PER_NODE + offset);
             let node = match location.kind {
                 LocationKind::Docker => {
@@ -209,7 +220,7 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                             listen: format!("0.0.0.0:{CONTAINER_OPERATIONS}"),
                             host: host_port(1).map(|p| format!("127.0.0.1:{p}")),
                         },
-                        consensus: (role == NodeRole::Validator)
+                        consensus: (role == Role::Validator)
                             .then(|| format!("{container}:{CONTAINER_CONSENSUS}")),
                         volumes: vec![format!("{container}-data"), run_volume],
                         container: Some(container),
@@ -231,7 +242,7 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                             listen: at(1),
                             host: Some(at(1)),
                         },
-                        consensus: (role == NodeRole::Validator).then(|| at(2)),
+                        consensus: (role == Role::Validator).then(|| at(2)),
                         container: None,
                         volumes: Vec::new(),
                         environment: BTreeMap::from([
@@ -256,7 +267,7 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                             listen: format!("0.0.0.0:{CONTAINER_OPERATIONS}"),
                             host: None,
                         },
-                        consensus: (role == NodeRole::Validator)
+                        consensus: (role == Role::Validator)
                             .then(|| format!("{dns}:{CONTAINER_CONSENSUS}")),
                         container: None,
                         volumes: vec![format!("data-{pod}")],
@@ -293,10 +304,16 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
             nodes,
         });
     }
-    identities.push(("admin".to_string(), "admin".to_string()));
-    for client in ["alice", "bob", "charlie", "dave"] {
-        identities.push((client.to_string(), "client".to_string()));
-    }
+    let others = std::iter::once(("admin", Role::Admin)).chain(
+        ["alice", "bob", "charlie", "dave"]
+            .into_iter()
+            .map(|client| (client, Role::Client)),
+    );
+    identities.extend(others.map(|(name, role)| IdentityPlan {
+        name: name.to_string(),
+        role,
+        location: None,
+    }));
     Plan {
         blueprint: bp.clone(),
         seed,
@@ -331,8 +348,13 @@ impl fmt::Display for Plan {
             writeln!(f, "  validator {name} at {address}")?;
         }
         writeln!(f, "identities:")?;
-        for (name, role) in &self.identities {
-            writeln!(f, "  {name} ({role})")?;
+        for identity in &self.identities {
+            match &identity.location {
+                Some(location) => {
+                    writeln!(f, "  {} ({}@{location})", identity.name, identity.role)?
+                }
+                None => writeln!(f, "  {} ({})", identity.name, identity.role)?,
+            }
         }
         if self
             .locations
@@ -363,14 +385,7 @@ impl fmt::Display for Plan {
                 if let Some(container) = &node.container {
                     write!(f, " container {container}")?;
                 }
-                write!(f, " grpc {}", node.grpc.listen)?;
-                if let Some(host) = &node.grpc.host {
-                    write!(f, " (host {host})")?;
-                }
-                write!(f, " operations {}", node.operations.listen)?;
-                if let Some(host) = &node.operations.host {
-                    write!(f, " (host {host})")?;
-                }
+                write!(f, " grpc {} operations {}", node.grpc, node.operations)?;
                 if let Some(consensus) = &node.consensus {
                     write!(f, " consensus {consensus}")?;
                 }
