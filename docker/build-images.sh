@@ -47,6 +47,7 @@ trap 'rm -rf "$context"' EXIT
 
 build() { # image tag, Dockerfile, binary, name inside the context
   rm -rf "${context:?}"/*
+  mkdir -p "$context/volume/data/run"
   cp docker/"$2" "$context/Dockerfile"
   cp "$3" "$context/$4"
   strip "$context/$4" 2>/dev/null || true

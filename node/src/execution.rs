@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use weft_proto::Role;
 use weft_proto::package::validate_name;
-use weft_proto::tx::{LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY};
+use weft_proto::tx::{LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY, LIFECYCLE_LIST};
 
 use crate::chaincode::session::{
     ExecutionKind, NestedCall, NestedInvoker, Outcome, OutcomeStatus, SessionError,
@@ -328,6 +328,9 @@ impl Executor {
 
     /// Runs a read-only call against the committed state.
     pub async fn query(&self, tx: &Transaction) -> Result<Bytes, QueryError> {
+        if tx.chaincode == LIFECYCLE_CHAINCODE {
+            return self.lifecycle_query(tx);
+        }
         let definition = self
             .deployed(&tx.chaincode)
             .ok_or_else(|| QueryError::NotDeployed(tx.chaincode.clone()))?;
@@ -348,6 +351,19 @@ impl Executor {
             OutcomeStatus::Ok => Ok(outcome.payload),
             OutcomeStatus::Error => Err(QueryError::Chaincode(outcome.message)),
         }
+    }
+
+    /// The lifecycle's read-only calls: `list` answers every deployed definition as JSON.
+    fn lifecycle_query(&self, tx: &Transaction) -> Result<Bytes, QueryError> {
+        if tx.function != LIFECYCLE_LIST {
+            return Err(QueryError::Chaincode(format!(
+                "{LIFECYCLE_CHAINCODE} has no query {:?}; it has: {LIFECYCLE_LIST}",
+                tx.function
+            )));
+        }
+        serde_json::to_vec(&self.all_deployed())
+            .map(Bytes::from)
+            .map_err(|e| QueryError::Chaincode(format!("cannot encode the definitions: {e}")))
     }
 }
 

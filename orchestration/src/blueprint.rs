@@ -97,6 +97,10 @@ struct RawLocation {
     peers: Option<usize>,
     #[serde(default)]
     base_port: Option<u16>,
+    /// Docker: the group owning the engine's socket on its host (peers start chaincode
+    /// containers through it). Read from the socket itself for a unix endpoint.
+    #[serde(default)]
+    docker_group: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +196,8 @@ pub struct Location {
     pub peers: usize,
     /// The first host port of the location's nodes ([`PORTS_PER_NODE`] each), when fixed.
     pub base_port: Option<u16>,
+    /// Docker: the gid owning the engine's socket, when the blueprint gives it.
+    pub docker_group: Option<u32>,
 }
 
 impl Location {
@@ -264,6 +270,28 @@ pub struct Blueprint {
     pub pbft: PbftSettings,
     pub chaincode: Vec<ChaincodeToDeploy>,
     pub policies: Vec<Policy>,
+}
+
+impl Blueprint {
+    /// The most non-validating peers `location` may run: its count, or the autoscaler's
+    /// maximum when that is higher (host ports are reserved for all of them, so scaling
+    /// never moves another node's ports).
+    pub fn peer_capacity(&self, location: &Location) -> usize {
+        peer_capacity(&self.policies)(location)
+    }
+
+    /// The location named `name`.
+    pub fn location(&self, name: &str) -> Option<&Location> {
+        self.locations.iter().find(|l| l.name == name)
+    }
+}
+
+fn peer_capacity(policies: &[Policy]) -> impl Fn(&Location) -> usize + '_ {
+    let autoscaled = policies.iter().find_map(|p| match p {
+        Policy::Autoscaler { max, .. } => Some(*max),
+        _ => None,
+    });
+    move |location| location.peers.max(autoscaled.unwrap_or(0))
 }
 
 /// The fewest validators PBFT runs with (n = 3f+1, f = 1).
@@ -392,10 +420,10 @@ impl Checker<'_> {
                 ),
             ));
         }
-        self.check_ports(&locations)?;
         let pbft = self.check_pbft(&raw.cluster.pbft)?;
         let chaincode = self.check_chaincode(raw.cluster.chaincode, base)?;
         let policies = self.check_policies(raw.policies)?;
+        self.check_ports(&locations, peer_capacity(&policies))?;
         Ok(Blueprint {
             name: raw.name,
             locations,
@@ -438,12 +466,20 @@ impl Checker<'_> {
                 if raw.tls.is_some() && !tcp {
                     return refuse("tls", "TLS is for an engine reached over tcp://");
                 }
+                if tcp && raw.docker_group.is_none() {
+                    return Err(self.error(
+                        key("docker_group"),
+                        line,
+                        "a tcp engine needs docker_group: the gid owning /var/run/docker.sock on that engine's host (each peer starts its chaincode containers through it)",
+                    ));
+                }
             }
             LocationKind::Local => {
                 for (field, present) in [
                     ("endpoint", raw.endpoint.is_some()),
                     ("tls", raw.tls.is_some()),
                     ("namespace", raw.namespace.is_some()),
+                    ("docker_group", raw.docker_group.is_some()),
                 ] {
                     if present {
                         return refuse(field, "its peers are processes on this machine");
@@ -455,6 +491,7 @@ impl Checker<'_> {
                     ("endpoint", raw.endpoint.is_some()),
                     ("tls", raw.tls.is_some()),
                     ("base_port", raw.base_port.is_some()),
+                    ("docker_group", raw.docker_group.is_some()),
                 ] {
                     if present {
                         return refuse(field, "the cluster's own configuration says where it is");
@@ -477,6 +514,7 @@ impl Checker<'_> {
             name: raw.name,
             kind: raw.kind,
             tls: raw.tls,
+            docker_group: raw.docker_group,
             validators: raw.validators.unwrap_or(cluster.validators_per_location),
             peers: raw.peers.unwrap_or(cluster.peers_per_location),
             base_port: raw.base_port,
@@ -484,13 +522,17 @@ impl Checker<'_> {
     }
 
     /// Locations on one host must not give two nodes the same port.
-    fn check_ports(&self, locations: &[Location]) -> Result<(), BlueprintError> {
+    fn check_ports(
+        &self,
+        locations: &[Location],
+        capacity: impl Fn(&Location) -> usize,
+    ) -> Result<(), BlueprintError> {
         let mut taken: Vec<(String, usize, u32, u32)> = Vec::new();
         for (index, location) in locations.iter().enumerate() {
             let (Some(host), Some(base)) = (location.host(), location.base_port) else {
                 continue;
             };
-            let nodes = (location.validators + location.peers) as u32;
+            let nodes = (location.validators + capacity(location)) as u32;
             let (first, end) = (
                 u32::from(base),
                 u32::from(base) + nodes * u32::from(PORTS_PER_NODE),
@@ -807,9 +849,24 @@ mod tests {
         // Another engine is another host.
         let elsewhere = clash.replace(
             "{ name: b, type: local, base_port: 20010 }",
-            "{ name: b, type: docker, endpoint: \"tcp://10.0.0.9:2376\", base_port: 20010 }",
+            "{ name: b, type: docker, endpoint: \"tcp://10.0.0.9:2376\", docker_group: 999, base_port: 20010 }",
         );
         parse(&elsewhere).expect("different hosts");
+        // Ports are reserved for as many peers as the autoscaler may run.
+        let scaled = format!(
+            "{touching}policies:\n  - {{ type: autoscaler, metric: tx_per_second, target: 100, min: 1, max: 3 }}\n"
+        );
+        let e = error(&scaled);
+        assert!(e.message.contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn a_tcp_engine_needs_the_group_of_its_socket() {
+        let e = error(
+            "name: net\nlocations:\n  - { name: a, type: docker, endpoint: \"tcp://10.0.0.9:2376\" }\ncluster:\n  validators.per.location: 4\n",
+        );
+        assert_eq!(e.key, "locations[0].docker_group");
+        assert!(e.message.contains("gid"), "{e}");
     }
 
     #[test]

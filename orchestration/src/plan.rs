@@ -21,6 +21,11 @@ use crate::blueprint::{Blueprint, ChaincodeToDeploy, LocationKind, PORTS_PER_NOD
 pub const CONTAINER_GRPC: u16 = 7051;
 pub const CONTAINER_OPERATIONS: u16 = 9443;
 pub const CONTAINER_CONSENSUS: u16 = 7151;
+/// Inside a peer's container: its volume (configuration and ledger), its ledger, and where
+/// the engine's socket is mounted.
+pub const CONTAINER_VOLUME_DIR: &str = "/var/lib/weft";
+pub const CONTAINER_DATA_DIR: &str = "/var/lib/weft/data";
+pub const CONTAINER_ENGINE_SOCKET: &str = "/var/run/docker.sock";
 /// Where seeded host ports start (below the kernel's ephemeral range).
 const SEEDED_PORTS_FROM: u32 = 20_000;
 const SEEDED_PORTS_TO: u32 = 32_000;
@@ -65,6 +70,9 @@ pub struct NodePlan {
     pub role: Role,
     pub grpc: Endpoint,
     pub operations: Endpoint,
+    /// Where the other nodes reach its gRPC API (a container name on the links network,
+    /// loopback, or a pod's DNS name).
+    pub address: String,
     /// Validators: the address the other validators dial (mutual TLS).
     pub consensus: Option<String>,
     /// Docker: the container's name.
@@ -90,11 +98,20 @@ pub struct LocationPlan {
     pub nodes: Vec<NodePlan>,
 }
 
+/// A genesis validator: its name, where clients and peers reach its gRPC API, and where the
+/// other validators dial it (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesisValidator {
+    pub name: String,
+    pub address: String,
+    pub consensus: String,
+}
+
 /// The genesis the network starts from: the validators in order, with where they are dialled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenesisPlan {
     pub chain_id: String,
-    pub validators: Vec<(String, String)>,
+    pub validators: Vec<GenesisValidator>,
     pub pbft: PbftSettings,
 }
 
@@ -122,7 +139,7 @@ fn host_ports(blueprint: &Blueprint, seed: u64) -> Vec<Option<u16>> {
         .iter()
         .filter_map(|l| {
             let base = u32::from(l.base_port?);
-            let (start, end) = range(base, l.validators + l.peers);
+            let (start, end) = range(base, l.validators + blueprint.peer_capacity(l));
             Some((host_of(l.kind, l.endpoint.as_deref())?, start, end))
         })
         .collect();
@@ -134,7 +151,7 @@ fn host_ports(blueprint: &Blueprint, seed: u64) -> Vec<Option<u16>> {
                 return Some(base);
             }
             let host = host_of(location.kind, location.endpoint.as_deref())?;
-            let nodes = location.validators + location.peers;
+            let nodes = location.validators + blueprint.peer_capacity(location);
             let start = next_by_host
                 .entry(host.clone())
                 .or_insert(SEEDED_PORTS_FROM + (seed % u64::from(span / 2)) as u32 / 10 * 10);
@@ -203,9 +220,13 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                         ),
                         (
                             "WEFT_NODE_DATA_DIR".to_string(),
-                            "/var/lib/weft/data".to_string(),
+                            CONTAINER_DATA_DIR.to_string(),
                         ),
                         ("WEFT_CHAINCODE_RUNTIME".to_string(), "docker".to_string()),
+                        (
+                            "WEFT_CHAINCODE_DOCKER_HOST".to_string(),
+                            format!("unix://{CONTAINER_ENGINE_SOCKET}"),
+                        ),
                         (
                             "WEFT_CHAINCODE_DOCKER_SOCKET_SOURCE".to_string(),
                             run_volume.clone(),
@@ -220,6 +241,7 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                             listen: format!("0.0.0.0:{CONTAINER_OPERATIONS}"),
                             host: host_port(1).map(|p| format!("127.0.0.1:{p}")),
                         },
+                        address: format!("{container}:{CONTAINER_GRPC}"),
                         consensus: (role == Role::Validator)
                             .then(|| format!("{container}:{CONTAINER_CONSENSUS}")),
                         volumes: vec![format!("{container}-data"), run_volume],
@@ -242,6 +264,7 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                             listen: at(1),
                             host: Some(at(1)),
                         },
+                        address: at(0),
                         consensus: (role == Role::Validator).then(|| at(2)),
                         container: None,
                         volumes: Vec::new(),
@@ -267,6 +290,7 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                             listen: format!("0.0.0.0:{CONTAINER_OPERATIONS}"),
                             host: None,
                         },
+                        address: format!("{dns}:{CONTAINER_GRPC}"),
                         consensus: (role == Role::Validator)
                             .then(|| format!("{dns}:{CONTAINER_CONSENSUS}")),
                         container: None,
@@ -288,7 +312,11 @@ pub fn plan(blueprint: &Blueprint, seed: u64) -> Plan {
                 }
             };
             if let Some(consensus) = &node.consensus {
-                validators.push((node.name.clone(), consensus.clone()));
+                validators.push(GenesisValidator {
+                    name: node.name.clone(),
+                    address: node.address.clone(),
+                    consensus: consensus.clone(),
+                });
             }
             nodes.push(node);
         }
@@ -344,8 +372,12 @@ impl fmt::Display for Plan {
             pbft.checkpoint_period,
             pbft.request_timeout
         )?;
-        for (name, address) in &self.genesis.validators {
-            writeln!(f, "  validator {name} at {address}")?;
+        for validator in &self.genesis.validators {
+            writeln!(
+                f,
+                "  validator {} at {} consensus {}",
+                validator.name, validator.address, validator.consensus
+            )?;
         }
         writeln!(f, "identities:")?;
         for identity in &self.identities {
@@ -502,7 +534,7 @@ mod tests {
             .genesis
             .validators
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|v| v.name.as_str())
             .collect();
         assert_eq!(
             names,
@@ -516,7 +548,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan.genesis.validators[0].1,
+            plan.genesis.validators[0].consensus,
             "weft-asset-network-sjc-validator0:7151"
         );
         for location in &plan.locations {

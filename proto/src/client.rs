@@ -11,7 +11,7 @@ use crate::pb;
 use crate::pb::admin_client::AdminClient;
 use crate::pb::client_client::ClientClient;
 use crate::signing::{TxId, install_signing_bytes};
-use crate::tx::{self, LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY};
+use crate::tx::{self, ChaincodeDefinition, LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY, LIFECYCLE_LIST};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -19,6 +19,8 @@ pub enum ClientError {
     Connect { address: String, reason: String },
     #[error("{}", .0.message())]
     Rpc(#[from] tonic::Status),
+    #[error("the peer answered something this client cannot read: {0}")]
+    Malformed(String),
     #[error(
         "transaction {tx_id} was committed in block {block} but failed ({status:?}): {message}"
     )]
@@ -200,6 +202,12 @@ impl WeftClient {
         );
         self.invoke(LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY, &args)
             .await
+    }
+
+    /// The chaincode deployed on the network, as this peer's committed state records it.
+    pub async fn deployed(&self) -> Result<Vec<ChaincodeDefinition>, ClientError> {
+        let payload = self.query(LIFECYCLE_CHAINCODE, LIFECYCLE_LIST, &[]).await?;
+        serde_json::from_slice(&payload).map_err(|e| ClientError::Malformed(e.to_string()))
     }
 
     pub async fn chain_info(&self) -> Result<pb::ChainInfo, ClientError> {

@@ -155,26 +155,46 @@ pub fn open(bytes: &[u8]) -> Result<Package, PackageError> {
     })
 }
 
-/// Whether `binary` is an ELF executable with no program interpreter (statically linked).
-pub fn is_static_elf(binary: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
+/// The program headers of a 64-bit little-endian ELF file as (type, offset, file size); None
+/// when `binary` is not one or a header lies outside it (a crafted header must not overflow).
+fn program_headers(binary: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
     if binary.len() < 64 || &binary[..4] != b"\x7fELF" || binary[4] != 2 || binary[5] != 1 {
-        return false;
+        return None;
     }
     let u16_at = |o: usize| u16::from_le_bytes([binary[o], binary[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(binary[32..40].try_into().unwrap_or([0; 8])) as usize;
+    let u64_at = |o: usize| -> Option<usize> {
+        let bytes: [u8; 8] = binary.get(o..o.checked_add(8)?)?.try_into().ok()?;
+        usize::try_from(u64::from_le_bytes(bytes)).ok()
+    };
+    let phoff = u64_at(32)?;
     let phentsize = u16_at(54);
     let phnum = u16_at(56);
-    // A crafted header must not overflow: any offset that does is "not static".
-    (0..phnum).all(|i| {
-        let Some(at) = i.checked_mul(phentsize).and_then(|o| o.checked_add(phoff)) else {
-            return false;
-        };
-        at.checked_add(4)
-            .and_then(|end| binary.get(at..end))
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != PT_INTERP)
-            .unwrap_or(false)
-    })
+    (0..phnum)
+        .map(|i| {
+            let at = i.checked_mul(phentsize)?.checked_add(phoff)?;
+            let kind = binary.get(at..at.checked_add(4)?)?;
+            let kind = u32::from_le_bytes([kind[0], kind[1], kind[2], kind[3]]);
+            Some((kind, u64_at(at + 8)?, u64_at(at + 32)?))
+        })
+        .collect()
+}
+
+const PT_INTERP: u32 = 3;
+
+/// Whether `binary` is an ELF executable with no program interpreter (statically linked).
+pub fn is_static_elf(binary: &[u8]) -> bool {
+    program_headers(binary).is_some_and(|headers| headers.iter().all(|(k, _, _)| *k != PT_INTERP))
+}
+
+/// The program interpreter (dynamic loader) a dynamically linked ELF executable names, such
+/// as `/lib64/ld-linux-x86-64.so.2`.
+pub fn elf_interpreter(binary: &[u8]) -> Option<String> {
+    let (_, offset, size) = program_headers(binary)?
+        .into_iter()
+        .find(|(k, _, _)| *k == PT_INTERP)?;
+    let bytes = binary.get(offset..offset.checked_add(size)?)?;
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some(text.trim_end_matches('\0').to_string())
 }
 
 #[cfg(test)]
@@ -198,6 +218,11 @@ mod tests {
         // Test binaries are built without crt-static here, so they have an interpreter.
         assert!(!is_static_elf(&me));
         assert!(!is_static_elf(b"#!/bin/sh"));
+        // Its interpreter is the dynamic loader, and it exists on this machine.
+        let interpreter = elf_interpreter(&me).expect("a dynamic binary names its loader");
+        assert!(interpreter.contains("ld-linux"), "{interpreter}");
+        assert!(std::path::Path::new(&interpreter).exists(), "{interpreter}");
+        assert_eq!(elf_interpreter(b"#!/bin/sh"), None);
         // A header whose program-header offset would overflow is refused, not a panic.
         let mut crafted = vec![0u8; 64];
         crafted[..6].copy_from_slice(b"\x7fELF\x02\x01");
@@ -205,5 +230,6 @@ mod tests {
         crafted[54..56].copy_from_slice(&56u16.to_le_bytes());
         crafted[56..58].copy_from_slice(&3u16.to_le_bytes());
         assert!(!is_static_elf(&crafted));
+        assert_eq!(elf_interpreter(&crafted), None);
     }
 }

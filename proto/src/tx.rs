@@ -16,6 +16,18 @@ pub const LIFECYCLE_CHAINCODE: &str = "_lifecycle";
 /// `_lifecycle` function: args = [name, version, package hash (hex), init function, init args...];
 /// without an init function, init is called with function "init" and no arguments.
 pub const LIFECYCLE_DEPLOY: &str = "deploy";
+/// `_lifecycle` query: no args; answers the deployed chaincode as a JSON array of
+/// [`ChaincodeDefinition`].
+pub const LIFECYCLE_LIST: &str = "list";
+
+/// A deployed chaincode, as the lifecycle records it on the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChaincodeDefinition {
+    pub name: String,
+    pub version: String,
+    /// The package's hash, hex.
+    pub package_hash: String,
+}
 
 /// Encodes, signs and returns a transaction and its id.
 pub fn sign_transaction(

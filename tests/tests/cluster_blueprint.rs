@@ -21,7 +21,7 @@ async fn weft_cluster_plan_prints_the_same_plan_for_the_same_blueprint_and_seed(
     let first = weft(&["cluster", "plan", &file, "--seed", "3"]).await;
     let printed = first.expect_success("weft cluster plan").to_string();
     assert!(
-        printed.contains("validator dev-validator0 at 127.0.0.1:17053"),
+        printed.contains("validator dev-validator0 at 127.0.0.1:17051 consensus 127.0.0.1:17053"),
         "{printed}"
     );
     assert!(

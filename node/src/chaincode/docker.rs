@@ -19,9 +19,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, BuilderVersion, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use futures::StreamExt;
 
@@ -47,10 +46,6 @@ pub const SOCKET_FILE: &str = "chaincode.sock";
 const DOCKERFILE: &str = include_str!("../../../docker/chaincode.Dockerfile");
 /// The user chaincode runs as (nobody), whatever the image says.
 const CHAINCODE_USER: &str = "65534:65534";
-/// How long connecting to the engine may take before it counts as not answering.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one engine API call may take (an image build included).
-const API_TIMEOUT_SECS: u64 = 120;
 /// A line of chaincode output longer than this is cut into pieces of this size.
 const MAX_LOG_LINE: usize = 16 * 1024;
 /// Files (and sockets) a chaincode may hold open.
@@ -121,55 +116,19 @@ fn unavailable(reason: String) -> RuntimeError {
 /// client) and checks that it answers.
 pub async fn connect(settings: &DockerSettings) -> Result<Docker, RuntimeError> {
     let endpoint = settings.endpoint();
-    let version = bollard::API_DEFAULT_VERSION;
-    let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, API_TIMEOUT_SECS, version)
-    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("https://") {
-        match &settings.tls_directory() {
-            Some(dir) => Docker::connect_with_ssl(
-                &endpoint,
-                &dir.join("key.pem"),
-                &dir.join("cert.pem"),
-                &dir.join("ca.pem"),
-                API_TIMEOUT_SECS,
-                version,
-            ),
-            None if endpoint.starts_with("https://") => {
-                return Err(unavailable(format!(
-                    "{endpoint} needs TLS: set chaincode.docker_tls_dir to a directory with ca.pem, cert.pem and key.pem"
-                )));
-            }
-            None => {
-                let loopback = ["tcp://127.", "tcp://localhost:", "tcp://[::1]:"];
-                if !loopback.iter().any(|prefix| endpoint.starts_with(prefix)) {
-                    tracing::warn!(%endpoint, "the Docker engine is reached over plain tcp: anyone on the path controls it; set chaincode.docker_tls_dir");
-                }
-                Docker::connect_with_http(&endpoint, API_TIMEOUT_SECS, version)
-            }
-        }
-    } else if endpoint.starts_with('/') {
-        Docker::connect_with_unix(&endpoint, API_TIMEOUT_SECS, version)
-    } else {
-        return Err(unavailable(format!(
-            "{endpoint:?} is not a Docker endpoint: use unix:///path/to/docker.sock or tcp://host:port"
-        )));
-    }
-    .map_err(|e| unavailable(format!("no Docker engine at {endpoint}: {e}")))?;
-    let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let docker = docker.negotiate_version().await?;
-        docker.ping().await?;
-        Ok::<_, bollard::errors::Error>(docker)
-    })
-    .await;
-    match answered {
-        Ok(Ok(docker)) => Ok(docker),
-        Ok(Err(e)) => Err(unavailable(format!(
-            "the Docker engine at {endpoint} does not answer: {e}"
-        ))),
-        Err(_) => Err(unavailable(format!(
-            "the Docker engine at {endpoint} did not answer within {CONNECT_TIMEOUT:?}"
-        ))),
-    }
+    let tls = settings
+        .tls_directory()
+        .map(|dir| weft_orchestration::engine::EngineTls::in_directory(&dir));
+    weft_orchestration::engine::connect(&endpoint, tls.as_ref())
+        .await
+        .map_err(|e| {
+            let hint = if endpoint.starts_with("https://") && settings.tls_directory().is_none() {
+                " (set chaincode.docker_tls_dir)"
+            } else {
+                ""
+            };
+            unavailable(format!("{e}{hint}"))
+        })
 }
 
 /// Keeps the characters Docker allows in names; anything else becomes `-`.
@@ -193,17 +152,10 @@ pub fn image_tag(package_hash: &str) -> String {
 
 /// The build context of a chaincode image: the Dockerfile and the binary.
 fn build_context(binary: &[u8]) -> Result<Vec<u8>, std::io::Error> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut append = |path: &str, mode: u32, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        tar.append_data(&mut header, path, bytes)
-    };
-    append("Dockerfile", 0o644, DOCKERFILE.as_bytes())?;
-    append("chaincode", 0o755, binary)?;
-    tar.into_inner()
+    weft_orchestration::engine::tar_of(&[
+        ("Dockerfile", 0o644, 0, DOCKERFILE.as_bytes()),
+        ("chaincode", 0o755, 0, binary),
+    ])
 }
 
 pub struct DockerRuntime {
@@ -251,29 +203,10 @@ impl DockerRuntime {
             (labels::VERSION, spec.version.as_str()),
             (labels::PACKAGE, spec.package_hash.as_str()),
         ]);
-        let options = BuildImageOptionsBuilder::default()
-            .t(&tag)
-            .q(true)
-            .rm(true)
-            .forcerm(true)
-            .labels(&image_labels)
-            .version(BuilderVersion::BuilderV1)
-            .build();
         let started = std::time::Instant::now();
-        let mut build = self.docker.build_image(
-            options,
-            None,
-            Some(bollard::body_full(bytes::Bytes::from(context))),
-        );
-        while let Some(step) = build.next().await {
-            let step = step.map_err(|e| prepare(format!("building image {tag}: {e}")))?;
-            if let Some(detail) = step.error_detail {
-                return Err(prepare(format!(
-                    "building image {tag}: {}",
-                    detail.message.unwrap_or_default()
-                )));
-            }
-        }
+        weft_orchestration::engine::build_image(&self.docker, &tag, context, &image_labels)
+            .await
+            .map_err(|e| prepare(e.to_string()))?;
         tracing::info!(chaincode = %spec.name, image = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "chaincode image built");
         Ok(tag)
     }
@@ -776,20 +709,6 @@ mod tests {
         let mount = runtime.socket_mount();
         assert_eq!(mount.typ, Some(MountType::VOLUME));
         assert_eq!(mount.source.as_deref(), Some("weft-peer0-chaincode"));
-    }
-
-    #[tokio::test]
-    async fn an_endpoint_that_is_not_docker_is_refused_with_the_accepted_forms() {
-        let settings = DockerSettings {
-            host: Some("ftp://example".into()),
-            ..DockerSettings::default()
-        };
-        let Err(e) = connect(&settings).await else {
-            panic!("ftp is not a Docker endpoint");
-        };
-        let text = e.to_string();
-        assert!(text.contains("unix://"), "{text}");
-        assert!(text.contains("tcp://"), "{text}");
     }
 
     #[tokio::test]

@@ -26,12 +26,7 @@ use session::{
 };
 
 /// A deployed chaincode, as recorded by the lifecycle on the ledger.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Definition {
-    pub name: String,
-    pub version: String,
-    pub package_hash: String,
-}
+pub use weft_proto::tx::ChaincodeDefinition as Definition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaincodeError {

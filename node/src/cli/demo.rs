@@ -151,7 +151,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     nodes.push(node);
 
-    let outcome = scenario(&network, &addresses, &peer_address, &genesis, &binary).await;
+    let validators: Vec<(String, String)> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("validator{i}"), a.clone()))
+        .collect();
+    let target = Target {
+        network: &network,
+        validators: &validators,
+        peers: &[("peer0".to_string(), peer_address.clone())],
+        genesis: &genesis,
+    };
+    let outcome = scenario(&target, Some(&binary), "asset1").await;
     if args.keep && outcome.is_ok() {
         let kept = dir.keep();
         let address = &peer_address;
@@ -206,94 +217,147 @@ async fn owner_of(client: &WeftClient, asset: &str) -> Result<String> {
     Ok(asset["Owner"].as_str().unwrap_or_default().to_string())
 }
 
-async fn scenario(
-    network: &Path,
-    addresses: &[String],
-    peer_address: &str,
-    genesis: &weft_proto::Genesis,
-    binary: &Path,
-) -> Result<()> {
+/// The network a demo runs against: its directory (identities), its validators and its
+/// non-validating peers by name and gRPC address, and its genesis.
+pub struct Target<'a> {
+    pub network: &'a Path,
+    pub validators: &'a [(String, String)],
+    pub peers: &'a [(String, String)],
+    pub genesis: &'a weft_proto::Genesis,
+}
+
+/// The demo's steps against `target`: deploys the chaincode from `binary` when given (else
+/// it must be deployed already), then moves `asset` from Alice to Bob, Charlie and Dave,
+/// each step submitted through the next non-validating peer in turn.
+pub async fn scenario(target: &Target<'_>, binary: Option<&Path>, asset: &str) -> Result<()> {
+    let network = target.network;
+    let genesis = target.genesis;
     let chain_id = genesis.chain_id.as_str();
+    ensure!(
+        !target.validators.is_empty() && !target.peers.is_empty(),
+        "the demo needs at least one validator and one non-validating peer"
+    );
     let mut admins = Vec::new();
-    for address in addresses {
+    for (_, address) in target.validators {
         admins.push(WeftClient::connect(address, signer(network, "admin")?, chain_id).await?);
     }
+    let validators = admins.len();
     let admin = &admins[0];
-    let peer = WeftClient::connect(peer_address, signer(network, "admin")?, chain_id).await?;
-    // `as_user(name)`: `name`'s client on the non-validating peer.
-    let as_user =
-        |name: &str| -> Result<WeftClient> { Ok(peer.with_signer(signer(network, name)?)) };
-    let mut everyone: Vec<(String, &WeftClient)> = admins
+    let mut peers = Vec::new();
+    for (_, address) in target.peers {
+        peers.push(WeftClient::connect(address, signer(network, "admin")?, chain_id).await?);
+    }
+    let peer = &peers[0];
+    let peer_name = |i: usize| target.peers[i % peers.len()].0.as_str();
+    // `as_user(name, i)`: `name`'s client on the i-th non-validating peer (in turn).
+    let as_user = |name: &str, i: usize| -> Result<WeftClient> {
+        Ok(peers[i % peers.len()].with_signer(signer(network, name)?))
+    };
+    let mut everyone: Vec<(String, &WeftClient)> = target
+        .validators
         .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("validator{i}"), c))
+        .map(|(name, _)| name.clone())
+        .zip(&admins)
         .collect();
-    everyone.push(("peer0".into(), &peer));
+    everyone.extend(
+        target
+            .peers
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(&peers),
+    );
+
+    match binary {
+        Some(binary) => {
+            step(&format!(
+                "packaging {CHAINCODE} from {}, installing it on every validator, deploying it through {}",
+                binary.display(),
+                peer_name(0)
+            ));
+            let bytes = std::fs::read(binary)?;
+            let package = weft_proto::package::build(CHAINCODE, "1.0", &bytes)?;
+            for other in &admins {
+                other.install(package.clone()).await?;
+            }
+            // Installs on the peer too (it runs the chaincode for queries), then submits
+            // through it.
+            let deployed = peer.deploy(package, &[]).await?;
+            println!("    deployed in block {}", deployed.block_number);
+            for (_, client) in &everyone {
+                wait_for_height(client, deployed.block_number + 1).await?;
+            }
+        }
+        None => {
+            let deployed = admin.deployed().await?;
+            let found = deployed.iter().find(|d| d.name == CHAINCODE).with_context(|| {
+                format!("{CHAINCODE} is not deployed on this network: list it under the blueprint's chaincode and run `weft cluster up`")
+            })?;
+            step(&format!(
+                "{CHAINCODE} {} is deployed (package {})",
+                found.version,
+                &found.package_hash[..12.min(found.package_hash.len())]
+            ));
+        }
+    }
 
     step(&format!(
-        "packaging {CHAINCODE} from {}, installing it on every validator, deploying it through peer0",
-        binary.display()
+        "the admin assigns {asset} to alice (through {})",
+        peer_name(0)
     ));
-    let bytes = std::fs::read(binary)?;
-    let package = weft_proto::package::build(CHAINCODE, "1.0", &bytes)?;
-    for other in &admins {
-        other.install(package.clone()).await?;
-    }
-    // Installs on peer0 too (it runs the chaincode for queries), then submits through it.
-    let deployed = peer.deploy(package, &[]).await?;
-    println!("    deployed in block {}", deployed.block_number);
-    for (_, client) in &everyone {
-        wait_for_height(client, deployed.block_number + 1).await?;
-    }
-
-    step("the admin assigns asset1 to alice (through peer0)");
     let created = peer
         .invoke(
             CHAINCODE,
             "CreateAsset",
-            &string_args(&["asset1", "blue", "5", "alice", "300"]),
+            &string_args(&[asset, "blue", "5", "alice", "300"]),
         )
         .await?;
-    wait_for_height(&admins[2], created.block_number + 1).await?;
-    let owner = owner_of(&admins[2], "asset1").await?;
-    println!("    asset1 is owned by {owner} (read on validator2)");
+    let reader = &admins[2 % validators];
+    wait_for_height(reader, created.block_number + 1).await?;
+    let owner = owner_of(reader, asset).await?;
+    println!(
+        "    {asset} is owned by {owner} (read on {})",
+        target.validators[2 % validators].0
+    );
     ensure!(
         owner == "alice",
-        "asset1 should belong to alice, it belongs to {owner}"
+        "{asset} should belong to alice, it belongs to {owner}"
     );
 
     for (step_number, (from, to)) in [("alice", "bob"), ("bob", "charlie"), ("charlie", "dave")]
         .into_iter()
         .enumerate()
     {
-        let reader = step_number + 1;
-        step(&format!("{from} transfers asset1 to {to} (through peer0)"));
-        let committed = as_user(from)?
-            .invoke(CHAINCODE, "TransferAsset", &string_args(&["asset1", to]))
+        let through = step_number + 1;
+        step(&format!(
+            "{from} transfers {asset} to {to} (through {})",
+            peer_name(through)
+        ));
+        let committed = as_user(from, through)?
+            .invoke(CHAINCODE, "TransferAsset", &string_args(&[asset, to]))
             .await?;
-        let on_peer = owner_of(&peer, "asset1").await?;
-        let reading = &admins[reader % VALIDATORS];
+        let via = &peers[through % peers.len()];
+        let on_peer = owner_of(via, asset).await?;
+        let reading = &admins[through % validators];
         wait_for_height(reading, committed.block_number + 1).await?;
-        let on_validator = owner_of(reading, "asset1").await?;
+        let on_validator = owner_of(reading, asset).await?;
+        let validator_name = &target.validators[through % validators].0;
         println!(
-            "    block {}: asset1 is owned by {on_peer} (read on peer0) and by {on_validator} (read on validator{})",
+            "    block {}: {asset} is owned by {on_peer} (read on {}) and by {on_validator} (read on {validator_name})",
             committed.block_number,
-            reader % VALIDATORS
+            peer_name(through),
         );
         ensure!(
             on_peer == to && on_validator == to,
-            "asset1 should belong to {to}; peer0 says {on_peer}, validator{} says {on_validator}",
-            reader % VALIDATORS
+            "{asset} should belong to {to}; {} says {on_peer}, {validator_name} says {on_validator}",
+            peer_name(through)
         );
     }
 
-    step("alice, no longer the owner, tries to take asset1 back");
-    match as_user("alice")?
-        .invoke(
-            CHAINCODE,
-            "TransferAsset",
-            &string_args(&["asset1", "alice"]),
-        )
+    step(&format!(
+        "alice, no longer the owner, tries to take {asset} back"
+    ));
+    match as_user("alice", 0)?
+        .invoke(CHAINCODE, "TransferAsset", &string_args(&[asset, "alice"]))
         .await
     {
         Err(ClientError::TxFailed { block, message, .. }) => {
@@ -302,34 +366,51 @@ async fn scenario(
         Ok(_) => bail!("a transfer signed by a non-owner was accepted"),
         Err(e) => return Err(e.into()),
     }
-    let owner = owner_of(admin, "asset1").await?;
+    let owner = owner_of(admin, asset).await?;
     ensure!(
         owner == "dave",
-        "asset1 should still belong to dave, it belongs to {owner}"
+        "{asset} should still belong to dave, it belongs to {owner}"
     );
-    println!("    asset1 is still owned by {owner}");
+    println!("    {asset} is still owned by {owner}");
 
     step("asset-transfer-basic round: InitLedger, GetAllAssets, Create/Read/Update/Delete");
+    let ids = |all: &Value| -> std::collections::BTreeSet<String> {
+        all.as_array()
+            .map(|assets| {
+                assets
+                    .iter()
+                    .filter_map(|a| a["ID"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = ids(&serde_json::from_slice(
+        &admin.query(CHAINCODE, "GetAllAssets", &[]).await?,
+    )?);
     admin.invoke(CHAINCODE, "InitLedger", &[]).await?;
     let all: Value = serde_json::from_slice(&admin.query(CHAINCODE, "GetAllAssets", &[]).await?)?;
     let count = all.as_array().map(Vec::len).unwrap_or_default();
     println!("    GetAllAssets: {count} assets");
-    // InitLedger writes asset1 to asset6 (replacing asset1, as Fabric's sample does).
+    // InitLedger writes asset1 to asset6 (replacing any it finds, as Fabric's sample does).
+    let mut expected = before;
+    expected.extend((1..=6).map(|i| format!("asset{i}")));
     ensure!(
-        count == 6,
-        "InitLedger should leave asset1 to asset6, GetAllAssets shows {count}"
+        ids(&all) == expected,
+        "InitLedger should add asset1 to asset6 to what was there, GetAllAssets shows {count}: {all}"
     );
-    let alice = admins[1].with_signer(signer(network, "alice")?);
+    let alice = admins[1 % validators].with_signer(signer(network, "alice")?);
+    let other = format!("{asset}-a");
+    let other = other.as_str();
     alice
         .invoke(
             CHAINCODE,
             "CreateAsset",
-            &string_args(&["asset-a", "green", "3", "alice", "90"]),
+            &string_args(&[other, "green", "3", "alice", "90"]),
         )
         .await?;
     let read: Value = serde_json::from_slice(
         &alice
-            .query(CHAINCODE, "ReadAsset", &string_args(&["asset-a"]))
+            .query(CHAINCODE, "ReadAsset", &string_args(&[other]))
             .await?,
     )?;
     ensure!(read["Color"] == "green", "ReadAsset returned {read}");
@@ -337,12 +418,12 @@ async fn scenario(
         .invoke(
             CHAINCODE,
             "UpdateAsset",
-            &string_args(&["asset-a", "red", "4", "alice", "120"]),
+            &string_args(&[other, "red", "4", "alice", "120"]),
         )
         .await?;
     let read: Value = serde_json::from_slice(
         &alice
-            .query(CHAINCODE, "ReadAsset", &string_args(&["asset-a"]))
+            .query(CHAINCODE, "ReadAsset", &string_args(&[other]))
             .await?,
     )?;
     ensure!(
@@ -350,13 +431,13 @@ async fn scenario(
         "UpdateAsset did not apply: {read}"
     );
     alice
-        .invoke(CHAINCODE, "DeleteAsset", &string_args(&["asset-a"]))
+        .invoke(CHAINCODE, "DeleteAsset", &string_args(&[other]))
         .await?;
     let exists = alice
-        .query(CHAINCODE, "AssetExists", &string_args(&["asset-a"]))
+        .query(CHAINCODE, "AssetExists", &string_args(&[other]))
         .await?;
-    ensure!(exists == b"false", "asset-a still exists after DeleteAsset");
-    println!("    created, read, updated and deleted asset-a");
+    ensure!(exists == b"false", "{other} still exists after DeleteAsset");
+    println!("    created, read, updated and deleted {other}");
 
     step("every peer: role, view, height and tip hash");
     let committee = weft_proto::Committee::from_genesis(genesis)?;
@@ -399,15 +480,18 @@ async fn scenario(
     println!("    every peer holds the same block {}", height - 1);
     let info = peer.chain_info().await?;
     let certified = peer.block(info.certified_height).await?;
-    let certificate = certified
-        .certificate
-        .as_ref()
-        .context("peer0 serves its last certified block without its certificate")?;
+    let certificate = certified.certificate.as_ref().with_context(|| {
+        format!(
+            "{} serves its last certified block without its certificate",
+            peer_name(0)
+        )
+    })?;
     let hash: [u8; 32] = certified.hash.as_ref().try_into()?;
     committee.verify_block(info.certified_height, &hash, certificate)?;
     println!(
-        "    block {} on peer0 carries a commit certificate signed by {} of {} validators (checked here)",
+        "    block {} on {} carries a commit certificate signed by {} of {} validators (checked here)",
         info.certified_height,
+        peer_name(0),
         certificate.signatures.len(),
         committee.len()
     );

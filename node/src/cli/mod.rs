@@ -86,7 +86,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Chaincode(command) => chaincode::run(command).await,
         Command::Ledger(command) => ledger::run(command).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Cluster(command) => cluster::run(command),
+        Command::Cluster(command) => cluster::run(command).await,
     }
 }
 
