@@ -19,8 +19,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use sha2::{Digest, Sha256};
 
@@ -38,6 +39,9 @@ pub const LABEL_NODE: &str = "weft.node";
 pub const LABEL_ROLE: &str = "weft.role";
 /// A hash of what the container was created from.
 pub const LABEL_SPEC: &str = "weft.spec";
+/// The label on the chaincode containers a peer starts: its network (chain id), which is the
+/// blueprint's name for a network `up` made.
+pub const LABEL_CHAINCODE_NETWORK: &str = "weft.network";
 /// Where the node's configuration goes inside its volume.
 pub const CONTAINER_CONFIG_DIR: &str = "/var/lib/weft/config";
 
@@ -566,22 +570,32 @@ impl DockerLocation {
     }
 }
 
-/// Everything on `docker` labelled with `blueprint`: containers, then networks, then volumes.
+/// Everything on `docker` labelled with `blueprint`: containers (with the chaincode
+/// containers its peers started, which hold its socket volumes), then networks, then volumes.
 /// Returns how many of each it removed.
 pub async fn remove_blueprint(
     docker: &Docker,
     blueprint: &str,
 ) -> Result<(usize, usize, usize), EngineError> {
     let label = HashMap::from([("label", vec![format!("{LABEL_BLUEPRINT}={blueprint}")])]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&label)
-                .build(),
-        ))
-        .await
-        .map_err(failed("listing containers".into()))?;
+    let mut containers = Vec::new();
+    for wanted in [
+        format!("{LABEL_BLUEPRINT}={blueprint}"),
+        format!("{LABEL_CHAINCODE_NETWORK}={blueprint}"),
+    ] {
+        let filter = HashMap::from([("label", vec![wanted])]);
+        containers.extend(
+            docker
+                .list_containers(Some(
+                    ListContainersOptionsBuilder::default()
+                        .all(true)
+                        .filters(&filter)
+                        .build(),
+                ))
+                .await
+                .map_err(failed("listing containers".into()))?,
+        );
+    }
     for container in &containers {
         let id = container.id.clone().unwrap_or_default();
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -624,4 +638,37 @@ pub async fn remove_blueprint(
         }
     }
     Ok((containers.len(), networks.len(), volumes.len()))
+}
+
+/// Removes the images carrying `label` that no container (running or not) uses. Returns how
+/// many it removed.
+pub async fn remove_unused_images(docker: &Docker, label: &str) -> Result<usize, EngineError> {
+    let all = ListContainersOptionsBuilder::default().all(true).build();
+    let in_use: std::collections::HashSet<String> = docker
+        .list_containers(Some(all))
+        .await
+        .map_err(failed("listing containers".into()))?
+        .into_iter()
+        .filter_map(|c| c.image_id)
+        .collect();
+    let filters = HashMap::from([("label", vec![label.to_string()])]);
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(failed("listing images".into()))?;
+    let mut removed = 0;
+    for image in images.into_iter().filter(|i| !in_use.contains(&i.id)) {
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        match docker.remove_image(&image.id, Some(options), None).await {
+            Ok(_) => removed += 1,
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(EngineError(format!("removing image {}: {e}", image.id))),
+        }
+    }
+    Ok(removed)
 }

@@ -19,8 +19,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
@@ -34,8 +34,9 @@ pub mod labels {
     pub const PACKAGE: &str = "weft.package";
     /// The peer (node id) that started the container.
     pub const PEER: &str = "weft.peer";
-    /// The ledger network (genesis chain id) the peer belongs to.
-    pub const NETWORK: &str = "weft.network";
+    /// The ledger network (genesis chain id) the peer belongs to (`weft cluster down` removes
+    /// by it too).
+    pub const NETWORK: &str = weft_orchestration::docker::LABEL_CHAINCODE_NETWORK;
 }
 
 /// Where the peer's chaincode socket directory appears inside a chaincode container.
@@ -582,32 +583,9 @@ pub async fn collect_garbage(docker: &Docker, scope: &GcScope) -> Result<Collect
             collected.containers += 1;
         }
     }
-    let in_use: std::collections::HashSet<String> = list(vec![labels::CHAINCODE.to_string()])
+    collected.images = weft_orchestration::docker::remove_unused_images(docker, labels::CHAINCODE)
         .await
-        .map_err(|e| api("listing containers", e))?
-        .into_iter()
-        .filter_map(|c| c.image_id)
-        .collect();
-    let filters = HashMap::from([("label", vec![labels::CHAINCODE.to_string()])]);
-    let images = docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| api("listing images", e))?;
-    for image in images.into_iter().filter(|i| !in_use.contains(&i.id)) {
-        let options = RemoveImageOptionsBuilder::default().force(true).build();
-        match docker.remove_image(&image.id, Some(options), None).await {
-            Ok(_) => collected.images += 1,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => return Err(api(&format!("removing image {}", short(&image.id)), e)),
-        }
-    }
+        .map_err(|e| unavailable(e.to_string()))?;
     Ok(collected)
 }
 

@@ -223,7 +223,7 @@ async fn manage(cluster: &mut Cluster, args: &ClusterArgs, interval: Duration) -
 }
 
 /// The chaincode containers the peers started (labelled with the network, not the
-/// blueprint) and the images no container uses any more.
+/// blueprint), and the chaincode and peer images no container uses any more.
 async fn remove_chaincode_containers(cluster: &Cluster) -> Result<()> {
     let mut engines = Vec::new();
     for location in &cluster.plan.locations {
@@ -238,8 +238,13 @@ async fn remove_chaincode_containers(cluster: &Cluster) -> Result<()> {
         };
         let collected =
             weft_node::chaincode::docker::collect_garbage(&engine.docker, &scope).await?;
+        let peer_images = weft_orchestration::docker::remove_unused_images(
+            &engine.docker,
+            weft_orchestration::image::LABEL_PEER_IMAGE,
+        )
+        .await?;
         say(&format!(
-            "removed {} chaincode containers and {} unused chaincode images",
+            "removed {} chaincode containers, {} unused chaincode images and {peer_images} unused peer images",
             collected.containers, collected.images
         ));
     }
