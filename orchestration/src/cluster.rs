@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use weft_proto::{Role, Signer, WeftClient};
 
 use crate::blueprint::{Blueprint, LocationKind};
-use crate::docker::{Change, DockerLocation, NodeContainer, NodeFiles};
+use crate::docker::{Change, DockerLocation, NodeFiles};
 use crate::engine::EngineError;
 use crate::health::{Health, health};
 use crate::identities::{IdentityError, NetworkDir};
 use crate::image::PeerImage;
+use crate::local::LocalLocation;
 use crate::plan::{LocationPlan, NodePlan, Plan, plan};
+use crate::site::Site;
 
 /// How long `up` waits for every node to be ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -31,6 +33,8 @@ pub enum ClusterError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
     #[error("{path}: {reason}")]
     State { path: String, reason: String },
     #[error("{0}")]
@@ -191,10 +195,46 @@ impl Cluster {
 
     fn unsupported(location: &LocationPlan) -> ClusterError {
         ClusterError::Refused(format!(
-            "location {}: `weft cluster` applies docker locations so far; {} locations are planned (`weft cluster plan`) but not applied yet",
+            "location {}: {} locations are rendered as manifests (`weft cluster manifests`), not run by `weft cluster` itself",
             location.name,
             location.kind.as_str()
         ))
+    }
+
+    /// Where `location`'s nodes run; `image` is the peer image new containers get.
+    pub async fn site(
+        &self,
+        location: &LocationPlan,
+        image: Option<String>,
+    ) -> Result<Site, ClusterError> {
+        match location.kind {
+            LocationKind::Docker => Ok(Site::Docker {
+                engine: self.engine(location).await?,
+                image,
+                group: self.socket_group(location)?,
+            }),
+            LocationKind::Local => Ok(Site::Local(LocalLocation {
+                root: crate::local::location_root(&self.state_dir, &location.name),
+                location: location.clone(),
+                network: self.network.clone(),
+                binary: std::env::current_exe().map_err(|e| {
+                    ClusterError::Refused(format!("cannot find this weft binary: {e}"))
+                })?,
+            })),
+            LocationKind::Kubernetes => Err(Cluster::unsupported(location)),
+        }
+    }
+
+    /// What a node starts from: the genesis and its identity.
+    pub fn node_files(&self, node: &NodePlan) -> Result<NodeFiles, ClusterError> {
+        let identity = self.network.identity(&node.name, node.role);
+        let read =
+            |path: PathBuf| std::fs::read(&path).map_err(|e| state_error(&path)(e.to_string()));
+        Ok(NodeFiles {
+            genesis: read(self.network.genesis_path())?,
+            certificate: read(identity.join("cert.pem"))?,
+            key: read(identity.join("key.pem"))?,
+        })
     }
 
     /// The gid that owns the engine's socket on its host.
@@ -226,7 +266,7 @@ impl Cluster {
         progress: &mut dyn FnMut(&str),
     ) -> Result<UpReport, ClusterError> {
         for location in &self.plan.locations {
-            if location.kind != LocationKind::Docker {
+            if location.kind == LocationKind::Kubernetes {
                 return Err(Cluster::unsupported(location));
             }
         }
@@ -239,49 +279,46 @@ impl Cluster {
             genesis.chain_id,
             self.network.dir.display()
         ));
-        let genesis_bytes = std::fs::read(self.network.genesis_path())
-            .map_err(|e| state_error(&self.network.genesis_path())(e.to_string()))?;
         let built = match image {
             Some(_) => None,
-            None => Some(PeerImage::of_this_binary()?),
+            None if self
+                .plan
+                .locations
+                .iter()
+                .any(|l| l.kind == LocationKind::Docker) =>
+            {
+                Some(PeerImage::of_this_binary()?)
+            }
+            None => None,
         };
         let image = image
             .map(str::to_string)
-            .or_else(|| built.as_ref().map(|b| b.tag.clone()))
-            .unwrap_or_default();
+            .or_else(|| built.as_ref().map(|b| b.tag.clone()));
         let mut report = UpReport::default();
         for location in &self.plan.locations {
-            let engine = self.engine(location).await?;
-            match &built {
-                Some(built) => {
-                    progress(&format!("{}: peer image {image}", location.name));
-                    built.ensure(&engine.docker).await?;
+            let site = self.site(location, image.clone()).await?;
+            if let Site::Docker { engine, image, .. } = &site {
+                let image = image.clone().unwrap_or_default();
+                match &built {
+                    Some(built) => {
+                        progress(&format!("{}: peer image {image}", location.name));
+                        built.ensure(&engine.docker).await?;
+                    }
+                    None => {
+                        engine.docker.inspect_image(&image).await.map_err(|e| {
+                            ClusterError::Refused(format!(
+                                "location {}: no image {image} on its engine ({e}): build it with docker/build-images.sh, or leave --image out to build one from this weft",
+                                location.name
+                            ))
+                        })?;
+                    }
                 }
-                None => {
-                    engine.docker.inspect_image(&image).await.map_err(|e| {
-                        ClusterError::Refused(format!(
-                            "location {}: no image {image} on its engine ({e}): build it with docker/build-images.sh, or leave --image out to build one from this weft",
-                            location.name
-                        ))
-                    })?;
+                for (network, change) in engine.ensure_networks().await? {
+                    report.changes.push((format!("network {network}"), change));
                 }
             }
-            for (network, change) in engine.ensure_networks().await? {
-                report.changes.push((format!("network {network}"), change));
-            }
-            let group = self.socket_group(location)?;
             for node in &location.nodes {
-                let identity = self.network.identity(&node.name, node.role);
-                let read = |file: &str| {
-                    std::fs::read(identity.join(file))
-                        .map_err(|e| state_error(&identity)(format!("{file}: {e}")))
-                };
-                let files = NodeFiles {
-                    genesis: genesis_bytes.clone(),
-                    certificate: read("cert.pem")?,
-                    key: read("key.pem")?,
-                };
-                let change = engine.ensure_node(node, &image, group, &files).await?;
+                let change = site.ensure_node(node, &self.node_files(node)?).await?;
                 progress(&format!(
                     "{}: {} {} {}",
                     location.name,
@@ -291,7 +328,7 @@ impl Cluster {
                 ));
                 report.changes.push((format!("node {}", node.name), change));
             }
-            for removed in engine.remove_unplanned().await? {
+            for removed in site.remove_unplanned().await? {
                 progress(&format!("{}: {removed} removed", location.name));
                 report.removed.push(removed);
             }
@@ -312,7 +349,7 @@ impl Cluster {
         let nodes: Vec<&NodePlan> = self.plan.locations.iter().flat_map(|l| &l.nodes).collect();
         let mut last_told = usize::MAX;
         loop {
-            self.check_containers_run().await?;
+            self.check_nodes_run().await?;
             let mut waiting = Vec::new();
             for node in &nodes {
                 let Some(address) = &node.operations.host else {
@@ -345,23 +382,19 @@ impl Cluster {
         }
     }
 
-    /// Fails, with its last log lines, if a planned node's container has stopped.
-    async fn check_containers_run(&self) -> Result<(), ClusterError> {
+    /// Fails, with its last log lines, if a planned node has stopped.
+    async fn check_nodes_run(&self) -> Result<(), ClusterError> {
         for location in &self.plan.locations {
-            let engine = self.engine(location).await?;
-            let containers = engine.containers().await?;
+            let site = self.site(location, None).await?;
+            let states = site.states().await?;
             for node in &location.nodes {
-                if let Some(stopped) = containers
-                    .iter()
-                    .find(|c| c.node == node.name && !c.running)
-                {
+                if let Some(stopped) = states.iter().find(|c| c.node == node.name && !c.running) {
                     return Err(ClusterError::Node {
                         node: node.name.clone(),
                         reason: format!(
-                            "its container {} stopped ({}); its last lines:\n{}",
-                            stopped.name,
+                            "it stopped ({}); its last lines:\n{}",
                             stopped.state,
-                            engine.logs(&stopped.id, 20).await
+                            site.logs(node, 20).await
                         ),
                     });
                 }
@@ -451,16 +484,13 @@ impl Cluster {
     pub async fn status(&self) -> Result<Vec<NodeStatus>, ClusterError> {
         let mut rows = Vec::new();
         for location in &self.plan.locations {
-            if location.kind != LocationKind::Docker {
-                return Err(Cluster::unsupported(location));
-            }
-            let containers = match self.engine(location).await {
-                Ok(engine) => engine.containers().await?,
-                Err(_) => Vec::new(),
+            let states = match self.site(location, None).await {
+                Ok(site) => site.states().await?,
+                Err(ClusterError::Engine(_)) => Vec::new(),
+                Err(e) => return Err(e),
             };
             for node in &location.nodes {
-                let container: Option<&NodeContainer> =
-                    containers.iter().find(|c| c.node == node.name);
+                let container = states.iter().find(|c| c.node == node.name);
                 let health = match &node.operations.host {
                     Some(address) => health(address).await,
                     None => Health::Down,
@@ -472,6 +502,7 @@ impl Cluster {
                     container: container
                         .map(|c| c.state.clone())
                         .unwrap_or_else(|| "missing".into()),
+                    running: container.is_some_and(|c| c.running),
                     health,
                     height: None,
                     view: None,
@@ -533,20 +564,32 @@ impl Cluster {
     pub async fn down(&self, progress: &mut dyn FnMut(&str)) -> Result<(), ClusterError> {
         let mut engines_done = Vec::new();
         for location in &self.plan.locations {
-            if location.kind != LocationKind::Docker {
-                return Err(Cluster::unsupported(location));
+            match self.site(location, None).await? {
+                Site::Local(local) => {
+                    for node in &location.nodes {
+                        local.stop(&node.name);
+                    }
+                    local.remove_unplanned()?;
+                    progress(&format!(
+                        "{}: stopped {} nodes",
+                        location.name,
+                        location.nodes.len()
+                    ));
+                }
+                Site::Docker { engine, .. } => {
+                    if engines_done.contains(&location.endpoint) {
+                        continue;
+                    }
+                    let (containers, networks, volumes) =
+                        crate::docker::remove_blueprint(&engine.docker, &self.plan.blueprint)
+                            .await?;
+                    progress(&format!(
+                        "{}: removed {containers} containers, {networks} networks, {volumes} volumes",
+                        location.endpoint.as_deref().unwrap_or_default()
+                    ));
+                    engines_done.push(location.endpoint.clone());
+                }
             }
-            if engines_done.contains(&location.endpoint) {
-                continue;
-            }
-            let engine = self.engine(location).await?;
-            let (containers, networks, volumes) =
-                crate::docker::remove_blueprint(&engine.docker, &self.plan.blueprint).await?;
-            progress(&format!(
-                "{}: removed {containers} containers, {networks} networks, {volumes} volumes",
-                location.endpoint.as_deref().unwrap_or_default()
-            ));
-            engines_done.push(location.endpoint.clone());
         }
         if self.state_dir.exists() {
             std::fs::remove_dir_all(&self.state_dir)
@@ -594,8 +637,9 @@ pub struct NodeStatus {
     pub location: String,
     pub node: String,
     pub role: Role,
-    /// The container's state, or `missing`.
+    /// The container's state (or the process's), or `missing`.
     pub container: String,
+    pub running: bool,
     pub health: Health,
     pub height: Option<u64>,
     pub view: Option<u64>,

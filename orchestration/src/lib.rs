@@ -12,8 +12,10 @@ pub mod engine;
 pub mod health;
 pub mod identities;
 pub mod image;
+pub mod local;
 pub mod manage;
 pub mod plan;
+pub mod site;
 
 pub use blueprint::{Blueprint, BlueprintError, Location, LocationKind, Policy};
 pub use cluster::{Cluster, ClusterError};

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::blueprint::{Policy, ScalingMetric};
 use crate::cluster::{Cluster, ClusterError};
-use crate::docker::NodeFiles;
 use crate::health::{Health, health, http_get, metric};
 use crate::plan::NodePlan;
 
@@ -171,10 +170,10 @@ impl Manager {
         let mut taken = Vec::new();
         let plan = cluster.plan.clone();
         for location in &plan.locations {
-            let engine = cluster.engine(location).await?;
-            let containers = engine.containers().await?;
+            let site = cluster.site(location, Some(image.to_string())).await?;
+            let states = site.states().await?;
             for node in &location.nodes {
-                let running = containers.iter().any(|c| c.node == node.name && c.running);
+                let running = states.iter().any(|c| c.node == node.name && c.running);
                 let observed = if !running {
                     Observed::Stopped
                 } else {
@@ -203,15 +202,11 @@ impl Manager {
                     .insert(node.name.clone(), (failures + 1, Instant::now()));
                 let text = match action {
                     Action::Restart => {
-                        if observed == Observed::Failed
-                            && let Some(container) = &node.container
-                        {
+                        if observed == Observed::Failed {
                             // Running but its committer stopped: restart the process.
-                            let _ = engine.kill(container).await;
+                            site.kill(node).await;
                         }
-                        let files = node_files(cluster, node)?;
-                        let group = engine_group(cluster, &location.name)?;
-                        engine.ensure_node(node, image, group, &files).await?;
+                        site.ensure_node(node, &cluster.node_files(node)?).await?;
                         format!(
                             "restarter: {} {} was {}; started again (try {})",
                             location.name,
@@ -221,16 +216,18 @@ impl Manager {
                         )
                     }
                     Action::Replace => {
-                        engine.remove_node(node).await?;
-                        let files = node_files(cluster, node)?;
-                        let group = engine_group(cluster, &location.name)?;
-                        engine.ensure_node(node, image, group, &files).await?;
+                        site.remove_node(node).await?;
+                        site.ensure_node(node, &cluster.node_files(node)?).await?;
                         self.failures.remove(&node.name);
                         format!(
-                            "replacer: {} {} was {} after {failures} tries; replaced by a fresh container with an empty volume",
+                            "replacer: {} {} was {} after {failures} tries; replaced by a fresh {} with an empty ledger",
                             location.name,
                             node.name,
-                            describe(observed)
+                            describe(observed),
+                            match location.kind {
+                                crate::LocationKind::Docker => "container and volume",
+                                _ => "process and data directory",
+                            }
                         )
                     }
                     Action::Nothing => continue,
@@ -384,31 +381,6 @@ fn describe(observed: Observed) -> &'static str {
         Observed::Failed => "failed (its committer stopped)",
         Observed::Stopped => "stopped",
     }
-}
-
-fn node_files(cluster: &Cluster, node: &NodePlan) -> Result<NodeFiles, ClusterError> {
-    let identity = cluster.network.identity(&node.name, node.role);
-    let read = |path: std::path::PathBuf| {
-        std::fs::read(&path).map_err(|e| ClusterError::State {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
-    };
-    Ok(NodeFiles {
-        genesis: read(cluster.network.genesis_path())?,
-        certificate: read(identity.join("cert.pem"))?,
-        key: read(identity.join("key.pem"))?,
-    })
-}
-
-fn engine_group(cluster: &Cluster, location: &str) -> Result<u32, ClusterError> {
-    let planned = cluster
-        .plan
-        .locations
-        .iter()
-        .find(|l| l.name == location)
-        .ok_or_else(|| ClusterError::Refused(format!("no location {location}")))?;
-    cluster.socket_group(planned)
 }
 
 #[cfg(test)]

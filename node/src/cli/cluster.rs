@@ -286,7 +286,7 @@ async fn print_status(cluster: &Cluster) -> Result<()> {
             println!("location {location}");
             println!(
                 "  {:<18} {:<10} {:<10} {:<9} {:>7} {:>5}  last block",
-                "node", "role", "container", "health", "height", "view"
+                "node", "role", "state", "health", "height", "view"
             );
         }
         let or_dash = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
