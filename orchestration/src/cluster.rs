@@ -225,6 +225,48 @@ impl Cluster {
         }
     }
 
+    /// The locations whose nodes `weft cluster` runs and watches itself (docker and local);
+    /// Kubernetes runs its own.
+    pub fn run_here(&self) -> impl Iterator<Item = &LocationPlan> {
+        self.plan
+            .locations
+            .iter()
+            .filter(|l| l.kind != LocationKind::Kubernetes)
+    }
+
+    /// The manifests of a kubernetes location, its pods running `image` (default: the image
+    /// `docker/build-images.sh` builds, pushed where the cluster pulls from).
+    pub fn manifests(
+        &self,
+        location: &LocationPlan,
+        image: Option<&str>,
+    ) -> Result<crate::kubernetes::LocationManifests, ClusterError> {
+        let image = image
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("weft-peer:{}", env!("CARGO_PKG_VERSION")));
+        crate::kubernetes::render(location, &self.network, &image)
+            .map_err(|e| ClusterError::Refused(format!("location {}: {e}", location.name)))
+    }
+
+    /// Issues the identities and writes the manifests of a kubernetes location under the
+    /// state directory; returns the file.
+    pub fn write_manifests(
+        &self,
+        location: &LocationPlan,
+        image: Option<&str>,
+    ) -> Result<PathBuf, ClusterError> {
+        self.network.issue(&self.plan)?;
+        let yaml = self
+            .manifests(location, image)?
+            .to_yaml()
+            .map_err(|e| ClusterError::Refused(e.to_string()))?;
+        let dir = self.state_dir.join("kubernetes");
+        std::fs::create_dir_all(&dir).map_err(|e| state_error(&dir)(e.to_string()))?;
+        let path = dir.join(format!("{}.yaml", location.name));
+        std::fs::write(&path, yaml).map_err(|e| state_error(&path)(e.to_string()))?;
+        Ok(path)
+    }
+
     /// What a node starts from: the genesis and its identity.
     pub fn node_files(&self, node: &NodePlan) -> Result<NodeFiles, ClusterError> {
         let identity = self.network.identity(&node.name, node.role);
@@ -265,11 +307,6 @@ impl Cluster {
         image: Option<&str>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<UpReport, ClusterError> {
-        for location in &self.plan.locations {
-            if location.kind == LocationKind::Kubernetes {
-                return Err(Cluster::unsupported(location));
-            }
-        }
         std::fs::create_dir_all(&self.state_dir)
             .map_err(|e| state_error(&self.state_dir)(e.to_string()))?;
         self.save()?;
@@ -296,6 +333,37 @@ impl Cluster {
             .or_else(|| built.as_ref().map(|b| b.tag.clone()));
         let mut report = UpReport::default();
         for location in &self.plan.locations {
+            if location.kind == LocationKind::Kubernetes {
+                let path = self.write_manifests(location, image.as_deref())?;
+                progress(&format!(
+                    "{}: manifests in {}",
+                    location.name,
+                    path.display()
+                ));
+                self.manifests(location, image.as_deref())?
+                    .apply()
+                    .await
+                    .map_err(|e| {
+                        ClusterError::Refused(format!(
+                            "location {}: {e}; its manifests are in {} for `kubectl apply -f` once KUBECONFIG names a cluster",
+                            location.name,
+                            path.display()
+                        ))
+                    })?;
+                progress(&format!(
+                    "{}: applied to namespace {} (Kubernetes restarts its pods itself)",
+                    location.name,
+                    location.namespace.as_deref().unwrap_or_default()
+                ));
+                report.changes.push((
+                    format!(
+                        "statefulset {}",
+                        location.stateful_set.as_deref().unwrap_or_default()
+                    ),
+                    Change::Created,
+                ));
+                continue;
+            }
             let site = self.site(location, image.clone()).await?;
             if let Site::Docker { engine, image, .. } = &site {
                 let image = image.clone().unwrap_or_default();
@@ -384,7 +452,7 @@ impl Cluster {
 
     /// Fails, with its last log lines, if a planned node has stopped.
     async fn check_nodes_run(&self) -> Result<(), ClusterError> {
-        for location in &self.plan.locations {
+        for location in self.run_here() {
             let site = self.site(location, None).await?;
             let states = site.states().await?;
             for node in &location.nodes {
@@ -411,7 +479,16 @@ impl Cluster {
     ) -> Result<Vec<(String, Change)>, ClusterError> {
         let mut outcome = Vec::new();
         let nodes: Vec<&NodePlan> = self.plan.locations.iter().flat_map(|l| &l.nodes).collect();
+        let nodes: Vec<&NodePlan> = nodes
+            .into_iter()
+            .filter(|n| n.grpc.host.is_some())
+            .collect();
         let Some(first) = nodes.iter().find(|n| n.role == Role::Validator) else {
+            if !self.plan.chaincode.is_empty() {
+                progress(
+                    "no validator is reachable from this machine: deploy the chaincode from inside the cluster with `weft chaincode deploy`",
+                );
+            }
             return Ok(outcome);
         };
         let admin = self.admin_client(first).await?;
@@ -484,6 +561,22 @@ impl Cluster {
     pub async fn status(&self) -> Result<Vec<NodeStatus>, ClusterError> {
         let mut rows = Vec::new();
         for location in &self.plan.locations {
+            if location.kind == LocationKind::Kubernetes {
+                for node in &location.nodes {
+                    rows.push(NodeStatus {
+                        location: location.name.clone(),
+                        node: node.name.clone(),
+                        role: node.role,
+                        container: "kubernetes".into(),
+                        running: false,
+                        health: Health::Down,
+                        height: None,
+                        view: None,
+                        tip: None,
+                    });
+                }
+                continue;
+            }
             let states = match self.site(location, None).await {
                 Ok(site) => site.states().await?,
                 Err(ClusterError::Engine(_)) => Vec::new(),
@@ -564,6 +657,20 @@ impl Cluster {
     pub async fn down(&self, progress: &mut dyn FnMut(&str)) -> Result<(), ClusterError> {
         let mut engines_done = Vec::new();
         for location in &self.plan.locations {
+            if location.kind == LocationKind::Kubernetes {
+                let namespace = location.namespace.clone().unwrap_or_default();
+                match crate::kubernetes::delete(&namespace, &self.plan.blueprint).await {
+                    Ok(()) => progress(&format!(
+                        "{}: deleted from namespace {namespace}",
+                        location.name
+                    )),
+                    Err(e) => progress(&format!(
+                        "{}: {e}; delete it with `kubectl delete -n {namespace} statefulset,service,configmap,secret,pvc -l weft.blueprint={}`",
+                        location.name, self.plan.blueprint
+                    )),
+                }
+                continue;
+            }
             match self.site(location, None).await? {
                 Site::Local(local) => {
                     for node in &location.nodes {

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod health;
 pub mod identities;
 pub mod image;
+pub mod kubernetes;
 pub mod local;
 pub mod manage;
 pub mod plan;

@@ -169,7 +169,8 @@ impl Manager {
     ) -> Result<Vec<String>, ClusterError> {
         let mut taken = Vec::new();
         let plan = cluster.plan.clone();
-        for location in &plan.locations {
+        let here: Vec<String> = cluster.run_here().map(|l| l.name.clone()).collect();
+        for location in plan.locations.iter().filter(|l| here.contains(&l.name)) {
             let site = cluster.site(location, Some(image.to_string())).await?;
             let states = site.states().await?;
             for node in &location.nodes {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use weft_tests::weft;
+use weft_tests::{weft, weft_with_env};
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,5 +55,70 @@ async fn a_broken_blueprint_is_refused_with_the_key_and_the_line() {
         output.stderr.contains("line 4") && output.stderr.contains("locations[1].name"),
         "{}",
         output.stderr
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_locations_are_written_as_manifests_and_up_says_when_no_cluster_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state").display().to_string();
+    let out = tmp.path().join("out");
+    let home = tmp.path().display().to_string();
+    let file = example("kubernetes.yaml");
+    // No kubeconfig anywhere: this machine has no cluster.
+    let env = [
+        ("KUBECONFIG", "/nonexistent/kubeconfig"),
+        ("HOME", home.as_str()),
+    ];
+    let out_arg = out.display().to_string();
+    let written = weft_with_env(
+        &[
+            "cluster",
+            "manifests",
+            &file,
+            "--state",
+            &state,
+            "--out",
+            &out_arg,
+        ],
+        &env,
+    )
+    .await;
+    let printed = written.expect_success("weft cluster manifests").to_string();
+    for location in ["east", "west"] {
+        assert!(printed.contains(&format!("{location}: ")), "{printed}");
+        let yaml = std::fs::read_to_string(out.join(format!("{location}.yaml"))).expect("yaml");
+        for kind in ["Namespace", "Service", "ConfigMap", "Secret", "StatefulSet"] {
+            assert!(
+                yaml.contains(&format!("kind: {kind}")),
+                "{location}: {kind}"
+            );
+        }
+    }
+    let up = weft_with_env(&["cluster", "up", &file, "--state", &state], &env).await;
+    assert!(!up.success(), "{up:?}");
+    assert!(
+        up.stderr.contains("no Kubernetes cluster answers")
+            && up.stderr.contains("kubectl apply -f"),
+        "{}",
+        up.stderr
+    );
+    // Manifests of a blueprint without a kubernetes location: refused, saying why.
+    let local = weft_with_env(
+        &[
+            "cluster",
+            "manifests",
+            &example("local.yaml"),
+            "--state",
+            &state,
+        ],
+        &env,
+    )
+    .await;
+    assert!(!local.success());
+    assert!(
+        local.stderr.contains("no kubernetes location"),
+        "{}",
+        local.stderr
     );
 }

@@ -68,6 +68,16 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// Write the Kubernetes manifests (Namespace, Service, ConfigMap, Secret, StatefulSet) of
+    /// the blueprint's kubernetes locations, one YAML file per location, for `kubectl apply
+    /// -f` (or let `up` apply them where a cluster answers). Issues the identities they carry.
+    Manifests {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Where to write (default: the state directory's kubernetes/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The asset-transfer demo against the deployed network: an asset passed from Alice to
     /// Bob, Charlie and Dave, each step submitted through a peer of another location.
     Demo {
@@ -203,6 +213,34 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
             manage(&mut cluster, &args, interval).await
         }
         ClusterCommand::Demo { cluster: args } => demo(&args.open(None)?).await,
+        ClusterCommand::Manifests { cluster: args, out } => {
+            let cluster = args.open(None)?;
+            let mut written = 0;
+            for location in &cluster.plan.locations {
+                if location.kind != LocationKind::Kubernetes {
+                    continue;
+                }
+                let path = cluster.write_manifests(location, args.image.as_deref())?;
+                let path = match &out {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)?;
+                        let target = dir.join(format!("{}.yaml", location.name));
+                        std::fs::copy(&path, &target)?;
+                        target
+                    }
+                    None => path,
+                };
+                println!("{}: {}", location.name, path.display());
+                written += 1;
+            }
+            if written == 0 {
+                bail!(
+                    "{} has no kubernetes location: docker and local locations run with `weft cluster up`",
+                    args.file.display()
+                );
+            }
+            Ok(())
+        }
     }
 }
 
