@@ -42,6 +42,8 @@ pub const LABEL_SPEC: &str = "weft.spec";
 /// The label on the chaincode containers a peer starts: its network (chain id), which is the
 /// blueprint's name for a network `up` made.
 pub const LABEL_CHAINCODE_NETWORK: &str = "weft.network";
+/// The label on the chaincode containers a peer starts: the peer's node id.
+pub const LABEL_CHAINCODE_PEER: &str = "weft.peer";
 /// Where the node's configuration goes inside its volume.
 pub const CONTAINER_CONFIG_DIR: &str = "/var/lib/weft/config";
 
@@ -428,13 +430,42 @@ impl DockerLocation {
         }
     }
 
-    /// Removes a node's container and its volumes: what is left is made afresh.
+    /// Removes a node's container, the chaincode containers it started (they hold its socket
+    /// volume) and its volumes: what is left is made afresh.
     pub async fn remove_node(&self, node: &NodePlan) -> Result<(), EngineError> {
         if let Some(container) = &node.container {
             self.remove_container(container).await?;
         }
+        self.remove_chaincode_of(&node.name).await?;
         for volume in &node.volumes {
             self.remove_volume(volume).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the chaincode containers node `node` started.
+    async fn remove_chaincode_of(&self, node: &str) -> Result<(), EngineError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_CHAINCODE_NETWORK}={}", self.blueprint),
+                format!("{LABEL_CHAINCODE_PEER}={node}"),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(failed(format!(
+                "listing the chaincode containers of {node}"
+            )))?;
+        for container in listed {
+            self.remove_container(&container.id.unwrap_or_default())
+                .await?;
         }
         Ok(())
     }
@@ -512,6 +543,7 @@ impl DockerLocation {
                 continue;
             }
             self.remove_container(&container.id).await?;
+            self.remove_chaincode_of(&container.node).await?;
             let planned = format!("weft-{}-{}", self.blueprint, container.node);
             for suffix in ["data", "run"] {
                 self.remove_volume(&format!("{planned}-{suffix}")).await?;

@@ -406,56 +406,55 @@ impl LocationManifests {
     /// environment names (KUBECONFIG, or the pod's service account), if one answers.
     pub async fn apply(&self) -> Result<(), KubernetesError> {
         use kube::Api;
-        use kube::api::{Patch, PatchParams};
         let client = client().await?;
         let namespace = self.namespace.metadata.name.clone().unwrap_or_default();
-        let params = PatchParams::apply("weft").force();
-        let failed = |object: &str| {
-            let object = object.to_string();
-            move |e: kube::Error| KubernetesError::Apply {
-                object,
-                reason: e.to_string(),
-            }
-        };
-        Api::<Namespace>::all(client.clone())
-            .patch(&namespace, &params, &Patch::Apply(&self.namespace))
-            .await
-            .map_err(failed("the namespace"))?;
-        let name = |meta: &ObjectMeta| meta.name.clone().unwrap_or_default();
-        Api::<Service>::namespaced(client.clone(), &namespace)
-            .patch(
-                &name(&self.service.metadata),
-                &params,
-                &Patch::Apply(&self.service),
-            )
-            .await
-            .map_err(failed("the service"))?;
-        Api::<ConfigMap>::namespaced(client.clone(), &namespace)
-            .patch(
-                &name(&self.config.metadata),
-                &params,
-                &Patch::Apply(&self.config),
-            )
-            .await
-            .map_err(failed("the config map"))?;
-        Api::<Secret>::namespaced(client.clone(), &namespace)
-            .patch(
-                &name(&self.identities.metadata),
-                &params,
-                &Patch::Apply(&self.identities),
-            )
-            .await
-            .map_err(failed("the secret"))?;
-        Api::<StatefulSet>::namespaced(client, &namespace)
-            .patch(
-                &name(&self.stateful_set.metadata),
-                &params,
-                &Patch::Apply(&self.stateful_set),
-            )
-            .await
-            .map_err(failed("the stateful set"))?;
-        Ok(())
+        let ns = namespace.as_str();
+        apply_object(Api::all(client.clone()), &self.namespace, "the namespace").await?;
+        apply_object(
+            Api::namespaced(client.clone(), ns),
+            &self.service,
+            "the service",
+        )
+        .await?;
+        apply_object(
+            Api::namespaced(client.clone(), ns),
+            &self.config,
+            "the config map",
+        )
+        .await?;
+        apply_object(
+            Api::namespaced(client.clone(), ns),
+            &self.identities,
+            "the secret",
+        )
+        .await?;
+        apply_object(
+            Api::namespaced(client, ns),
+            &self.stateful_set,
+            "the stateful set",
+        )
+        .await
     }
+}
+
+/// Server-side apply of one object, field manager `weft`.
+async fn apply_object<K>(api: kube::Api<K>, object: &K, what: &str) -> Result<(), KubernetesError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    use kube::api::{Patch, PatchParams};
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply("weft").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| KubernetesError::Apply {
+        object: what.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

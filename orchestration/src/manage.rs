@@ -58,6 +58,29 @@ pub struct Autoscaler {
     pub max: usize,
 }
 
+impl std::fmt::Display for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(attempts) = self.restart_attempts {
+            parts.push(format!("restarter ({attempts} tries)"));
+        }
+        if self.replacer {
+            parts.push("replacer".to_string());
+        }
+        if let Some(scaler) = &self.autoscaler {
+            parts.push(format!(
+                "autoscaler ({:?} target {}, {} to {} peers per location)",
+                scaler.metric, scaler.target, scaler.min, scaler.max
+            ));
+        }
+        if parts.is_empty() {
+            f.write_str("no policies: watching only")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
 impl Policies {
     pub fn of(policies: &[Policy]) -> Policies {
         let mut out = Policies {
@@ -207,7 +230,7 @@ impl Manager {
                             // Running but its committer stopped: restart the process.
                             site.kill(node).await;
                         }
-                        site.ensure_node(node, &cluster.node_files(node)?).await?;
+                        site.restart(node, &cluster.node_files(node)?).await?;
                         format!(
                             "restarter: {} {} was {}; started again (try {})",
                             location.name,

@@ -56,6 +56,26 @@ impl Site {
         }
     }
 
+    /// Starts a stopped node again as it was (its container as created, whatever image this
+    /// `weft` would use now); makes it anew only if it is missing.
+    pub async fn restart(
+        &self,
+        node: &NodePlan,
+        files: &NodeFiles,
+    ) -> Result<Change, ClusterError> {
+        if let (Site::Docker { engine, .. }, Some(container)) = (self, &node.container)
+            && engine
+                .docker
+                .inspect_container(container, None)
+                .await
+                .is_ok()
+        {
+            engine.start(container).await?;
+            return Ok(Change::Started);
+        }
+        self.ensure_node(node, files).await
+    }
+
     /// The state of every node this site runs or ran.
     pub async fn states(&self) -> Result<Vec<NodeState>, ClusterError> {
         match self {

@@ -16,11 +16,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{Context, Result, bail};
 use weft_proto::{Signer, WeftClient};
 
 pub mod auditor;
+pub mod cluster;
 pub mod docker;
 pub mod sim;
 
@@ -730,40 +730,12 @@ pub fn remove_after_exit(dir: &Path) {
 
 /// A plain HTTP/1.1 GET on loopback: (status code, body).
 pub async fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| anyhow!("GET {path} on {address} timed out"))??;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET {path}: no HTTP header in {response:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("GET {path}: bad status line in {head:?}"))?;
-    Ok((code, body.to_string()))
+    Ok(weft_orchestration::health::http_get(address, path).await?)
 }
 
 /// The value of one Prometheus series (`name` or `name{labels}`) in `metrics`; 0 if absent.
 pub fn metric(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok())?
-        })
-        .map(|v| v as u64)
-        .unwrap_or(0)
+    weft_orchestration::health::metric(metrics, series) as u64
 }
 
 /// An in-process node (`weft_node::node::start_with_store` over a [`MemoryStore`]) on ephemeral

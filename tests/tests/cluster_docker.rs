@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use weft_orchestration::Blueprint;
-use weft_orchestration::cluster::{Cluster, NodeStatus};
-use weft_orchestration::health::Health;
+use weft_tests::cluster::{args, describe, open, row, status, wait_level};
 use weft_tests::docker::{
     containers_labelled, docker, engine_answers, static_chaincode_binary, unique_chain_id,
 };
@@ -88,71 +86,6 @@ policies:
     file
 }
 
-async fn status(file: &Path, state: &Path) -> Vec<NodeStatus> {
-    let blueprint = Blueprint::load(file).expect("the blueprint");
-    let cluster = Cluster::open(blueprint, state, None).expect("the cluster's state");
-    cluster.status().await.expect("status")
-}
-
-fn describe(rows: &[NodeStatus]) -> String {
-    rows.iter()
-        .map(|r| {
-            format!(
-                "{} {} {} height {:?} view {:?} tip {:?}",
-                r.node,
-                r.container,
-                r.health.as_str(),
-                r.height,
-                r.view,
-                r.tip.as_deref().map(|t| &t[..12])
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Waits until every node runs, is ready and holds the same tip at the same height.
-async fn wait_level(file: &Path, state: &Path, within: Duration, what: &str) -> Vec<NodeStatus> {
-    let started = Instant::now();
-    loop {
-        let rows = status(file, state).await;
-        let level = rows.iter().all(|r| {
-            r.container == "running"
-                && r.health == Health::Ready
-                && r.height.is_some()
-                && r.height == rows[0].height
-                && r.tip == rows[0].tip
-        });
-        if level {
-            return rows;
-        }
-        assert!(
-            started.elapsed() < within,
-            "{what}: the nodes are not level within {within:?}:\n{}",
-            describe(&rows)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Where this machine reaches `node`'s gRPC API.
-fn grpc_of(file: &Path, state: &Path, node: &str) -> String {
-    let blueprint = Blueprint::load(file).expect("the blueprint");
-    let cluster = Cluster::open(blueprint, state, None).expect("the cluster's state");
-    cluster
-        .endpoints()
-        .into_iter()
-        .find(|e| e.node == node)
-        .unwrap_or_else(|| panic!("no endpoint of {node}"))
-        .grpc
-}
-
-fn row<'a>(rows: &'a [NodeStatus], node: &str) -> &'a NodeStatus {
-    rows.iter()
-        .find(|r| r.node == node)
-        .unwrap_or_else(|| panic!("no row for {node}:\n{}", describe(rows)))
-}
-
 fn actions(state: &Path) -> String {
     std::fs::read_to_string(state.join("actions.log")).unwrap_or_default()
 }
@@ -211,16 +144,9 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
     };
     let file = write_blueprint(tmp.path(), &name);
     let state = tmp.path().join("state");
-    let file_arg = file.display().to_string();
-    let state_arg = state.display().to_string();
     let network = state.join("network");
     let seed = (std::process::id() as u64 * 7_919) % 5_000;
-    let cli = |extra: &[&str]| -> Vec<String> {
-        let mut args = vec!["cluster".to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend([file_arg.clone(), "--state".into(), state_arg.clone()]);
-        args
-    };
+    let cli = |subcommand: &[&str]| args(&file, &state, subcommand);
 
     // Up: three locations, each its own network, plus the links network.
     let up = weft(&cli(&["up", "--seed", &seed.to_string()])).await;
@@ -314,28 +240,43 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
         Duration::from_secs(30),
     )
     .await;
-    // Killed again before it recovered: the restarter's one attempt is spent.
+    // Killed again before it recovered (the restarter's one attempt is spent), once its
+    // chaincode container runs again (it holds the peer's socket volume, which the
+    // replacement must free).
+    let chaincode_of = |peer: &str| {
+        containers_labelled(&format!("weft.network={name}"))
+            .into_iter()
+            .filter(|id| {
+                docker(&[
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"weft.peer\"}}",
+                    id,
+                ])
+                .trim()
+                    == peer
+            })
+            .collect::<Vec<_>>()
+    };
     let started = Instant::now();
-    loop {
-        let state_of = docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Running}}",
-            &container(&name, "sng-peer0"),
-        ]);
-        if state_of.trim() == "true" {
-            break;
-        }
+    while chaincode_of("sng-peer0").is_empty() {
         assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "sng-peer0 was not restarted"
+            started.elapsed() < Duration::from_secs(60),
+            "sng-peer0 was not restarted with its chaincode"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let old_chaincode = chaincode_of("sng-peer0");
     docker(&["kill", &container(&name, "sng-peer0")]);
     wait_action(&state, "replacer: sng sng-peer0", Duration::from_secs(60)).await;
     let recreated = docker(&["volume", "inspect", "-f", "{{.CreatedAt}}", &volume]);
     assert_ne!(created, recreated, "the replacement has a fresh volume");
+    for id in &old_chaincode {
+        assert!(
+            !containers_labelled(&format!("weft.network={name}")).contains(id),
+            "the replaced peer's old chaincode container is gone"
+        );
+    }
     let rows = wait_level(
         &file,
         &state,
@@ -348,7 +289,12 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
     // Cut sng off the others for 60 s: sjc and lon (3 of 4 validators) keep committing;
     // sng catches up once joined again.
     let rows = status(&file, &state).await;
-    let sjc_peer = grpc_of(&file, &state, "sjc-peer0");
+    let sjc_peer = open(&file, &state)
+        .endpoints()
+        .into_iter()
+        .find(|e| e.node == "sjc-peer0")
+        .expect("sjc-peer0's endpoint")
+        .grpc;
     let cut_at = row(&rows, "sng-validator0").height;
     for node in ["sng-validator0", "sng-peer0"] {
         docker(&[
@@ -399,10 +345,34 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
     assert!(printed.contains("sjc-peer1 created"), "{printed}");
     let rows = wait_level(&file, &state, Duration::from_secs(60), "after scaling up").await;
     assert_eq!(rows.len(), 8);
-    docker(&["inspect", &container(&name, "sjc-peer1")]);
+    // A query through the new peer starts its chaincode container, which scaling down removes
+    // with it.
+    let sjc_peer1 = open(&file, &state)
+        .endpoints()
+        .into_iter()
+        .find(|e| e.node == "sjc-peer1")
+        .expect("sjc-peer1's endpoint")
+        .grpc;
+    let network_arg = network.display().to_string();
+    let query = weft(&[
+        "chaincode",
+        "query",
+        "--peer",
+        &sjc_peer1,
+        "--network",
+        &network_arg,
+        "--as",
+        "bob",
+        "asset-transfer",
+        "GetAllAssets",
+    ])
+    .await;
+    query.expect_success("a query through sjc-peer1");
+    assert_eq!(chaincode_of("sjc-peer1").len(), 1);
     let scaled = weft(&cli(&["scale", "--location", "sjc", "--peers", "1"])).await;
     let printed = scaled.expect_success("scale down").to_string();
     assert!(printed.contains("sjc-peer1 removed"), "{printed}");
+    assert_eq!(chaincode_of("sjc-peer1"), Vec::<String>::new());
     assert_eq!(containers_labelled(&label).len(), 7);
     assert_eq!(labelled("volume", &label).len(), 14);
     let beyond = weft(&cli(&["scale", "--location", "sjc", "--peers", "3"])).await;

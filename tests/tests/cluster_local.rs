@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use weft_orchestration::Blueprint;
-use weft_orchestration::cluster::{Cluster, NodeStatus};
-use weft_orchestration::health::Health;
+use weft_tests::cluster::{args, wait_level};
 use weft_tests::{chaincode_binary, weft, weft_binary};
 
 /// Stops every node process of the state directory when dropped (a failing test leaves none).
@@ -51,41 +49,12 @@ cluster:
   chaincode: [ {{ name: asset-transfer, package: ./asset-transfer.tar.gz }} ]
 policies:
   - {{ type: restarter, attempts: 3 }}
-  - {{ type: autoscaler, metric: tx_per_second, target: 1000000, min: 1, max: 2 }}
+  - {{ type: autoscaler, metric: tx_per_second, target: 1, min: 1, max: 2 }}
 "
     );
     let file = dir.join("local.yaml");
     std::fs::write(&file, text).expect("write the blueprint");
     file
-}
-
-async fn status(file: &Path, state: &Path) -> Vec<NodeStatus> {
-    let blueprint = Blueprint::load(file).expect("the blueprint");
-    let cluster = Cluster::open(blueprint, state, None).expect("the cluster's state");
-    cluster.status().await.expect("status")
-}
-
-/// Waits until every node runs, is ready and holds the same tip at the same height.
-async fn wait_level(file: &Path, state: &Path, what: &str) -> Vec<NodeStatus> {
-    let started = Instant::now();
-    loop {
-        let rows = status(file, state).await;
-        let level = rows.iter().all(|r| {
-            r.running
-                && r.health == Health::Ready
-                && r.height.is_some()
-                && r.height == rows[0].height
-                && r.tip == rows[0].tip
-        });
-        if level {
-            return rows;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what}: the nodes are not level within 60 s: {rows:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 fn pid_of(state: &Path, node: &str) -> String {
@@ -122,14 +91,8 @@ async fn a_local_cluster_comes_up_heals_scales_and_goes_down() {
     let _stop = StopNodes {
         state: state.clone(),
     };
-    let file_arg = file.display().to_string();
-    let state_arg = state.display().to_string();
-    let cli = |extra: &[&str]| -> Vec<String> {
-        let mut args = vec!["cluster".to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend([file_arg.clone(), "--state".into(), state_arg.clone()]);
-        args
-    };
+    let cli = |subcommand: &[&str]| args(&file, &state, subcommand);
+    let within = Duration::from_secs(60);
 
     let up = weft(&cli(&["up"])).await;
     let printed = up.expect_success("weft cluster up").to_string();
@@ -138,7 +101,7 @@ async fn a_local_cluster_comes_up_heals_scales_and_goes_down() {
         printed.contains(&format!("127.0.0.1:{base_port}")),
         "the first node at the base port:\n{printed}"
     );
-    let rows = wait_level(&file, &state, "after up").await;
+    let rows = wait_level(&file, &state, within, "after up").await;
     assert_eq!(rows.len(), 5);
 
     let again = weft(&cli(&["up"])).await;
@@ -167,7 +130,88 @@ async fn a_local_cluster_comes_up_heals_scales_and_goes_down() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_level(&file, &state, "after the restart").await;
+    wait_level(&file, &state, within, "after the restart").await;
+
+    // The autoscaler: transactions through dev-peer0 well above its target of 1 tx/s per
+    // peer add a second peer; when they stop, it is removed again.
+    let cluster = weft_tests::cluster::open(&file, &state);
+    let peer = cluster
+        .endpoints()
+        .into_iter()
+        .find(|e| e.node == "dev-peer0")
+        .expect("dev-peer0")
+        .grpc;
+    let genesis = cluster.network.genesis().expect("genesis");
+    let alice =
+        weft_proto::Signer::load(&cluster.network.identity("alice", weft_proto::Role::Client))
+            .expect("alice");
+    let client = weft_proto::WeftClient::connect(&peer, alice, &genesis.chain_id)
+        .await
+        .expect("connect to dev-peer0");
+    let log_has = |text: &str| {
+        std::fs::read_to_string(state.join("actions.log"))
+            .unwrap_or_default()
+            .contains(text)
+    };
+    let started = Instant::now();
+    let mut sent = 0;
+    while !log_has("autoscaler: dev 1 peers -> 2") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no scale-up after {sent} transactions in 60 s"
+        );
+        let id = format!("load-{sent}");
+        client
+            .invoke(
+                "asset-transfer",
+                "CreateAsset",
+                &weft_tests::args(&[&id, "red", "1", "alice", "1"]),
+            )
+            .await
+            .expect("a transaction through dev-peer0");
+        sent += 1;
+    }
+    let peer1 = state
+        .join("local")
+        .join("dev")
+        .join("dev-peer1")
+        .join("node.pid");
+    let started = Instant::now();
+    while !peer1.exists() {
+        assert!(
+            started.elapsed() < within,
+            "the autoscaler did not start dev-peer1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        wait_level(&file, &state, within, "after the autoscaler added a peer")
+            .await
+            .len(),
+        6
+    );
+    let started = Instant::now();
+    while !log_has("autoscaler: dev 2 peers -> 1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no scale-down within 60 s of idleness"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let started = Instant::now();
+    while peer1.exists() {
+        assert!(
+            started.elapsed() < within,
+            "the autoscaler did not remove dev-peer1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        wait_level(&file, &state, within, "after the autoscaler removed it")
+            .await
+            .len(),
+        5
+    );
     manager.kill().await.expect("stop the manager");
     let log = std::fs::read_to_string(state.join("actions.log")).expect("the actions log");
     assert!(
@@ -182,7 +226,12 @@ async fn a_local_cluster_comes_up_heals_scales_and_goes_down() {
     let scaled = weft(&cli(&["scale", "--location", "dev", "--peers", "2"])).await;
     let printed = scaled.expect_success("scale up").to_string();
     assert!(printed.contains("dev-peer1 created"), "{printed}");
-    assert_eq!(wait_level(&file, &state, "after scaling up").await.len(), 6);
+    assert_eq!(
+        wait_level(&file, &state, within, "after scaling up")
+            .await
+            .len(),
+        6
+    );
     let peer1 = pid_of(&state, "dev-peer1");
     let scaled = weft(&cli(&["scale", "--location", "dev", "--peers", "1"])).await;
     let printed = scaled.expect_success("scale down").to_string();

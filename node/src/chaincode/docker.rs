@@ -33,7 +33,7 @@ pub mod labels {
     /// The package hash the image was built from.
     pub const PACKAGE: &str = "weft.package";
     /// The peer (node id) that started the container.
-    pub const PEER: &str = "weft.peer";
+    pub const PEER: &str = weft_orchestration::docker::LABEL_CHAINCODE_PEER;
     /// The ledger network (genesis chain id) the peer belongs to (`weft cluster down` removes
     /// by it too).
     pub const NETWORK: &str = weft_orchestration::docker::LABEL_CHAINCODE_NETWORK;

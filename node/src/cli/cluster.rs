@@ -125,14 +125,6 @@ impl ClusterArgs {
         let state = self.state_dir(&blueprint)?;
         Ok(Cluster::open(blueprint, &state, seed)?)
     }
-
-    /// The image the management loop starts containers from.
-    fn image_or_built(&self) -> Result<String> {
-        match &self.image {
-            Some(image) => Ok(image.clone()),
-            None => Ok(weft_orchestration::image::PeerImage::of_this_binary()?.tag),
-        }
-    }
 }
 
 fn say(line: &str) {
@@ -245,10 +237,24 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
 }
 
 async fn manage(cluster: &mut Cluster, args: &ClusterArgs, interval: Duration) -> Result<()> {
-    let image = args.image_or_built()?;
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => {
+            // What the manager makes anew runs this weft: have its image on every engine.
+            let built = weft_orchestration::image::PeerImage::of_this_binary()?;
+            for location in cluster.run_here() {
+                if location.kind == LocationKind::Docker {
+                    built
+                        .ensure(&cluster.engine(location).await?.docker)
+                        .await?;
+                }
+            }
+            built.tag
+        }
+    };
     let mut manager = Manager::new(cluster);
     say(&format!(
-        "managing {} every {interval:?} (Ctrl-C stops): {:?}",
+        "managing {} every {interval:?} (Ctrl-C stops): {}",
         cluster.plan.blueprint, manager.policies
     ));
     let stop = async {
