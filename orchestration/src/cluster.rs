@@ -43,6 +43,14 @@ pub enum ClusterError {
     Node { node: String, reason: String },
 }
 
+fn node_error(node: &str) -> impl FnOnce(weft_proto::ClientError) -> ClusterError {
+    let node = node.to_string();
+    move |e| ClusterError::Node {
+        node,
+        reason: e.to_string(),
+    }
+}
+
 fn state_error(path: &Path) -> impl Fn(String) -> ClusterError + '_ {
     move |reason| ClusterError::State {
         path: path.display().to_string(),
@@ -263,7 +271,9 @@ impl Cluster {
         let dir = self.state_dir.join("kubernetes");
         std::fs::create_dir_all(&dir).map_err(|e| state_error(&dir)(e.to_string()))?;
         let path = dir.join(format!("{}.yaml", location.name));
-        std::fs::write(&path, yaml).map_err(|e| state_error(&path)(e.to_string()))?;
+        // The manifests carry the location's private keys.
+        weft_proto::identity::write_private(&path, &yaml)
+            .map_err(|e| state_error(&path)(e.to_string()))?;
         Ok(path)
     }
 
@@ -442,8 +452,9 @@ impl Cluster {
             }
             if started.elapsed() > timeout {
                 return Err(ClusterError::Refused(format!(
-                    "not ready within {timeout:?}: {}; see `docker logs` of their containers",
-                    waiting.join(", ")
+                    "not ready within {timeout:?}: {}; see their logs (`docker logs weft-BLUEPRINT-NODE`, or node.log under {})",
+                    waiting.join(", "),
+                    self.state_dir.join("local").display()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -493,20 +504,7 @@ impl Cluster {
         };
         let admin = self.admin_client(first).await?;
         for chaincode in &self.plan.chaincode {
-            let bytes = std::fs::read(&chaincode.package)
-                .map_err(|e| state_error(&chaincode.package)(e.to_string()))?;
-            let package = weft_proto::package::open(&bytes).map_err(|e| {
-                state_error(&chaincode.package)(format!(
-                    "not a chaincode package ({e}): make one with `weft chaincode package`"
-                ))
-            })?;
-            let node_error = |node: &str| {
-                let node = node.to_string();
-                move |e: weft_proto::ClientError| ClusterError::Node {
-                    node,
-                    reason: e.to_string(),
-                }
-            };
+            let (bytes, package) = self.package(chaincode)?;
             for node in &nodes {
                 self.admin_client(node)
                     .await?
@@ -534,6 +532,67 @@ impl Cluster {
             outcome.push((chaincode.name.clone(), Change::Created));
         }
         Ok(outcome)
+    }
+
+    /// A blueprint chaincode's package: its bytes, opened.
+    fn package(
+        &self,
+        chaincode: &crate::blueprint::ChaincodeToDeploy,
+    ) -> Result<(Vec<u8>, weft_proto::package::Package), ClusterError> {
+        let bytes = std::fs::read(&chaincode.package)
+            .map_err(|e| state_error(&chaincode.package)(e.to_string()))?;
+        let package = weft_proto::package::open(&bytes).map_err(|e| {
+            state_error(&chaincode.package)(format!(
+                "not a chaincode package ({e}): make one with `weft chaincode package`"
+            ))
+        })?;
+        Ok((bytes, package))
+    }
+
+    /// Installs the blueprint's chaincode packages on one node (a replaced one), once it
+    /// answers.
+    pub async fn install_chaincode_on(&self, node: &NodePlan) -> Result<(), ClusterError> {
+        if node.grpc.host.is_none() || self.plan.chaincode.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let client = loop {
+            match self.admin_client(node).await {
+                Ok(client) if client.chain_info().await.is_ok() => break client,
+                _ if started.elapsed() > READY_TIMEOUT => {
+                    return Err(ClusterError::Node {
+                        node: node.name.clone(),
+                        reason: format!(
+                            "does not answer within {READY_TIMEOUT:?}, so its chaincode is not installed; see its log, then run `weft cluster up`"
+                        ),
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
+        for chaincode in &self.plan.chaincode {
+            let (bytes, _) = self.package(chaincode)?;
+            client
+                .install(bytes)
+                .await
+                .map_err(node_error(&node.name))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the peer counts `scale` remembered again (another command may have changed them)
+    /// and plans with them.
+    pub fn reload(&mut self) -> Result<(), ClusterError> {
+        let path = self.state_dir.join("cluster.json");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let remembered: Remembered =
+                serde_json::from_slice(&bytes).map_err(|e| state_error(&path)(e.to_string()))?;
+            if remembered.peers != self.remembered.peers {
+                self.remembered.peers = remembered.peers;
+                self.replan();
+            }
+        }
+        Ok(())
     }
 
     /// Every node's endpoints on this machine.
@@ -726,7 +785,7 @@ impl UpReport {
                 .changes
                 .iter()
                 .chain(&self.chaincode)
-                .any(|(_, c)| *c != Change::Unchanged)
+                .any(|(_, c)| !matches!(c, Change::Unchanged | Change::Applied))
     }
 }
 

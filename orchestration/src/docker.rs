@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HostConfig,
+    HostConfigLogConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -56,6 +56,8 @@ pub enum Change {
     /// It existed with another specification and was made again (volumes kept).
     Replaced,
     Unchanged,
+    /// Handed to another system that converges it (Kubernetes server-side apply).
+    Applied,
 }
 
 impl Change {
@@ -65,6 +67,7 @@ impl Change {
             Change::Started => "started",
             Change::Replaced => "replaced",
             Change::Unchanged => "unchanged",
+            Change::Applied => "applied",
         }
     }
 }
@@ -162,7 +165,11 @@ impl DockerLocation {
                 HashMap::from([(LABEL_BLUEPRINT.to_string(), self.blueprint.clone())]),
             ),
         ] {
-            if self.docker.inspect_network(&name, None).await.is_ok() {
+            if let Ok(network) = self.docker.inspect_network(&name, None).await {
+                self.check_ours(
+                    &format!("network {name}"),
+                    &network.labels.unwrap_or_default(),
+                )?;
                 changes.push((name, Change::Unchanged));
                 continue;
             }
@@ -185,9 +192,23 @@ impl DockerLocation {
         Ok(changes)
     }
 
+    /// Refuses a resource with the planned name that another blueprint made (or no
+    /// blueprint): `up` never takes over or removes what is not its own.
+    fn check_ours(&self, what: &str, labels: &HashMap<String, String>) -> Result<(), EngineError> {
+        match labels.get(LABEL_BLUEPRINT) {
+            Some(owner) if *owner == self.blueprint => Ok(()),
+            owner => Err(EngineError(format!(
+                "{what} exists but belongs to {}: rename the blueprint or remove it",
+                owner
+                    .map(|o| format!("blueprint {o}"))
+                    .unwrap_or_else(|| "no blueprint".into())
+            ))),
+        }
+    }
+
     async fn ensure_volume(&self, name: &str) -> Result<(), EngineError> {
-        if self.docker.inspect_volume(name).await.is_ok() {
-            return Ok(());
+        if let Ok(volume) = self.docker.inspect_volume(name).await {
+            return self.check_ours(&format!("volume {name}"), &volume.labels);
         }
         let request = VolumeCreateRequest {
             name: Some(name.to_string()),
@@ -303,31 +324,44 @@ impl DockerLocation {
     ) -> Result<Change, EngineError> {
         let name = node.container.clone().unwrap_or_default();
         let mut body = self.container_body(node, image, socket_group);
-        // Through a JSON value, whose maps are ordered: the body's own maps are hash maps.
+        // Through a JSON value, whose maps are ordered: the body's own maps are hash maps. The
+        // files uploaded into the volume count too: new keys or genesis make a new container.
         let canonical = serde_json::to_value(&body)
             .map(|value| value.to_string())
             .unwrap_or_default();
-        let spec = hex::encode(Sha256::digest(canonical));
+        let mut digest = Sha256::new();
+        for part in [
+            canonical.as_bytes(),
+            &files.genesis,
+            &files.certificate,
+            &files.key,
+        ] {
+            digest.update(Sha256::digest(part));
+        }
+        let spec = hex::encode(digest.finalize());
         if let Some(labels) = body.labels.as_mut() {
             labels.insert(LABEL_SPEC.into(), spec[..16].to_string());
         }
         let replaced = match self.docker.inspect_container(&name, None).await {
             Ok(existing) => {
-                let same = existing
+                let labels = existing
                     .config
                     .as_ref()
-                    .and_then(|c| c.labels.as_ref())
-                    .and_then(|l| l.get(LABEL_SPEC))
-                    .is_some_and(|s| *s == spec[..16]);
-                let running = existing
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.running)
-                    .unwrap_or(false);
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
+                self.check_ours(&format!("container {name}"), &labels)?;
+                let same = labels.get(LABEL_SPEC).is_some_and(|s| *s == spec[..16]);
+                let state = existing.state.as_ref();
+                let running = state.and_then(|s| s.running).unwrap_or(false);
+                // Created but never started: an earlier `up` stopped half-way (before its
+                // configuration or its links network); make it again.
+                let half_made = state
+                    .and_then(|s| s.status)
+                    .is_some_and(|s| s == ContainerStateStatusEnum::CREATED);
                 if same && running {
                     return Ok(Change::Unchanged);
                 }
-                if same {
+                if same && !half_made {
                     self.start(&name).await?;
                     return Ok(Change::Started);
                 }
@@ -374,9 +408,12 @@ impl DockerLocation {
         node: &NodePlan,
         files: &NodeFiles,
     ) -> Result<(), EngineError> {
-        let config = format!(
-            "# Written by weft cluster up. Every key can be overridden by WEFT_<SECTION>_<KEY>.\n[node]\nid = \"{}\"\ndata_dir = \"{CONTAINER_DATA_DIR}\"\ngenesis = \"{CONTAINER_CONFIG_DIR}/genesis.json\"\nidentity = \"{CONTAINER_CONFIG_DIR}/identity\"\n",
-            node.name
+        let config = crate::plan::node_config(
+            &node.name,
+            CONTAINER_DATA_DIR,
+            &format!("{CONTAINER_CONFIG_DIR}/genesis.json"),
+            &format!("{CONTAINER_CONFIG_DIR}/identity"),
+            None,
         );
         let tar = tar_of(&[
             ("config/", 0o755, PEER_UID, &[]),
@@ -551,54 +588,6 @@ impl DockerLocation {
             removed.push(container.node);
         }
         Ok(removed)
-    }
-
-    /// Cuts the location off the others (its containers leave the links network) or joins it
-    /// back. Its own network, and the published ports, stay.
-    pub async fn set_linked(&self, linked: bool) -> Result<(), EngineError> {
-        for node in &self.location.nodes {
-            let Some(container) = node.container.clone() else {
-                continue;
-            };
-            let outcome = if linked {
-                self.docker
-                    .connect_network(
-                        &self.links_network,
-                        NetworkConnectRequest {
-                            container: container.clone(),
-                            endpoint_config: Some(EndpointSettings::default()),
-                        },
-                    )
-                    .await
-            } else {
-                self.docker
-                    .disconnect_network(
-                        &self.links_network,
-                        NetworkDisconnectRequest {
-                            container: container.clone(),
-                            force: Some(true),
-                        },
-                    )
-                    .await
-            };
-            if let Err(e) = outcome {
-                let text = e.to_string();
-                // Already where it should be.
-                if !(text.contains("already exists") || text.contains("is not connected")) {
-                    return Err(EngineError(format!(
-                        "{} {container} {} {}: {e}",
-                        if linked {
-                            "connecting"
-                        } else {
-                            "disconnecting"
-                        },
-                        if linked { "to" } else { "from" },
-                        self.links_network
-                    )));
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -26,7 +26,7 @@ pub enum IdentityError {
     #[error("issuing identities: {0}")]
     Issue(String),
     #[error(
-        "{dir} holds a network whose genesis validators differ from the blueprint's ({differs}): validators are fixed at genesis; `weft cluster down` removes the old network first"
+        "{dir} holds a network whose genesis differs from the blueprint's ({differs}): validators and PBFT settings are fixed at genesis; `weft cluster down` removes the old network first"
     )]
     GenesisDiffers { dir: String, differs: String },
 }
@@ -95,7 +95,8 @@ impl NetworkDir {
         let authority = self.authority()?;
         for identity in &plan.identities {
             let dir = self.identity(&identity.name, identity.role);
-            if dir.join("cert.pem").exists() {
+            // Both files, or it is issued again (a run stopped between the two writes).
+            if dir.join("cert.pem").exists() && dir.join("key.pem").exists() {
                 continue;
             }
             authority
@@ -164,12 +165,21 @@ impl NetworkDir {
             .iter()
             .map(|v| (v.name.as_str(), v.address.as_str(), v.consensus.as_str()))
             .collect();
-        if have == want && genesis.chain_id == plan.genesis.chain_id {
+        let pbft = &plan.genesis.pbft;
+        let consensus = &genesis.consensus;
+        let same_pbft = consensus.batch_size == pbft.batch_size
+            && consensus.batch_timeout == pbft.batch_timeout
+            && consensus.checkpoint_period == pbft.checkpoint_period
+            && consensus.request_timeout == pbft.request_timeout;
+        if have == want && genesis.chain_id == plan.genesis.chain_id && same_pbft {
             return Ok(());
         }
         Err(IdentityError::GenesisDiffers {
             dir: self.dir.display().to_string(),
-            differs: format!("genesis has {have:?}, the blueprint plans {want:?}"),
+            differs: format!(
+                "genesis has {have:?} with {:?}, the blueprint plans {want:?} with {pbft:?}",
+                genesis.consensus
+            ),
         })
     }
 }

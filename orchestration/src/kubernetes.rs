@@ -99,9 +99,12 @@ pub fn render(
         let pod = pod_name(location, index);
         config.insert(
             format!("{pod}.toml"),
-            format!(
-                "# Written by weft cluster for pod {pod}. Every key can be overridden by WEFT_<SECTION>_<KEY>.\n[node]\nid = \"{}\"\ndata_dir = \"{CONTAINER_DATA_DIR}\"\ngenesis = \"{CONFIG_DIR}/genesis.json\"\nidentity = \"{IDENTITY_DIR}\"\n",
-                node.name
+            crate::plan::node_config(
+                &node.name,
+                CONTAINER_DATA_DIR,
+                &format!("{CONFIG_DIR}/genesis.json"),
+                IDENTITY_DIR,
+                None,
             ),
         );
         let identity = network.identity(&node.name, node.role);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process, test_kill_process};
+use rustix::process::{Pid, Signal, kill_process, kill_process_group, test_kill_process};
 
 use crate::docker::Change;
 use crate::identities::NetworkDir;
@@ -79,14 +79,12 @@ impl LocalLocation {
         let fresh = !self.config_path(&node.name).exists();
         std::fs::create_dir_all(&dir).map_err(|e| error(format!("{}: {e}", dir.display())))?;
         let identity = self.network.identity(&node.name, node.role);
-        let config = format!(
-            "# Written by weft cluster up. Every key can be overridden by WEFT_<SECTION>_<KEY>.\n[node]\nid = \"{}\"\ndata_dir = \"{}\"\ngenesis = \"{}\"\nidentity = \"{}\"\nlisten = \"{}\"\noperations_listen = \"{}\"\n",
-            node.name,
-            dir.join("data").display(),
-            self.network.genesis_path().display(),
-            identity.display(),
-            node.grpc.listen,
-            node.operations.listen,
+        let config = crate::plan::node_config(
+            &node.name,
+            &dir.join("data").display().to_string(),
+            &self.network.genesis_path().display().to_string(),
+            &identity.display().to_string(),
+            Some((&node.grpc.listen, &node.operations.listen)),
         );
         std::fs::write(self.config_path(&node.name), config)
             .map_err(|e| error(format!("writing its configuration: {e}")))?;
@@ -99,6 +97,13 @@ impl LocalLocation {
             .try_clone()
             .map_err(|e| error(format!("opening its log: {e}")))?;
         let mut command = Command::new(&self.binary);
+        // The node's configuration is the file and the plan's environment: none of the
+        // caller's own WEFT_ settings (they would override the file for every node alike).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WEFT_") {
+                command.env_remove(key);
+            }
+        }
         command
             .args(["node", "start", "--config"])
             .arg(self.config_path(&node.name))
@@ -128,7 +133,8 @@ impl LocalLocation {
         })
     }
 
-    /// Stops the node: SIGTERM, then SIGKILL after a while.
+    /// Stops the node: SIGTERM (it stops its chaincode), then SIGKILL to its whole process
+    /// group after a while.
     pub fn stop(&self, node: &str) {
         let Some(pid) = self.running(node).and_then(|p| Pid::from_raw(p as i32)) else {
             return;
@@ -138,15 +144,19 @@ impl LocalLocation {
         while self.running(node).is_some() && started.elapsed() < STOP_TIMEOUT {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if self.running(node).is_some() {
-            let _ = kill_process(pid, Signal::KILL);
-        }
+        // Its chaincode processes are in its group: none outlives it.
+        let _ = kill_process_group(pid, Signal::KILL);
     }
 
-    /// Kills the node at once (SIGKILL), as a crash would.
+    /// Kills the node and its chaincode processes at once (SIGKILL), as a crash would, and
+    /// waits until it is gone.
     pub fn kill(&self, node: &str) {
         if let Some(pid) = self.running(node).and_then(|p| Pid::from_raw(p as i32)) {
-            let _ = kill_process(pid, Signal::KILL);
+            let _ = kill_process_group(pid, Signal::KILL);
+            let started = Instant::now();
+            while self.running(node).is_some() && started.elapsed() < STOP_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 

