@@ -482,24 +482,14 @@ impl DockerLocation {
 
     /// Removes the chaincode containers node `node` started.
     async fn remove_chaincode_of(&self, node: &str) -> Result<(), EngineError> {
-        let filters = HashMap::from([(
-            "label",
+        let listed = containers_labelled(
+            &self.docker,
             vec![
                 format!("{LABEL_CHAINCODE_NETWORK}={}", self.blueprint),
                 format!("{LABEL_CHAINCODE_PEER}={node}"),
             ],
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let listed = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(failed(format!(
-                "listing the chaincode containers of {node}"
-            )))?;
+        )
+        .await?;
         for container in listed {
             self.remove_container(&container.id.unwrap_or_default())
                 .await?;
@@ -517,19 +507,7 @@ impl DockerLocation {
 
     /// This location's containers, by the labels `up` gave them.
     pub async fn containers(&self) -> Result<Vec<NodeContainer>, EngineError> {
-        let filters = HashMap::from([("label", self.blueprint_filter())]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let listed = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(failed(format!(
-                "listing the containers of {}",
-                self.location.name
-            )))?;
+        let listed = containers_labelled(&self.docker, self.blueprint_filter()).await?;
         Ok(listed
             .into_iter()
             .map(|c| {
@@ -591,6 +569,23 @@ impl DockerLocation {
     }
 }
 
+/// The containers (running or not) carrying every one of `labels` (`key=value`).
+async fn containers_labelled(
+    docker: &Docker,
+    labels: Vec<String>,
+) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+    let what = format!("listing the containers labelled {}", labels.join(","));
+    let filters = HashMap::from([("label", labels)]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(failed(what))
+}
+
 /// Everything on `docker` labelled with `blueprint`: containers (with the chaincode
 /// containers its peers started, which hold its socket volumes), then networks, then volumes.
 /// Returns how many of each it removed.
@@ -604,18 +599,7 @@ pub async fn remove_blueprint(
         format!("{LABEL_BLUEPRINT}={blueprint}"),
         format!("{LABEL_CHAINCODE_NETWORK}={blueprint}"),
     ] {
-        let filter = HashMap::from([("label", vec![wanted])]);
-        containers.extend(
-            docker
-                .list_containers(Some(
-                    ListContainersOptionsBuilder::default()
-                        .all(true)
-                        .filters(&filter)
-                        .build(),
-                ))
-                .await
-                .map_err(failed("listing containers".into()))?,
-        );
+        containers.extend(containers_labelled(docker, vec![wanted]).await?);
     }
     for container in &containers {
         let id = container.id.clone().unwrap_or_default();

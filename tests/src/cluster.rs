@@ -2,6 +2,7 @@
 //! orchestration library (the same code `weft cluster status` prints).
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use weft_orchestration::Blueprint;
@@ -18,6 +19,17 @@ pub fn args(file: &Path, state: &Path, subcommand: &[&str]) -> Vec<String> {
         state.display().to_string(),
     ]);
     args
+}
+
+/// `weft cluster manage` looking every second, in the background until dropped.
+pub fn spawn_manager(file: &Path, state: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(crate::weft_binary())
+        .args(args(file, state, &["manage", "--interval", "1s"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start weft cluster manage")
 }
 
 /// The blueprint `file` with its state in `state`.
@@ -82,5 +94,40 @@ pub async fn wait_level(
             describe(&rows)
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Removes whatever carries the blueprint's labels (and its peers' chaincode containers) when
+/// dropped, so that a failing test leaves nothing on the engine.
+pub struct Teardown {
+    pub blueprint: String,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let run = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default()
+        };
+        for label in [
+            format!("label=weft.blueprint={}", self.blueprint),
+            format!("label=weft.network={}", self.blueprint),
+        ] {
+            for id in run(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+                run(&["rm", "-f", id]);
+            }
+        }
+        let label = format!("label=weft.blueprint={}", self.blueprint);
+        for id in run(&["network", "ls", "-q", "--filter", &label]).split_whitespace() {
+            run(&["network", "rm", id]);
+        }
+        for id in run(&["volume", "ls", "-q", "--filter", &label]).split_whitespace() {
+            run(&["volume", "rm", "-f", id]);
+        }
     }
 }

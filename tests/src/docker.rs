@@ -5,7 +5,16 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
 use serde_json::Value;
+use tokio::net::{TcpListener, UnixStream};
 
 /// Whether a Docker engine answers. With `CI=true` and none, panics: CI requires the Docker
 /// tests. Elsewhere, says loudly that the calling test does not run, and returns false.
@@ -165,4 +174,83 @@ pub fn unique_chain_id(prefix: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
+}
+
+/// Writes ca.pem, cert.pem and key.pem (the client's) into `dir`; returns the server's
+/// certificate and key and the CA certificate, for the TLS front.
+pub fn engine_tls_certificates(
+    dir: &Path,
+) -> (
+    CertificateDer<'static>,
+    PrivateKeyDer<'static>,
+    CertificateDer<'static>,
+) {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let mut server_params = CertificateParams::new(Vec::<String>::new()).expect("server params");
+    server_params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let server = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+
+    let client_key = KeyPair::generate().expect("client key");
+    let client = CertificateParams::new(Vec::<String>::new())
+        .expect("client params")
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("ca.pem");
+    std::fs::write(dir.join("cert.pem"), client.pem()).expect("cert.pem");
+    std::fs::write(dir.join("key.pem"), client_key.serialize_pem()).expect("key.pem");
+    (
+        server.der().clone(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+        ca.der().clone(),
+    )
+}
+
+/// A TLS front on loopback that requires a client certificate from `ca`, relaying to the
+/// engine's unix socket. Returns its port.
+pub async fn engine_tls_front(
+    certificate: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    ca: CertificateDer<'static>,
+) -> u16 {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).expect("CA root");
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![certificate], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut engine).await;
+            });
+        }
+    });
+    port
 }

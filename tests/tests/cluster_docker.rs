@@ -6,49 +6,13 @@
 //! and `down` leaving nothing labelled with the blueprint.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use weft_tests::cluster::{args, describe, open, row, status, wait_level};
+use weft_tests::cluster::{Teardown, args, describe, open, row, spawn_manager, status, wait_level};
 use weft_tests::docker::{
     containers_labelled, docker, engine_answers, static_chaincode_binary, unique_chain_id,
 };
-use weft_tests::{weft, weft_binary};
-
-/// Removes whatever carries the blueprint's labels (and its peers' chaincode containers) when
-/// dropped, so that a failing test leaves nothing on the engine.
-struct Teardown {
-    blueprint: String,
-}
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let run = |args: &[&str]| {
-            std::process::Command::new("docker")
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default()
-        };
-        for label in [
-            format!("label=weft.blueprint={}", self.blueprint),
-            format!("label=weft.network={}", self.blueprint),
-        ] {
-            for id in run(&["ps", "-aq", "--filter", &label]).split_whitespace() {
-                run(&["rm", "-f", id]);
-            }
-        }
-        let label = format!("label=weft.blueprint={}", self.blueprint);
-        for id in run(&["network", "ls", "-q", "--filter", &label]).split_whitespace() {
-            run(&["network", "rm", id]);
-        }
-        for id in run(&["volume", "ls", "-q", "--filter", &label]).split_whitespace() {
-            run(&["volume", "rm", "-f", id]);
-        }
-    }
-}
+use weft_tests::weft;
 
 fn labelled(kind: &str, label: &str) -> Vec<String> {
     docker(&[kind, "ls", "-q", "--filter", &format!("label={label}")])
@@ -208,13 +172,7 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
     // The management loop: a killed peer and a killed validator are started again and catch
     // up; a peer killed again right after its restart is replaced by a fresh container with
     // an empty volume, which catches up from the others.
-    let mut manager = tokio::process::Command::new(weft_binary())
-        .args(cli(&["manage", "--interval", "1s"]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start weft cluster manage");
+    let mut manager = spawn_manager(&file, &state);
     let lon_ledger = format!("{}-data", container(&name, "lon-validator0"));
     let lon_created = docker(&["volume", "inspect", "-f", "{{.CreatedAt}}", &lon_ledger]);
     docker(&["kill", &container(&name, "lon-peer0")]);

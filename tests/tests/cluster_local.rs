@@ -4,11 +4,10 @@
 //! no state.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use weft_tests::cluster::{args, wait_level};
-use weft_tests::{chaincode_binary, weft, weft_binary};
+use weft_tests::cluster::{args, spawn_manager, wait_level};
+use weft_tests::{chaincode_binary, weft};
 
 /// Stops every node process of the state directory when dropped (a failing test leaves none).
 struct StopNodes {
@@ -84,8 +83,8 @@ fn alive(pid: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_cluster_comes_up_heals_scales_and_goes_down() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    // A block of 3 ports per node for up to 6 nodes, below the ephemeral range.
-    let base_port = 21_000 + (std::process::id() % 400) as u16 * 20;
+    // A free block of 3 ports per node for up to 6 nodes, below the ephemeral range.
+    let base_port = weft_tests::free_ports(6 * 3);
     let file = write_blueprint(tmp.path(), base_port);
     let state = tmp.path().join("state");
     let _stop = StopNodes {
@@ -113,13 +112,7 @@ async fn a_local_cluster_comes_up_heals_scales_and_goes_down() {
     assert!(printed.contains("cluster demo passed"), "{printed}");
 
     // A validator killed with SIGKILL is started again by the manager and catches up.
-    let mut manager = tokio::process::Command::new(weft_binary())
-        .args(cli(&["manage", "--interval", "1s"]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start weft cluster manage");
+    let mut manager = spawn_manager(&file, &state);
     let killed = pid_of(&state, "dev-validator2");
     kill(&killed);
     let started = Instant::now();
