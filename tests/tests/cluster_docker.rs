@@ -201,6 +201,22 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
         actions(&state)
     );
 
+    // One listing with both labels: a container removed meanwhile is simply not listed.
+    let chaincode_of = |peer: &str| {
+        docker(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=weft.network={name}"),
+            "--filter",
+            &format!("label=weft.peer={peer}"),
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    let before_restart = chaincode_of("sng-peer0");
     let volume = format!("{}-data", container(&name, "sng-peer0"));
     let created = docker(&["volume", "inspect", "-f", "{{.CreatedAt}}", &volume]);
     docker(&["kill", &container(&name, "sng-peer0")]);
@@ -213,23 +229,11 @@ async fn a_three_location_cluster_comes_up_heals_survives_a_cut_scales_and_goes_
     // Killed again before it recovered (the restarter's one attempt is spent), once its
     // chaincode container runs again (it holds the peer's socket volume, which the
     // replacement must free).
-    let chaincode_of = |peer: &str| {
-        containers_labelled(&format!("weft.network={name}"))
-            .into_iter()
-            .filter(|id| {
-                docker(&[
-                    "inspect",
-                    "-f",
-                    "{{index .Config.Labels \"weft.peer\"}}",
-                    id,
-                ])
-                .trim()
-                    == peer
-            })
-            .collect::<Vec<_>>()
-    };
     let started = Instant::now();
-    while chaincode_of("sng-peer0").is_empty() {
+    while chaincode_of("sng-peer0")
+        .iter()
+        .all(|id| before_restart.contains(id))
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "sng-peer0 was not restarted with its chaincode"
