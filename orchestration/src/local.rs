@@ -57,7 +57,9 @@ impl LocalLocation {
         test_kill_process(pid).ok()?;
         let cmdline = std::fs::read(format!("/proc/{raw}/cmdline")).ok()?;
         let config = self.config_path(node).display().to_string();
-        let ours = String::from_utf8_lossy(&cmdline).contains(&config);
+        // Empty for a moment right after the spawn: the kernel lets the parent go on before
+        // the new program's arguments are in place.
+        let ours = cmdline.is_empty() || String::from_utf8_lossy(&cmdline).contains(&config);
         // A zombie (exited, not yet reaped) is not running.
         let status = std::fs::read_to_string(format!("/proc/{raw}/stat")).unwrap_or_default();
         let zombie = status
