@@ -185,7 +185,7 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
             cluster.down(&mut say).await?;
             remove_chaincode_containers(&cluster).await?;
             println!(
-                "{} is down: nothing labelled with it is left",
+                "{} is down: none of its containers, networks, volumes, processes or state is left",
                 cluster.plan.blueprint
             );
             Ok(())
