@@ -98,25 +98,29 @@ async fn a_cluster_location_is_applied_through_an_engine_reached_over_tcp_with_t
     let gid = std::fs::metadata("/var/run/docker.sock")
         .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
         .expect("the engine's socket");
-    let tls = tls_dir.display();
-    let file = tmp.path().join("blueprint.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "name: {name}\nlocations:\n  - {{ name: far, type: docker, endpoint: \"tcp://127.0.0.1:{port}\", docker_group: {gid}, tls: {{ ca: {tls}/ca.pem, cert: {tls}/cert.pem, key: {tls}/key.pem }} }}\ncluster:\n  validators.per.location: 4\n"
-        ),
-    )
-    .expect("write the blueprint");
+    // One docker location whose engine is this TLS front, with or without the client's
+    // certificates.
+    let blueprint = |file: &str, tls: Option<&std::path::Path>| {
+        let tls = tls
+            .map(|dir| {
+                let dir = dir.display();
+                format!(", tls: {{ ca: {dir}/ca.pem, cert: {dir}/cert.pem, key: {dir}/key.pem }}")
+            })
+            .unwrap_or_default();
+        let path = tmp.path().join(file);
+        std::fs::write(
+            &path,
+            format!(
+                "name: {name}\nlocations:\n  - {{ name: far, type: docker, endpoint: \"tcp://127.0.0.1:{port}\", docker_group: {gid}{tls} }}\ncluster:\n  validators.per.location: 4\n"
+            ),
+        )
+        .expect("write the blueprint");
+        path
+    };
+    let file = blueprint("blueprint.yaml", Some(&tls_dir));
     let state = tmp.path().join("state");
     // Without its client certificates the engine does not answer, and up says where.
-    let plain = tmp.path().join("plain.yaml");
-    std::fs::write(
-        &plain,
-        format!(
-            "name: {name}\nlocations:\n  - {{ name: far, type: docker, endpoint: \"tcp://127.0.0.1:{port}\", docker_group: {gid} }}\ncluster:\n  validators.per.location: 4\n"
-        ),
-    )
-    .expect("write the blueprint");
+    let plain = blueprint("plain.yaml", None);
     let refused = weft_tests::weft(&weft_tests::cluster::args(
         &plain,
         &tmp.path().join("plain-state"),
