@@ -44,6 +44,10 @@ use crate::network::wire::Wire;
 use crate::storage::{RocksStore, Store};
 use crate::types::{Transaction, TxStatus};
 
+/// Verified consensus messages each validator may have waiting for the replica
+/// (`network::inbound`).
+const INBOUND_PER_VALIDATOR: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
@@ -462,7 +466,8 @@ pub async fn start_with_store(
             }));
         }
         (NodeRole::Validator, Some((me, wire, links, tls))) => {
-            let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+            let (inbound_tx, inbound_rx) =
+                crate::network::inbound::channel(wire.replica_count(), INBOUND_PER_VALIDATOR);
             consensus_service = Some((
                 tls.clone(),
                 ConsensusService::new(

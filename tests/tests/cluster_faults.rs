@@ -24,7 +24,7 @@ use weft_proto::pb::{self, TxStatus};
 use weft_proto::signing::consensus_signing_bytes;
 use weft_proto::{ClientError, Genesis, Signer, TxId, WeftClient};
 use weft_tests::auditor::{Ack, PeerChain, audit, fetch_chain};
-use weft_tests::{Network, Node, args, chaincode_binary, metric};
+use weft_tests::{Network, Node, args, chaincode_binary, metric, weft};
 
 const VALIDATORS: usize = 4;
 const ALL: [usize; VALIDATORS] = [0, 1, 2, 3];
@@ -338,8 +338,13 @@ impl Cluster {
 
     /// The view changes every validator counted, and the view each reports.
     async fn views(&self) -> Vec<(u64, u64, u64)> {
+        self.views_of(&ALL).await
+    }
+
+    /// The view changes `validators` counted, and the view each reports.
+    async fn views_of(&self, validators: &[usize]) -> Vec<(u64, u64, u64)> {
         let mut views = Vec::new();
-        for v in ALL {
+        for &v in validators {
             let text = self.metrics(v).await;
             let status = self
                 .client(v)
@@ -610,6 +615,19 @@ impl Request for Id {
 /// certificate (the consensus endpoint admits validators only; the messages themselves claim
 /// any sender), sends `messages` and waits for the validator to have read them all.
 async fn deliver(network: &Network, validator: usize, messages: Vec<pb::SignedConsensusMessage>) {
+    try_deliver(network, validator, messages)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("validator{validator} ended the stream of forged messages with an error: {e}")
+        });
+}
+
+/// As [`deliver`], returning how the validator ended the stream.
+async fn try_deliver(
+    network: &Network,
+    validator: usize,
+    messages: Vec<pb::SignedConsensusMessage>,
+) -> Result<(), tonic::Status> {
     let read = |path: std::path::PathBuf| {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     };
@@ -635,9 +653,7 @@ async fn deliver(network: &Network, validator: usize, messages: Vec<pb::SignedCo
     ConsensusClient::new(channel)
         .deliver(tokio_stream::iter(messages))
         .await
-        .unwrap_or_else(|e| {
-            panic!("validator{validator} ended the stream of forged messages with an error: {e}")
-        });
+        .map(|_| ())
 }
 
 fn load_validator_key(network: &Network, validator: usize) -> Signer {
@@ -682,7 +698,105 @@ async fn baseline_steady_load_through_validators_and_peers_with_no_fault() {
         vec![(0, 0, 0); VALIDATORS],
         "(view changes, view metric, node status view) per validator: no view change without a fault"
     );
+    for v in ALL {
+        let text = cluster.metrics(v).await;
+        assert!(
+            metric(&text, "weft_pbft_checkpoints_total") >= 2,
+            "validator{v} counts the checkpoints it made stable:\n{text}"
+        );
+    }
     cluster.audit(&acks).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 0. The primary killed under steady load
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_killed_under_steady_load_is_replaced_and_rejoins_in_the_new_view() {
+    let mut cluster = Cluster::start().await;
+    let load = Load::start(&cluster.network, "primary", 3, &EVERYONE);
+    load.wait_acks(8, "before the kill").await;
+
+    // Validator 0 is the primary of view 0, and the validator the peers forward to first;
+    // transactions are in flight through every node when it dies.
+    cluster.kill9(0);
+    load.target(&with_peers(&[1, 2, 3]));
+    load.wait_acks(10, "in the new view").await;
+    let views = cluster.views_of(&[1, 2, 3]).await;
+    for (v, (changes, view, status)) in [1, 2, 3].iter().zip(&views) {
+        assert!(
+            *changes >= 1 && *view >= 1 && status == view,
+            "validator{v} changed view and says so (changes, view metric, status view): {views:?}"
+        );
+    }
+
+    // It restarts from its RocksDB and journal and adopts the view the others are in.
+    cluster.restart(0).await;
+    load.target(&EVERYONE);
+    load.wait_acks(8, "after the old primary returned").await;
+    let load = load.finish().await;
+    check_load(&load, "kill the primary");
+    let mut acks = load.acks;
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("primary", &mut acks)
+        .await;
+    let views = cluster.views().await;
+    assert!(
+        views
+            .iter()
+            .all(|(_, view, status)| *view >= 1 && view == status && *view == views[1].1),
+        "every validator, the old primary too, is in the same new view: {views:?}"
+    );
+    cluster.audit(&acks).await;
+    assert!(acks.len() >= 26, "acknowledged: {}", acks.len());
+
+    // `weft node status` shows role, view, primary, sequence, height and stable checkpoint,
+    // on the old primary and on a non-validating peer alike.
+    let view = views[0].1;
+    for (node, role) in [(0, "validator"), (VALIDATORS, "peer")] {
+        let shown = weft(&[
+            "node",
+            "status",
+            "--peer",
+            &cluster.network.address_of(node),
+            "--network",
+            &cluster.network.dir.display().to_string(),
+        ])
+        .await;
+        let text = shown.expect_success("weft node status");
+        let field = |name: &str| -> String {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {name} in weft node status:\n{text}"))
+        };
+        let number = |name: &str| -> u64 {
+            field(name)
+                .parse()
+                .unwrap_or_else(|e| panic!("{name} in weft node status: {e}\n{text}"))
+        };
+        let status = cluster
+            .client(node)
+            .await
+            .node_status()
+            .await
+            .expect("status");
+        assert!(field("role").to_lowercase().contains(role), "{text}");
+        assert!(
+            number("height") >= status.height && status.height > 1,
+            "{text}"
+        );
+        if role == "validator" {
+            assert_eq!(number("view"), view, "{text}");
+            assert_eq!(
+                field("primary"),
+                format!("validator{}", view % VALIDATORS as u64),
+                "{text}"
+            );
+            assert!(number("sequence") >= status.height - 1, "{text}");
+            assert!(number("stable") >= CHECKPOINT_PERIOD, "{text}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,6 +1253,36 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     }
     load.target(&EVERYONE);
     load.wait_acks(10, "after the replays").await;
+
+    // (f) A stream that keeps carrying messages which fail verification is closed, and its
+    // validator (validator1's certificate) is refused for a while; the cluster goes on.
+    let junk = signed(
+        &chain_id,
+        1,
+        &backup_key,
+        b"\xff\xff\xff\xff not a consensus message".to_vec(),
+    );
+    let before_junk = cluster.metrics(2).await;
+    let closed = try_deliver(&network, 2, (0..40).map(|_| junk.clone()).collect())
+        .await
+        .expect_err("validator2 closes a stream of 40 unverifiable messages");
+    assert_eq!(closed.code(), Code::PermissionDenied, "{closed:?}");
+    let penalised = try_deliver(&network, 2, Vec::new())
+        .await
+        .expect_err("validator1's certificate is refused right after");
+    assert_eq!(penalised.code(), Code::Unavailable, "{penalised:?}");
+    let after_junk = cluster.metrics(2).await;
+    let junk_delta = |reason: &str| rejected(&after_junk, reason) - rejected(&before_junk, reason);
+    assert_eq!(
+        (
+            junk_delta("malformed"),
+            junk_delta("stream_closed_unverifiable")
+        ),
+        (32, 1),
+        "validator2 read 32 unverifiable messages, then closed the stream:\n{after_junk}"
+    );
+    assert!(junk_delta("stream_refused") >= 1, "{after_junk}");
+    load.wait_acks(10, "after the junk stream").await;
 
     let load = load.finish().await;
     check_load(&load, "forged messages");

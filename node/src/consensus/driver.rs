@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::journal::{Journal, JournalError};
-use super::pbft::{Action, Event, Replica, ReplicaId, Sequence, Verified};
+use super::pbft::{Action, Event, Replica, ReplicaId, Sequence};
 use super::{CommitWork, Feedback, OrderedBatch};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::network::inbound::InboundReceiver;
 use crate::network::peers::PeerLinks;
 use crate::network::state_transfer::fetch_certified;
 use crate::network::tls::ValidatorTls;
-use crate::network::wire::{PbftMessage, Wire, WireError};
+use crate::network::wire::{Wire, WireError};
 use crate::types::{Hash, Transaction};
 
 /// How long a state transfer waits for the batches handed out before it to be applied.
@@ -62,7 +63,7 @@ pub enum DriverError {
 
 /// The driver's inputs and outputs.
 pub struct DriverChannels {
-    pub inbound: mpsc::Receiver<Verified<PbftMessage>>,
+    pub inbound: InboundReceiver,
     pub requests: mpsc::Receiver<Transaction>,
     pub feedback_sender: mpsc::Sender<Feedback>,
     pub feedback: mpsc::Receiver<Feedback>,
@@ -148,7 +149,7 @@ impl Driver {
                 let actions = self.replica.handle(event);
                 self.run_actions(actions, &channels, &mut transfer).await?;
                 if tick {
-                    self.publish_status();
+                    self.publish_status(&channels);
                 }
             }
             // A higher checkpoint asked for while a transfer ran: the replica does not ask
@@ -199,7 +200,6 @@ impl Driver {
                         proof,
                     };
                     self.journal.stable(&stable, self.replica.view())?;
-                    self.wire.prune(sequence, self.replica.view());
                     self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(sequence = sequence.0, "checkpoint stable");
                 }
@@ -331,7 +331,7 @@ impl Driver {
         });
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&self, channels: &DriverChannels) {
         let replica = &self.replica;
         let status = ConsensusStatus {
             replica: replica.id().0,
@@ -356,6 +356,9 @@ impl Driver {
         self.metrics
             .consensus_outbound_queue
             .store(self.links.queued() as u64, Ordering::Relaxed);
+        self.metrics
+            .consensus_inbound_queue
+            .store(channels.inbound.depth() as u64, Ordering::Relaxed);
         self.metrics.consensus_dropped.store(
             self.links.stats().dropped.load(Ordering::Relaxed),
             Ordering::Relaxed,

@@ -173,13 +173,18 @@ mod tests {
     struct Fixture {
         genesis: Genesis,
         alice: weft_proto::Signer,
-        validator: weft_proto::Signer,
+        /// Four validators: a certificate needs 2f+1 = 3 of them.
+        validators: Vec<weft_proto::Signer>,
     }
 
     fn fixture() -> Fixture {
         let ca = CertificateAuthority::generate("Org1").expect("ca");
-        let validator = ca.issue("validator0", Role::Validator).expect("issue");
-        let validator_signer = validator.signer().expect("signer");
+        let issued: Vec<_> = (0..4)
+            .map(|i| {
+                ca.issue(&format!("validator{i}"), Role::Validator)
+                    .expect("issue")
+            })
+            .collect();
         let alice = ca
             .issue("alice", Role::Client)
             .expect("issue")
@@ -191,18 +196,25 @@ mod tests {
                 name: "Org1".into(),
                 ca_certificate: ca.certificate_pem().to_string(),
             }],
-            validators: vec![ValidatorInfo {
-                id: "validator0".into(),
-                certificate: validator.certificate_pem,
-                address: "127.0.0.1:1".into(),
-                consensus_address: String::new(),
-            }],
+            validators: issued
+                .iter()
+                .enumerate()
+                .map(|(i, validator)| ValidatorInfo {
+                    id: format!("validator{i}"),
+                    certificate: validator.certificate_pem.clone(),
+                    address: format!("127.0.0.1:{}", i + 1),
+                    consensus_address: format!("127.0.0.1:{}", i + 11),
+                })
+                .collect(),
             consensus: ConsensusParams::default(),
         };
         Fixture {
             genesis,
             alice,
-            validator: validator_signer,
+            validators: issued
+                .iter()
+                .map(|validator| validator.signer().expect("signer"))
+                .collect(),
         }
     }
 
@@ -278,19 +290,25 @@ mod tests {
             .collect()
     }
 
+    /// A commit certificate on `hash` as block `number`, signed by validators 0, 1 and 2.
     fn certificate(f: &Fixture, number: u64, hash: Hash) -> Vec<u8> {
-        let signature = f.validator.sign(&weft_proto::signing::commit_signing_bytes(
-            &f.genesis.chain_id,
-            number,
-            &hash.0,
-        ));
+        certificate_by(f, number, hash, &[0, 1, 2])
+    }
+
+    fn certificate_by(f: &Fixture, number: u64, hash: Hash, signers: &[u32]) -> Vec<u8> {
+        let bytes = weft_proto::signing::commit_signing_bytes(&f.genesis.chain_id, number, &hash.0);
         pb::CommitCertificate {
             number,
             block_hash: Bytes::copy_from_slice(&hash.0),
-            signatures: vec![pb::BlockSignature {
-                validator: 0,
-                signature: Bytes::copy_from_slice(&signature),
-            }],
+            signatures: signers
+                .iter()
+                .map(|&validator| pb::BlockSignature {
+                    validator,
+                    signature: Bytes::copy_from_slice(
+                        &f.validators[validator as usize].sign(&bytes),
+                    ),
+                })
+                .collect(),
         }
         .encode_to_vec()
     }
@@ -316,6 +334,22 @@ mod tests {
             err.to_string().contains("block 3: commit certificate"),
             "{err}"
         );
+        // On the right hash, but signed by 2f = 2 of the 4 validators, or by one twice.
+        for signers in [&[0, 3][..], &[1, 1, 2]] {
+            store
+                .put_certificate(3, &certificate_by(&f, 3, blocks[3].hash(), signers))
+                .expect("put");
+            let err = verify_chain(&store, &f.genesis).expect_err("short certificate");
+            assert!(
+                err.to_string().contains("block 3: commit certificate"),
+                "signed by {signers:?}: {err}"
+            );
+        }
+        store
+            .put_certificate(3, &certificate_by(&f, 3, blocks[3].hash(), &[3, 1, 2]))
+            .expect("put");
+        let report = verify_chain(&store, &f.genesis).expect("any three of four certify");
+        assert_eq!((report.certified, report.certificates), (3, 2));
     }
 
     #[test]

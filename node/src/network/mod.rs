@@ -1,7 +1,9 @@
 //! Validator-to-validator networking: the consensus edge (`wire`: signing and verification),
 //! outbound links with bounded queues and reconnection (`peers`), the inbound gRPC service
-//! (`service`), and block fetching for state transfer (`state_transfer`).
+//! (`service`) and its queue shared fairly between the validators (`inbound`), and block
+//! fetching for state transfer (`state_transfer`).
 
+pub mod inbound;
 pub mod peers;
 pub mod service;
 pub mod state_transfer;

@@ -1,23 +1,29 @@
 //! The inbound side of the validator network: the `Consensus` gRPC service, on the mutual-TLS
-//! endpoint, for genesis validator certificates only (`tls.rs`). Each peer stream
-//! is read in order; every message is verified off the async workers (signatures and
-//! transactions) and handed to the replica's bounded queue. Invariant: only verified messages
-//! reach the replica, a refused message is counted by reason and never stops the stream, and a
-//! full queue drops (and counts) rather than grows.
+//! endpoint, for genesis validator certificates only (`tls.rs`). Each peer stream is read in
+//! order; every message is verified off the async workers (signatures and transactions) and
+//! handed to the replica's queue, in which each validator has a bounded share (`inbound.rs`).
+//! Invariants: only verified messages reach the replica; a refused message is counted by
+//! reason; a full share drops (and counts) rather than grows; a validator holds at most
+//! [`MAX_STREAMS_PER_VALIDATOR`] streams at once; a stream that carries
+//! [`MAX_UNVERIFIABLE_PER_STREAM`] messages that fail verification (a bad signature, bytes
+//! that do not decode: nothing an honest validator sends) is closed, and its validator's new
+//! streams are refused for [`UNVERIFIABLE_PENALTY`], so junk costs this node little CPU.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::pb;
 
+use super::inbound::{InboundSender, Refused};
 use super::tls::ValidatorTls;
-use super::wire::{Inbound, PbftMessage, Wire};
+use super::wire::{Inbound, Wire, WireError};
 use crate::certificates::{Certificates, VoteOutcome};
-use crate::consensus::pbft::Verified;
+use crate::consensus::pbft::ReplicaId;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::types::convert::block_to_pb;
@@ -25,10 +31,93 @@ use crate::types::convert::block_to_pb;
 /// The most blocks one `FetchBlocks` call returns; a replica further behind asks again.
 pub const MAX_FETCH_BLOCKS: u64 = 256;
 
+/// The most `Deliver` streams one validator may hold open at once (an honest one holds one,
+/// plus briefly a second while it reconnects over a connection this node has not yet seen
+/// die).
+pub const MAX_STREAMS_PER_VALIDATOR: usize = 4;
+
+/// After this many messages that fail verification, a stream is closed.
+pub const MAX_UNVERIFIABLE_PER_STREAM: u32 = 32;
+
+/// How long a validator whose stream was closed for unverifiable messages is refused.
+pub const UNVERIFIABLE_PENALTY: Duration = Duration::from_secs(10);
+
+/// Per validator: its open streams, and until when it is refused.
+struct Senders {
+    open: Vec<AtomicUsize>,
+    refused_until: Mutex<Vec<Option<Instant>>>,
+}
+
+/// One open stream of `validator`; closing it (dropping this) frees its place.
+struct OpenStream<'a> {
+    senders: &'a Senders,
+    validator: usize,
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.senders.open[self.validator].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Senders {
+    fn new(validators: usize) -> Senders {
+        Senders {
+            open: (0..validators).map(|_| AtomicUsize::new(0)).collect(),
+            refused_until: Mutex::new(vec![None; validators]),
+        }
+    }
+
+    fn refused_until(&self) -> std::sync::MutexGuard<'_, Vec<Option<Instant>>> {
+        self.refused_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a new stream of `validator`, unless it holds too many or is refused.
+    fn open(&self, validator: ReplicaId) -> Result<OpenStream<'_>, Status> {
+        let index = validator.0 as usize;
+        let Some(open) = self.open.get(index) else {
+            return Err(Status::permission_denied("not a validator of this network"));
+        };
+        if let Some(until) = self.refused_until()[index] {
+            let now = Instant::now();
+            if now < until {
+                return Err(Status::unavailable(format!(
+                    "validator {index} sent messages that failed verification; its streams are refused for another {} ms",
+                    (until - now).as_millis()
+                )));
+            }
+        }
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS_PER_VALIDATOR {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "validator {index} already holds {MAX_STREAMS_PER_VALIDATOR} consensus streams to this node; close one first"
+            )));
+        }
+        Ok(OpenStream {
+            senders: self,
+            validator: index,
+        })
+    }
+
+    fn penalise(&self, validator: ReplicaId) {
+        if let Some(until) = self.refused_until().get_mut(validator.0 as usize) {
+            *until = Some(Instant::now() + UNVERIFIABLE_PENALTY);
+        }
+    }
+}
+
+/// Refusals at the edge that an honest validator never causes: the stream that carries them
+/// is closed after [`MAX_UNVERIFIABLE_PER_STREAM`]. A client transaction refused by admission
+/// is not among them (an honest validator relays what it admitted).
+fn unverifiable(error: &WireError) -> bool {
+    !matches!(error, WireError::Transaction(_))
+}
+
 pub struct ConsensusService {
     wire: Arc<Wire>,
     tls: Arc<ValidatorTls>,
-    inbound: mpsc::Sender<Verified<PbftMessage>>,
+    inbound: InboundSender,
+    senders: Senders,
     certificates: Arc<Certificates>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
@@ -39,16 +128,18 @@ impl ConsensusService {
     pub fn new(
         wire: Arc<Wire>,
         tls: Arc<ValidatorTls>,
-        inbound: mpsc::Sender<Verified<PbftMessage>>,
+        inbound: InboundSender,
         certificates: Arc<Certificates>,
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> ConsensusService {
+        let senders = Senders::new(wire.replica_count());
         ConsensusService {
             wire,
             tls,
             inbound,
+            senders,
             certificates,
             ledger,
             metrics,
@@ -62,9 +153,9 @@ type BlockStream = Pin<Box<dyn Stream<Item = Result<pb::Block, Status>> + Send>>
 impl ConsensusService {
     /// Only a genesis validator's certificate may use this service (the TLS layer already
     /// required a certificate from a genesis CA).
-    fn require_validator<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if self.tls.sender(request).is_some() {
-            return Ok(());
+    fn require_validator<T>(&self, request: &Request<T>) -> Result<ReplicaId, Status> {
+        if let Some(validator) = self.tls.sender(request) {
+            return Ok(validator);
         }
         self.metrics.consensus_rejected("not_a_validator", 1);
         Err(Status::permission_denied(
@@ -79,9 +170,13 @@ impl pb::consensus_server::Consensus for ConsensusService {
         &self,
         request: Request<Streaming<pb::SignedConsensusMessage>>,
     ) -> Result<Response<pb::DeliverResponse>, Status> {
-        self.require_validator(&request)?;
+        let via = self.require_validator(&request)?;
+        let _open = self.senders.open(via).inspect_err(|_| {
+            self.metrics.consensus_rejected("stream_refused", 1);
+        })?;
         let mut stream = request.into_inner();
         let mut shutdown = self.shutdown.clone();
+        let mut unverifiable_count = 0u32;
         loop {
             // End the stream when this node stops, so the sender notices and reconnects to
             // whatever serves this address next.
@@ -125,18 +220,34 @@ impl pb::consensus_server::Consensus for ConsensusService {
                         tracing::warn!(error = %e, "cannot record a commit certificate");
                     }
                 },
-                Ok(Inbound::Consensus(message)) => {
-                    if self.inbound.try_send(*message).is_err() {
-                        self.metrics.consensus_rejected("inbound_queue_full", 1);
+                Ok(Inbound::Consensus(message)) => match self.inbound.offer(via, *message) {
+                    Ok(()) => {}
+                    Err(Refused::ShareFull) => {
+                        self.metrics.consensus_rejected("inbound_queue_full", 1)
                     }
-                    self.metrics.consensus_inbound_queue.store(
-                        (self.inbound.max_capacity() - self.inbound.capacity()) as u64,
-                        Ordering::Relaxed,
-                    );
-                }
+                    Err(Refused::Closed) => break,
+                },
                 Err(e) => {
-                    tracing::debug!(replica = from, error = %e, "consensus message refused at the edge");
+                    tracing::debug!(replica = from, via = via.0, error = %e, "consensus message refused at the edge");
                     self.metrics.consensus_rejected(e.reason(), 1);
+                    if unverifiable(&e) {
+                        unverifiable_count += 1;
+                    }
+                    if unverifiable_count >= MAX_UNVERIFIABLE_PER_STREAM {
+                        tracing::warn!(
+                            via = via.0,
+                            refused = unverifiable_count,
+                            "closing a consensus stream that carries messages which fail verification"
+                        );
+                        self.senders.penalise(via);
+                        self.metrics
+                            .consensus_rejected("stream_closed_unverifiable", 1);
+                        return Err(Status::permission_denied(format!(
+                            "{unverifiable_count} messages on this stream failed verification ({e}); the stream is closed and validator {} is refused for {} s",
+                            via.0,
+                            UNVERIFIABLE_PENALTY.as_secs()
+                        )));
+                    }
                 }
             }
         }

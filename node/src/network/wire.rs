@@ -1,17 +1,16 @@
 //! The consensus edge: PBFT messages <-> `weft.v1` signed consensus messages. Outbound, a
 //! message is encoded once and signed; the proofs it carries (checkpoint messages, prepared
-//! certificates, view changes) go out as the exact signed messages their senders made, looked
-//! up in [`SignedMessages`]. Inbound, every signature (nested ones included) is checked against
-//! the genesis validator keys and every client transaction through admission before a
-//! [`Verified`] value exists. Invariant: the core only ever sees messages whose every signature
-//! verified, and this replica can forward any proof the core hands it.
+//! certificates, view changes, a new view's pre-prepares) go out as the exact signed messages
+//! their senders made, which travel inside each [`Verified`] value as its [`SignedForm`].
+//! Inbound, every signature (nested ones included) is checked against the genesis validator
+//! keys and every client transaction through admission before a [`Verified`] value exists.
+//! Invariant: the core only ever sees messages whose every signature verified, and this
+//! replica can forward any proof the core hands it. The edge keeps nothing itself: what is held
+//! for forwarding is what the core holds, within the core's window and per-sender bounds.
 //!
 //! DESIGN names `types/convert.rs` as the one place for proto <-> domain conversions; consensus
 //! messages convert here instead, because decoding a nested proof is inseparable from checking
 //! its signature (see docs/ARCHITECTURE.md).
-
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -23,18 +22,14 @@ use weft_proto::{Genesis, Identity, Signer};
 use crate::admission::Admission;
 use crate::consensus::pbft::{
     Checkpoint, Commit, Message, MessageKind, NewView, PersistRecord, Phase, PrePrepare, Prepare,
-    PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence, StableCheckpoint, Verified,
-    View, ViewChange, new_view_digest, view_change_digest,
+    PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence, SignedForm, StableCheckpoint,
+    Verified, View, ViewChange,
 };
-use crate::crypto::CanonicalHasher;
 use crate::types::convert::{signed_from_pb, signed_to_pb};
 use crate::types::{Hash, Transaction};
 
 /// A PBFT message of this network: requests are verified transactions.
 pub type PbftMessage = Message<Transaction>;
-
-/// The most signed messages kept for forwarding as proofs (bounded memory under flooding).
-const MAX_KEPT: usize = 200_000;
 
 /// Why a consensus message was refused at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +48,7 @@ pub enum WireError {
     #[error("a transaction in the message is not admissible: {0}")]
     Transaction(#[from] crate::admission::AdmissionError),
     #[error(
-        "the signed form of a {kind:?} from replica {from} is not known here, so it cannot be forwarded as proof"
+        "a {kind:?} from replica {from} came without its signed form, so it cannot be forwarded as proof"
     )]
     MissingProof { from: u32, kind: MessageKind },
     #[error("replica {0} sent a block signature that does not verify")]
@@ -94,95 +89,6 @@ impl Request for Transaction {
     }
 }
 
-/// The identity of a message for the proof store: its sender and what it says.
-fn message_key(from: ReplicaId, message: &PbftMessage) -> Hash {
-    let mut hasher = CanonicalHasher::new("weft.v1/pbft/proof-key");
-    hasher.put_u64(u64::from(from.0));
-    match message {
-        Message::Request(tx) => hasher.put_u8(0).put_bytes(&tx.signed.id.0),
-        Message::PrePrepare(m) => hasher
-            .put_u8(1)
-            .put_u64(m.view.0)
-            .put_u64(m.sequence.0)
-            .put_hash(&m.digest),
-        Message::Prepare(m) => hasher
-            .put_u8(2)
-            .put_u64(m.view.0)
-            .put_u64(m.sequence.0)
-            .put_hash(&m.digest),
-        Message::Commit(m) => hasher
-            .put_u8(3)
-            .put_u64(m.view.0)
-            .put_u64(m.sequence.0)
-            .put_hash(&m.digest),
-        Message::Checkpoint(m) => hasher
-            .put_u8(4)
-            .put_u64(m.sequence.0)
-            .put_bytes(&m.state_digest),
-        Message::ViewChange(m) => hasher.put_u8(5).put_hash(&view_change_digest(m)),
-        Message::NewView(m) => hasher.put_u8(6).put_hash(&new_view_digest(m)),
-    };
-    hasher.finish()
-}
-
-/// Where a kept message sits, for pruning: by sequence (normal case, checkpoints) or by view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Position {
-    Sequence(Sequence),
-    View(View),
-}
-
-/// The signed form of messages that may be forwarded as proof.
-#[derive(Default)]
-pub struct SignedMessages {
-    by_key: BTreeMap<Hash, (Position, pb::SignedConsensusMessage)>,
-}
-
-impl SignedMessages {
-    fn keep(&mut self, key: Hash, position: Position, signed: &pb::SignedConsensusMessage) {
-        if self.by_key.len() >= MAX_KEPT && !self.by_key.contains_key(&key) {
-            tracing::warn!(
-                kept = self.by_key.len(),
-                "proof store full: not keeping another signed message"
-            );
-            return;
-        }
-        self.by_key.insert(key, (position, signed.clone()));
-    }
-
-    fn get(&self, key: &Hash) -> Option<pb::SignedConsensusMessage> {
-        self.by_key.get(key).map(|(_, signed)| signed.clone())
-    }
-
-    /// Drops what no proof can need any more: normal-case messages and checkpoints below the
-    /// stable checkpoint, view changes of views before `view`.
-    fn prune(&mut self, stable: Sequence, view: View) {
-        self.by_key.retain(|_, (position, _)| match position {
-            Position::Sequence(sequence) => *sequence >= stable,
-            Position::View(at) => *at >= view,
-        });
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-}
-
-/// Where a message may be kept for forwarding, if it is a kind proofs carry.
-fn proof_position(message: &PbftMessage) -> Option<Position> {
-    match message {
-        Message::PrePrepare(m) => Some(Position::Sequence(m.sequence)),
-        Message::Prepare(m) => Some(Position::Sequence(m.sequence)),
-        Message::Checkpoint(m) => Some(Position::Sequence(m.sequence)),
-        Message::ViewChange(m) => Some(Position::View(m.new_view)),
-        Message::Request(_) | Message::Commit(_) | Message::NewView(_) => None,
-    }
-}
-
 /// Signs outbound messages as this replica and verifies inbound ones.
 pub struct Wire {
     chain_id: String,
@@ -190,7 +96,6 @@ pub struct Wire {
     signer: Signer,
     validators: Vec<Identity>,
     admission: Admission,
-    kept: Mutex<SignedMessages>,
 }
 
 impl Wire {
@@ -207,7 +112,6 @@ impl Wire {
             signer,
             validators,
             admission: Admission::new(genesis),
-            kept: Mutex::new(SignedMessages::default()),
         }
     }
 
@@ -219,32 +123,10 @@ impl Wire {
         self.validators.len()
     }
 
-    fn kept(&self) -> std::sync::MutexGuard<'_, SignedMessages> {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How many signed messages are kept for forwarding.
-    pub fn kept_len(&self) -> usize {
-        self.kept().len()
-    }
-
-    /// Forget proofs below the stable checkpoint and view changes of earlier views.
-    pub fn prune(&self, stable: Sequence, view: View) {
-        self.kept().prune(stable, view);
-    }
-
-    /// Encodes and signs `message` as this replica. A message this replica signed before (a
-    /// view change re-sent on its timer) goes out in the signed form kept then: its proofs may
-    /// have been pruned since (a state transfer moved the stable checkpoint while the view
-    /// change waited), and Ed25519 signatures are deterministic, so signing again would only
-    /// give the same bytes.
+    /// Encodes and signs `message` as this replica. Signing the same message again (a view
+    /// change re-sent on its timer) gives the same bytes: the encoding is deterministic, the
+    /// proofs inside go out in their senders' signed forms, and so are Ed25519 signatures.
     pub fn sign(&self, message: &PbftMessage) -> Result<pb::SignedConsensusMessage, WireError> {
-        let position = proof_position(message);
-        if position.is_some()
-            && let Some(signed) = self.kept().get(&message_key(self.me, message))
-        {
-            return Ok(signed);
-        }
         let encoded = pb::ConsensusMessage {
             kind: Some(self.encode(message)?),
         }
@@ -252,16 +134,11 @@ impl Wire {
         let signature = self
             .signer
             .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
-        let signed = pb::SignedConsensusMessage {
+        Ok(pb::SignedConsensusMessage {
             from: self.me.0,
             message: Bytes::from(encoded),
             signature: Bytes::copy_from_slice(&signature),
-        };
-        if let Some(position) = position {
-            self.kept()
-                .keep(message_key(self.me, message), position, &signed);
-        }
-        Ok(signed)
+        })
     }
 
     /// Wraps this validator's vote for a commit certificate in a signed consensus message.
@@ -286,18 +163,22 @@ impl Wire {
         verified: &Verified<M>,
         wrap: impl Fn(M) -> PbftMessage,
     ) -> Result<pb::SignedConsensusMessage, WireError> {
+        if let Some(form) = &verified.signed {
+            return Ok(pb::SignedConsensusMessage {
+                from: verified.from.0,
+                message: form.message.clone(),
+                signature: form.signature.clone(),
+            });
+        }
         let message = wrap(verified.message.clone());
         if verified.from == self.me {
-            // `sign` reuses the kept signed form, or signs again (same bytes: Ed25519 is
-            // deterministic).
+            // This replica's own message: signing again gives the same bytes.
             return self.sign(&message);
         }
-        self.kept()
-            .get(&message_key(verified.from, &message))
-            .ok_or(WireError::MissingProof {
-                from: verified.from.0,
-                kind: message.kind(),
-            })
+        Err(WireError::MissingProof {
+            from: verified.from.0,
+            kind: message.kind(),
+        })
     }
 
     fn encode(&self, message: &PbftMessage) -> Result<Kind, WireError> {
@@ -329,7 +210,7 @@ impl Wire {
                 pre_prepares: m
                     .pre_prepares
                     .iter()
-                    .map(|p| self.sign(&Message::PrePrepare(p.clone())))
+                    .map(|p| self.proof(p, Message::PrePrepare))
                     .collect::<Result<_, _>>()?,
             }),
         })
@@ -441,11 +322,11 @@ impl Wire {
         kind: Kind,
     ) -> Result<Verified<PbftMessage>, WireError> {
         let message = self.decode(from, kind)?;
-        if let Some(position) = proof_position(&message) {
-            self.kept()
-                .keep(message_key(from, &message), position, signed);
-        }
-        Ok(Verified::checked_by_edge(from, message))
+        let form = SignedForm {
+            message: signed.message.clone(),
+            signature: signed.signature.clone(),
+        };
+        Ok(Verified::checked_by_edge(from, message, form))
     }
 
     /// Verifies a nested message that must be of kind `expected`.
@@ -457,9 +338,17 @@ impl Wire {
     ) -> Result<Verified<M>, WireError> {
         let verified = self.verify(signed)?;
         let found = verified.message.kind();
-        let from = verified.from;
-        let message = unwrap(verified.message).ok_or(WireError::WrongNested { expected, found })?;
-        Ok(Verified::checked_by_edge(from, message))
+        let Verified {
+            from,
+            message,
+            signed,
+        } = verified;
+        let message = unwrap(message).ok_or(WireError::WrongNested { expected, found })?;
+        Ok(Verified {
+            from,
+            message,
+            signed,
+        })
     }
 
     fn decode(&self, from: ReplicaId, kind: Kind) -> Result<PbftMessage, WireError> {
@@ -512,7 +401,7 @@ impl Wire {
                                 from.0, verified.from.0
                             )));
                         }
-                        Ok(verified.message)
+                        Ok(verified)
                     })
                     .collect::<Result<_, _>>()?,
             }),
@@ -781,13 +670,17 @@ mod tests {
             let signed = f.wire(from).sign(&message).expect("sign");
             receiver.verify(&signed).expect("verifies")
         };
-        let unwrap_pre_prepare = |v: Verified<PbftMessage>| match v.message {
-            Message::PrePrepare(p) => Verified::checked_by_edge(v.from, p),
-            other => panic!("{other:?}"),
+        let unwrap_pre_prepare = |v: Verified<PbftMessage>| {
+            v.map(|m| match m {
+                Message::PrePrepare(p) => p,
+                other => panic!("{other:?}"),
+            })
         };
-        let unwrap_prepare = |v: Verified<PbftMessage>| match v.message {
-            Message::Prepare(p) => Verified::checked_by_edge(v.from, p),
-            other => panic!("{other:?}"),
+        let unwrap_prepare = |v: Verified<PbftMessage>| {
+            v.map(|m| match m {
+                Message::Prepare(p) => p,
+                other => panic!("{other:?}"),
+            })
         };
         PreparedCertificate {
             pre_prepare: unwrap_pre_prepare(received(0, Message::PrePrepare(pre_prepare))),
@@ -953,28 +846,43 @@ mod tests {
     }
 
     #[test]
-    fn pruning_keeps_what_proofs_above_the_stable_checkpoint_need() {
+    fn proofs_go_out_as_the_exact_messages_their_senders_signed() {
         let f = fixture();
-        let wire = f.wire(3);
-        let certificate = certificate(&f, &wire);
-        assert_eq!(wire.kept_len(), 3);
-        wire.prune(Sequence(1), View(0));
-        assert_eq!(
-            wire.kept_len(),
-            3,
-            "sequence 1 is not below the stable checkpoint 1"
-        );
-        assert!(wire.certificate_to_pb(&certificate).is_ok());
-        wire.prune(Sequence(2), View(0));
-        assert_eq!(wire.kept_len(), 0);
+        let me = f.wire(3);
+        let held = certificate(&f, &me);
+        let carried = me.certificate_to_pb(&held).expect("forwardable");
+        let expected_pre_prepare = f
+            .wire(0)
+            .sign(&Message::PrePrepare(held.pre_prepare.message.clone()))
+            .expect("sign");
+        assert_eq!(carried.pre_prepare, Some(expected_pre_prepare));
+        for (prepare, from) in carried.prepares.iter().zip([1, 2]) {
+            let expected = f
+                .wire(from)
+                .sign(&Message::Prepare(held.prepares[0].message.clone()))
+                .expect("sign");
+            assert_eq!(*prepare, expected);
+        }
+        // Another replica's message without its signed form (only tests and the simulation
+        // build those) cannot be forwarded: this replica cannot sign for replica 1.
+        let mut stripped = held.clone();
+        stripped.prepares[0].signed = None;
         assert!(matches!(
-            wire.certificate_to_pb(&certificate),
-            Err(WireError::MissingProof { .. })
+            me.certificate_to_pb(&stripped),
+            Err(WireError::MissingProof { from: 1, .. })
         ));
+        // Its own messages need none: it signs them again, to the same bytes.
+        let own = stripped;
+        assert_eq!(
+            f.wire(1)
+                .certificate_to_pb(&own)
+                .expect("own prepare signed again"),
+            f.wire(1).certificate_to_pb(&held).expect("carried")
+        );
     }
 
     #[test]
-    fn an_own_view_change_is_re_sent_after_a_later_stable_checkpoint_pruned_its_proofs() {
+    fn an_own_view_change_signed_again_after_a_restart_is_the_same_message() {
         let f = fixture();
         let me = f.wire(3);
         // A stable checkpoint at 10, proved by three replicas' checkpoint messages.
@@ -985,33 +893,47 @@ mod tests {
         let proof: Vec<Verified<Checkpoint>> = (0..3)
             .map(|from| {
                 let signed = f.wire(from).sign(&checkpoint).expect("sign");
-                match me.verify(&signed).expect("verifies").message {
-                    Message::Checkpoint(c) => Verified::checked_by_edge(ReplicaId(from), c),
+                me.verify(&signed).expect("verifies").map(|m| match m {
+                    Message::Checkpoint(c) => c,
                     other => panic!("{other:?}"),
-                }
+                })
             })
             .collect();
-        let view_change = Message::ViewChange(ViewChange {
+        let view_change = ViewChange {
             new_view: View(1),
             stable_checkpoint: Sequence(10),
             checkpoint_proof: proof,
             prepared: vec![certificate(&f, &me)],
-        });
-        let first = me.sign(&view_change).expect("sign the view change");
-        // While it waits for the new view, a state transfer makes checkpoint 30 stable here.
-        me.prune(Sequence(30), View(1));
-        let again = me
-            .sign(&view_change)
-            .expect("the view change is re-sent on its timer although its proofs were pruned");
+        };
+        let first = me
+            .sign(&Message::ViewChange(view_change.clone()))
+            .expect("sign the view change");
+        let record = PersistRecord {
+            view: View(1),
+            sequence: Sequence(10),
+            phase: Phase::ViewChange,
+            digest: crate::consensus::pbft::view_change_digest(&view_change),
+            detail: RecordDetail::ViewChange(view_change.clone()),
+        };
+        let stored = me.encode_record(&record).expect("journal the view change");
+        // A restarted process re-sends it on its timer from what the journal holds.
+        let after = f.wire(3);
+        let restored = after.decode_record(&stored).expect("decode");
+        let RecordDetail::ViewChange(restored) = restored.detail else {
+            panic!("a view change record");
+        };
+        let again = after
+            .sign(&Message::ViewChange(restored))
+            .expect("the restored view change carries its proofs");
         assert_eq!(again, first, "the same signed bytes");
         assert_eq!(
             f.wire(0).verify(&again).expect("verifies").message,
-            view_change
+            Message::ViewChange(view_change)
         );
     }
 
     #[test]
-    fn an_own_view_change_is_forwarded_after_its_certificates_were_pruned() {
+    fn a_new_view_carries_the_view_changes_and_pre_prepares_as_signed() {
         let f = fixture();
         let primary = f.wire(1);
         let certificate = certificate(&f, &primary);
@@ -1019,24 +941,59 @@ mod tests {
             new_view: View(1),
             stable_checkpoint: Sequence(0),
             checkpoint_proof: Vec::new(),
-            prepared: vec![certificate],
+            prepared: vec![certificate.clone()],
         };
-        primary
+        let signed_view_change = f
+            .wire(2)
             .sign(&Message::ViewChange(view_change.clone()))
             .expect("sign");
-        // A checkpoint above the certificate became stable; the view is still 1.
-        primary.prune(Sequence(10), View(1));
+        let received = primary
+            .verify(&signed_view_change)
+            .expect("verifies")
+            .map(|m| match m {
+                Message::ViewChange(v) => v,
+                other => panic!("{other:?}"),
+            });
+        let pre_prepare = PrePrepare {
+            view: View(1),
+            ..certificate.pre_prepare.message.clone()
+        };
         let new_view = NewView {
             view: View(1),
-            view_changes: vec![Verified::checked_by_edge(ReplicaId(1), view_change)],
-            pre_prepares: Vec::new(),
+            view_changes: vec![
+                Verified::unsigned(ReplicaId(1), view_change.clone()),
+                received,
+            ],
+            pre_prepares: vec![Verified::unsigned(ReplicaId(1), pre_prepare)],
         };
         let signed = primary
             .sign(&Message::NewView(new_view.clone()))
-            .expect("the new primary re-sends its new view with its own kept view change");
+            .expect("the new primary signs its new view");
+        let backup = f.wire(3);
+        let verified = backup.verify(&signed).expect("verifies");
+        assert_eq!(verified.message, Message::NewView(new_view));
+        let Message::NewView(at_backup) = verified.message else {
+            panic!("a new view");
+        };
         assert_eq!(
-            f.wire(2).verify(&signed).expect("verifies").message,
-            Message::NewView(new_view)
+            at_backup.view_changes[1]
+                .signed
+                .as_ref()
+                .map(|s| s.message.clone()),
+            Some(signed_view_change.message),
+            "the backup holds replica 2's view change as replica 2 signed it"
+        );
+        // The backup can forward the new primary's pre-prepare in a prepared certificate.
+        let forwarded = backup
+            .certificate_to_pb(&PreparedCertificate {
+                pre_prepare: at_backup.pre_prepares[0].clone(),
+                prepares: Vec::new(),
+            })
+            .expect("forwardable");
+        assert_eq!(
+            forwarded.pre_prepare.map(|p| p.from),
+            Some(1),
+            "signed by the new primary"
         );
     }
 }

@@ -51,12 +51,17 @@ pub fn signatures<R: Request>(message: &Message<R>) -> Vec<(SignedKey, Hash)> {
                 signed_key(m.view, Sequence::GENESIS, Phase::NewView),
                 new_view_digest(m),
             )];
-            signed.extend(m.pre_prepares.iter().map(|pre_prepare| {
-                (
-                    signed_key(m.view, pre_prepare.sequence, Phase::PrePrepare),
-                    pre_prepare.digest,
-                )
-            }));
+            signed.extend(
+                m.pre_prepares
+                    .iter()
+                    .map(|p| &p.message)
+                    .map(|pre_prepare| {
+                        (
+                            signed_key(m.view, pre_prepare.sequence, Phase::PrePrepare),
+                            pre_prepare.digest,
+                        )
+                    }),
+            );
             signed
         }
     }

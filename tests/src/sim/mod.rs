@@ -445,7 +445,7 @@ impl Simulation {
             if !self.hosts[envelope.to].up {
                 continue;
             }
-            let message = Verified::checked_by_edge(envelope.sender, envelope.message);
+            let message = Verified::unsigned(envelope.sender, envelope.message);
             self.handle(envelope.to, Event::Message(message));
         }
     }

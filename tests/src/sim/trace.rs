@@ -221,7 +221,7 @@ impl Trace {
                 for view_change in &new_view.view_changes {
                     self.word(u64::from(view_change.from.0));
                 }
-                for pre_prepare in &new_view.pre_prepares {
+                for pre_prepare in new_view.pre_prepares.iter().map(|p| &p.message) {
                     self.word(pre_prepare.sequence.0);
                     self.hash(&pre_prepare.digest);
                 }
@@ -300,7 +300,7 @@ pub fn describe_message<R: Request>(message: &Message<R>) -> String {
             let pre_prepares: Vec<String> = m
                 .pre_prepares
                 .iter()
-                .map(|p| format!("s{}:{}", p.sequence, requests(&p.batch)))
+                .map(|p| format!("s{}:{}", p.message.sequence, requests(&p.message.batch)))
                 .collect();
             format!(
                 "new-view v{} from [{}] pre-prepares [{}]",

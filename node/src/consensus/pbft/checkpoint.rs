@@ -208,10 +208,7 @@ impl<R: Request> Replica<R> {
         };
         out.push(Action::Broadcast(Message::Checkpoint(checkpoint.clone())));
         self.checkpoint_announced_at = self.now;
-        let own = Verified {
-            from: self.id,
-            message: checkpoint,
-        };
+        let own = Verified::unsigned(self.id, checkpoint);
         // Cannot be a duplicate: the own digest was unknown a moment ago.
         let _ = self.checkpoints.insert(own, self.high_watermark());
         self.check_stable(sequence, out);

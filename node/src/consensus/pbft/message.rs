@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::crypto::CanonicalHasher;
 use crate::types::Hash;
 
@@ -70,22 +72,68 @@ pub type StateDigest = [u8; 32];
 /// The state digest of the genesis checkpoint (sequence 0), which needs no proof.
 pub const GENESIS_STATE_DIGEST: StateDigest = [0; 32];
 
+/// The bytes a replica signed and its signature, exactly as the network edge received them.
+/// The core never looks inside: it keeps them with the message so that the driver can forward
+/// the message as proof (in a view change, a new view or a stable checkpoint) with its sender's
+/// own signature. What the core holds is bounded by its window and per-sender rules, so the
+/// signed forms are too.
+#[derive(Clone, Debug)]
+pub struct SignedForm {
+    pub message: Bytes,
+    pub signature: Bytes,
+}
+
 /// A message whose signature, and the signatures of every message nested in it, were checked
 /// by the network edge against `from`'s key. The core trusts it without further checks of
 /// authenticity (it still checks content). Only the network edge (after verification), the
-/// core itself for its own messages, and tests build these; the driver keeps the signature
-/// bytes next to each message so that proofs can be forwarded with their signatures.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// core itself for its own messages, and tests build these. Equality looks at the sender and
+/// the message, not at the signed form (a replica's own messages carry none).
+#[derive(Clone, Debug)]
 pub struct Verified<M> {
     pub from: ReplicaId,
     pub message: M,
+    /// The form the sender signed; `None` for this replica's own messages (the driver signs
+    /// them again: Ed25519 signatures are deterministic) and in the simulation.
+    pub signed: Option<SignedForm>,
 }
 
+impl<M: PartialEq> PartialEq for Verified<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.from == other.from && self.message == other.message
+    }
+}
+
+impl<M: Eq> Eq for Verified<M> {}
+
 impl<M> Verified<M> {
-    /// For the network edge, after checking `from`'s signature over `message` and over every
-    /// message nested in it.
-    pub fn checked_by_edge(from: ReplicaId, message: M) -> Verified<M> {
-        Verified { from, message }
+    /// For the network edge, after checking `from`'s signature over `signed` and over every
+    /// message nested in it; `message` is what `signed` decodes to.
+    pub fn checked_by_edge(from: ReplicaId, message: M, signed: SignedForm) -> Verified<M> {
+        Verified {
+            from,
+            message,
+            signed: Some(signed),
+        }
+    }
+
+    /// A message without a signed form: one this replica made itself, or one a test or the
+    /// simulation hands the core.
+    pub fn unsigned(from: ReplicaId, message: M) -> Verified<M> {
+        Verified {
+            from,
+            message,
+            signed: None,
+        }
+    }
+
+    /// The same sender and signed form around a part of the message (a top-level message
+    /// unwrapped into its kind).
+    pub fn map<N>(self, part: impl FnOnce(M) -> N) -> Verified<N> {
+        Verified {
+            from: self.from,
+            message: part(self.message),
+            signed: self.signed,
+        }
     }
 }
 
@@ -158,7 +206,8 @@ pub struct ViewChange<R> {
 pub struct NewView<R> {
     pub view: View,
     pub view_changes: Vec<Verified<ViewChange<R>>>,
-    pub pre_prepares: Vec<PrePrepare<R>>,
+    /// Signed by the new primary, each a PRE-PREPARE of its own.
+    pub pre_prepares: Vec<Verified<PrePrepare<R>>>,
 }
 
 /// Everything a replica sends to another replica.
@@ -243,7 +292,7 @@ pub fn new_view_digest<R: Request>(new_view: &NewView<R>) -> Hash {
             .put_hash(&view_change_digest(&view_change.message));
     }
     hasher.put_u64(new_view.pre_prepares.len() as u64);
-    for pre_prepare in &new_view.pre_prepares {
+    for pre_prepare in new_view.pre_prepares.iter().map(|p| &p.message) {
         hasher
             .put_u64(pre_prepare.view.0)
             .put_u64(pre_prepare.sequence.0)

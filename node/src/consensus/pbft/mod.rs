@@ -68,8 +68,8 @@ pub use event::{
 };
 pub use message::{
     Checkpoint, Commit, GENESIS_STATE_DIGEST, Message, MessageKind, NewView, PrePrepare, Prepare,
-    PreparedCertificate, ReplicaId, Request, RequestId, Sequence, StateDigest, Verified, View,
-    ViewChange, batch_digest, new_view_digest, view_change_digest,
+    PreparedCertificate, ReplicaId, Request, RequestId, Sequence, SignedForm, StateDigest,
+    Verified, View, ViewChange, batch_digest, new_view_digest, view_change_digest,
 };
 
 use checkpoint::Checkpoints;
@@ -254,19 +254,65 @@ impl<R: Request> Replica<R> {
     }
 
     fn on_message(&mut self, message: Verified<Message<R>>, out: &mut Outbox<R>) {
-        let Verified { from, message } = message;
-        if !self.config.is_member(from) {
+        if !self.config.is_member(message.from) {
             self.reject(RejectReason::NonMember);
             return;
         }
+        let Verified {
+            from,
+            message,
+            signed,
+        } = message;
         match message {
             Message::Request(request) => self.on_request(request, false, out),
-            Message::PrePrepare(message) => self.on_pre_prepare(Verified { from, message }, out),
-            Message::Prepare(message) => self.on_prepare(Verified { from, message }, out),
-            Message::Commit(message) => self.on_commit(Verified { from, message }, out),
-            Message::Checkpoint(message) => self.on_checkpoint(Verified { from, message }, out),
-            Message::ViewChange(message) => self.on_view_change(Verified { from, message }, out),
-            Message::NewView(message) => self.on_new_view(Verified { from, message }, out),
+            Message::PrePrepare(message) => self.on_pre_prepare(
+                Verified {
+                    from,
+                    message,
+                    signed,
+                },
+                out,
+            ),
+            Message::Prepare(message) => self.on_prepare(
+                Verified {
+                    from,
+                    message,
+                    signed,
+                },
+                out,
+            ),
+            Message::Commit(message) => self.on_commit(
+                Verified {
+                    from,
+                    message,
+                    signed,
+                },
+                out,
+            ),
+            Message::Checkpoint(message) => self.on_checkpoint(
+                Verified {
+                    from,
+                    message,
+                    signed,
+                },
+                out,
+            ),
+            Message::ViewChange(message) => self.on_view_change(
+                Verified {
+                    from,
+                    message,
+                    signed,
+                },
+                out,
+            ),
+            Message::NewView(message) => self.on_new_view(
+                Verified {
+                    from,
+                    message,
+                    signed,
+                },
+                out,
+            ),
         }
     }
 
@@ -324,12 +370,13 @@ impl<R: Request> Replica<R> {
 
     /// Keep a message for a view not entered yet; a message from a higher view also tells
     /// which view its sender is in.
-    fn defer(&mut self, from: ReplicaId, view: View, message: Message<R>, out: &mut Outbox<R>) {
+    fn defer(&mut self, view: View, message: Verified<Message<R>>, out: &mut Outbox<R>) {
+        let from = message.from;
         let queue = self.future.entry(from).or_default();
         if queue.len() >= self.config.future_messages_per_replica {
             self.reject(RejectReason::FutureBufferFull);
         } else {
-            queue.push_back(Verified { from, message });
+            queue.push_back(message);
         }
         if view > self.view {
             self.note_claim(from, view, out);

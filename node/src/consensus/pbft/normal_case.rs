@@ -208,10 +208,7 @@ impl<R: Request> Replica<R> {
         );
         self.requests.mark_in_flight(sequence, &pre_prepare.batch);
         out.push(Action::Broadcast(Message::PrePrepare(pre_prepare.clone())));
-        self.log.slot(sequence).pre_prepare = Some(Verified {
-            from: self.id,
-            message: pre_prepare,
-        });
+        self.log.slot(sequence).pre_prepare = Some(Verified::unsigned(self.id, pre_prepare));
         self.refresh_request_timer(false);
         self.check_prepared(sequence, out);
         true
@@ -230,8 +227,7 @@ impl<R: Request> Replica<R> {
         match self.gate(view, sequence) {
             Gate::Refuse(reason) => return self.reject(reason),
             Gate::Future => {
-                let from = pre_prepare.from;
-                return self.defer(from, view, Message::PrePrepare(pre_prepare.message), out);
+                return self.defer(view, pre_prepare.map(Message::PrePrepare), out);
             }
             Gate::Accept => {}
         }
@@ -298,13 +294,8 @@ impl<R: Request> Replica<R> {
         out.push(Action::Broadcast(Message::Prepare(prepare.clone())));
         let slot = self.log.slot(sequence);
         slot.pre_prepare = Some(pre_prepare);
-        slot.prepares.insert(
-            self.id,
-            Verified {
-                from: self.id,
-                message: prepare,
-            },
-        );
+        slot.prepares
+            .insert(self.id, Verified::unsigned(self.id, prepare));
         self.refresh_request_timer(false);
         self.check_prepared(sequence, out);
     }
@@ -345,8 +336,7 @@ impl<R: Request> Replica<R> {
         match self.gate(view, sequence) {
             Gate::Refuse(reason) => return self.reject(reason),
             Gate::Future => {
-                let from = prepare.from;
-                return self.defer(from, view, Message::Prepare(prepare.message), out);
+                return self.defer(view, prepare.map(Message::Prepare), out);
             }
             Gate::Accept => {}
         }
@@ -368,8 +358,7 @@ impl<R: Request> Replica<R> {
         match self.gate(view, sequence) {
             Gate::Refuse(reason) => return self.reject(reason),
             Gate::Future => {
-                let from = commit.from;
-                return self.defer(from, view, Message::Commit(commit.message), out);
+                return self.defer(view, commit.map(Message::Commit), out);
             }
             Gate::Accept => {}
         }
@@ -422,13 +411,8 @@ impl<R: Request> Replica<R> {
         let slot = self.log.slot(sequence);
         slot.prepared = Some(certificate);
         slot.commit_sent = true;
-        slot.commits.insert(
-            self.id,
-            Verified {
-                from: self.id,
-                message: commit,
-            },
-        );
+        slot.commits
+            .insert(self.id, Verified::unsigned(self.id, commit));
         self.check_committed(sequence, out);
     }
 

@@ -61,13 +61,8 @@ impl<R: Request> ViewChanges<R> {
 
     /// Take back a view change this replica signed before a restart.
     pub fn restore_own(&mut self, from: ReplicaId, view_change: ViewChange<R>) {
-        self.received.insert(
-            from,
-            Verified {
-                from,
-                message: view_change.clone(),
-            },
-        );
+        self.received
+            .insert(from, Verified::unsigned(from, view_change.clone()));
         self.own = Some(view_change);
     }
 
@@ -409,10 +404,15 @@ impl<R: Request> Replica<R> {
             return;
         }
         let plan = plan_new_view(view, &chosen);
+        let pre_prepares: Vec<Verified<PrePrepare<R>>> = plan
+            .pre_prepares
+            .iter()
+            .map(|pre_prepare| Verified::unsigned(self.id, pre_prepare.clone()))
+            .collect();
         let new_view = NewView {
             view,
             view_changes: chosen,
-            pre_prepares: plan.pre_prepares.clone(),
+            pre_prepares: pre_prepares.clone(),
         };
         let mut records = vec![PersistRecord {
             view,
@@ -439,7 +439,7 @@ impl<R: Request> Replica<R> {
         );
         out.push(Action::Broadcast(Message::NewView(new_view.clone())));
         self.view_changes.sent_new_view = Some(new_view);
-        self.enter_view(view, plan, out);
+        self.enter_view(view, plan.checkpoint, pre_prepares, out);
     }
 
     /// A backup checks a new view: from the right primary, exactly 2f+1 valid view changes for
@@ -465,7 +465,14 @@ impl<R: Request> Replica<R> {
             return self.reject(RejectReason::InvalidNewView);
         }
         let plan = plan_new_view(view, view_changes);
-        if plan.pre_prepares != new_view.message.pre_prepares {
+        let received = &new_view.message.pre_prepares;
+        let as_planned = plan.pre_prepares.len() == received.len()
+            && plan
+                .pre_prepares
+                .iter()
+                .zip(received)
+                .all(|(planned, got)| got.from == new_view.from && got.message == *planned);
+        if !as_planned {
             tracing::warn!(
                 replica = self.id.0,
                 view = view.0,
@@ -474,11 +481,20 @@ impl<R: Request> Replica<R> {
             );
             return self.reject(RejectReason::NewViewMismatch);
         }
-        self.enter_view(view, plan, out);
+        let Verified { message, .. } = new_view;
+        self.enter_view(view, plan.checkpoint, message.pre_prepares, out);
     }
 
-    /// Enter `view` with the checkpoint and pre-prepares of its new view.
-    fn enter_view(&mut self, view: View, plan: NewViewPlan<R>, out: &mut Outbox<R>) {
+    /// Enter `view` with the checkpoint and pre-prepares of its new view (the new primary's,
+    /// with their signed forms when they came over the network, so that they can be forwarded
+    /// in prepared certificates).
+    fn enter_view(
+        &mut self,
+        view: View,
+        checkpoint: StableCheckpoint,
+        pre_prepares: Vec<Verified<PrePrepare<R>>>,
+        out: &mut Outbox<R>,
+    ) {
         self.view = view;
         self.active = true;
         self.log.leave_view();
@@ -497,13 +513,11 @@ impl<R: Request> Replica<R> {
         {
             self.view_changes.sent_new_view = None;
         }
-        let NewViewPlan {
-            checkpoint,
-            pre_prepares,
-        } = plan;
         let highest = pre_prepares
             .last()
-            .map_or(checkpoint.sequence, |pre_prepare| pre_prepare.sequence);
+            .map_or(checkpoint.sequence, |pre_prepare| {
+                pre_prepare.message.sequence
+            });
         if checkpoint.sequence > self.low_watermark() {
             self.make_stable(checkpoint, out);
         }
@@ -515,17 +529,13 @@ impl<R: Request> Replica<R> {
             .next();
         let kept: BTreeSet<RequestId> = pre_prepares
             .iter()
-            .flat_map(|pre_prepare| pre_prepare.batch.iter().map(Request::id))
+            .flat_map(|pre_prepare| pre_prepare.message.batch.iter().map(Request::id))
             .collect();
         for pre_prepare in pre_prepares {
-            let sequence = pre_prepare.sequence;
+            let sequence = pre_prepare.message.sequence;
             if sequence <= self.low_watermark() {
                 continue;
             }
-            let pre_prepare = Verified {
-                from: primary,
-                message: pre_prepare,
-            };
             if primary == self.id {
                 self.requests
                     .mark_in_flight(sequence, &pre_prepare.message.batch);

@@ -53,7 +53,7 @@ pub fn replica(config: &Config, id: u32) -> TestReplica {
 }
 
 pub fn verified<M>(from: u32, message: M) -> Verified<M> {
-    Verified::checked_by_edge(ReplicaId(from), message)
+    Verified::unsigned(ReplicaId(from), message)
 }
 
 pub fn message(from: u32, message: TestMessage) -> TestEvent {
@@ -163,14 +163,17 @@ fn assert_persisted(node: &Node, message: &TestMessage) {
         }
         Message::NewView(m) => {
             persisted(m.view, None, Phase::NewView, new_view_digest(m))
-                && m.pre_prepares.iter().all(|pre_prepare| {
-                    persisted(
-                        m.view,
-                        Some(pre_prepare.sequence),
-                        Phase::PrePrepare,
-                        pre_prepare.digest,
-                    )
-                })
+                && m.pre_prepares
+                    .iter()
+                    .map(|p| &p.message)
+                    .all(|pre_prepare| {
+                        persisted(
+                            m.view,
+                            Some(pre_prepare.sequence),
+                            Phase::PrePrepare,
+                            pre_prepare.digest,
+                        )
+                    })
         }
     };
     assert!(
@@ -400,7 +403,7 @@ impl Net {
                     {
                         continue;
                     }
-                    self.handle(to.0, Event::Message(Verified { from, message }));
+                    self.handle(to.0, Event::Message(Verified::unsigned(from, message)));
                 }
                 Item::Local { to, event } => {
                     if !self.nodes[to.0 as usize].crashed {
@@ -607,7 +610,7 @@ fn short_message(m: &TestMessage) -> String {
             n.view.0,
             n.pre_prepares
                 .iter()
-                .map(|p| (p.sequence.0, p.batch.clone()))
+                .map(|p| (p.message.sequence.0, p.message.batch.clone()))
                 .collect::<Vec<_>>()
         ),
         Message::Request(r) => format!("Req {}", r.0),

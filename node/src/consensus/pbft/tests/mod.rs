@@ -734,7 +734,7 @@ fn request_timeout_at_a_silent_primary_leads_to_view_1_reproposing_the_prepared_
         let new_views = net.node(1).sent_new_views();
         assert_eq!(
             new_views[0].pre_prepares,
-            vec![pre_prepare(1, 1, &[1])],
+            vec![verified(1, pre_prepare(1, 1, &[1]))],
             "{}: the new primary re-proposes the same batch at the same sequence",
             case.name
         );
@@ -762,7 +762,10 @@ fn a_new_view_whose_pre_prepares_differ_from_the_recomputation_is_rejected() {
     net.set_drop_rule(|_, to, message| matches!(message, Message::NewView(_)) && to.0 == 2);
     net.tick_until(50, |net| !net.node(1).sent_new_views().is_empty());
     let genuine = net.node(1).sent_new_views()[0].clone();
-    assert_eq!(genuine.pre_prepares, vec![pre_prepare(1, 1, &[1])]);
+    assert_eq!(
+        genuine.pre_prepares,
+        vec![verified(1, pre_prepare(1, 1, &[1]))]
+    );
     let waiting = net.replica(2).clone();
     assert!(waiting.is_view_changing());
 
@@ -771,7 +774,7 @@ fn a_new_view_whose_pre_prepares_differ_from_the_recomputation_is_rejected() {
         (
             "a pre-prepare with another batch",
             1,
-            |new_view| new_view.pre_prepares[0] = pre_prepare(1, 1, &[99]),
+            |new_view| new_view.pre_prepares[0] = verified(1, pre_prepare(1, 1, &[99])),
             RejectReason::NewViewMismatch,
         ),
         (
@@ -783,13 +786,17 @@ fn a_new_view_whose_pre_prepares_differ_from_the_recomputation_is_rejected() {
         (
             "a null request appended",
             1,
-            |new_view| new_view.pre_prepares.push(pre_prepare(1, 2, &[])),
+            |new_view| {
+                new_view
+                    .pre_prepares
+                    .push(verified(1, pre_prepare(1, 2, &[])))
+            },
             RejectReason::NewViewMismatch,
         ),
         (
             "a pre-prepare stamped with the old view",
             1,
-            |new_view| new_view.pre_prepares[0].view = View(0),
+            |new_view| new_view.pre_prepares[0].message.view = View(0),
             RejectReason::NewViewMismatch,
         ),
         (
