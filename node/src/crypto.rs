@@ -1,133 +1,84 @@
-//! Block and state hashing, and transaction signature checks. Every hash is SHA-256 over a
-//! canonical encoding: a domain tag, then fixed-width integers and length-prefixed byte
-//! strings, so two different inputs can never produce the same bytes (no plain concatenation).
+//! Block and state hashing, and transaction signature checks, in this crate's types. The
+//! canonical encodings themselves live in `weft_proto::hashing`, shared with clients that check
+//! what a peer serves: one definition of every hash.
 
-use sha2::{Digest, Sha256};
+use weft_proto::hashing::{self, HeaderFields};
 use weft_proto::signing::tx_signing_bytes;
 
+use crate::types::convert::result_to_pb;
 use crate::types::{Block, BlockHeader, Hash, SignedTransaction, TxResult};
 
-/// Builds a canonical, domain-separated SHA-256.
-pub struct CanonicalHasher(Sha256);
+/// `weft_proto::hashing::CanonicalHasher`, taking and giving this crate's [`Hash`].
+pub struct CanonicalHasher(hashing::CanonicalHasher);
 
 impl CanonicalHasher {
     pub fn new(domain: &str) -> Self {
-        let mut hasher = CanonicalHasher(Sha256::new());
-        hasher.put_bytes(domain.as_bytes());
-        hasher
+        CanonicalHasher(hashing::CanonicalHasher::new(domain))
     }
 
     pub fn put_u8(&mut self, value: u8) -> &mut Self {
-        self.0.update([value]);
+        self.0.put_u8(value);
         self
     }
 
     pub fn put_u64(&mut self, value: u64) -> &mut Self {
-        self.0.update(value.to_be_bytes());
+        self.0.put_u64(value);
         self
     }
 
     /// Length-prefixed bytes.
     pub fn put_bytes(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.update((bytes.len() as u64).to_be_bytes());
-        self.0.update(bytes);
+        self.0.put_bytes(bytes);
         self
     }
 
     pub fn put_hash(&mut self, hash: &Hash) -> &mut Self {
-        self.0.update(hash.0);
+        self.0.put_digest(&hash.0);
         self
     }
 
     pub fn finish(&mut self) -> Hash {
-        Hash(std::mem::take(&mut self.0).finalize().into())
+        Hash(self.0.finish())
     }
 }
 
 pub fn header_hash(header: &BlockHeader) -> Hash {
-    CanonicalHasher::new("weft.v1/block-header")
-        .put_u64(header.number)
-        .put_u64(header.sequence)
-        .put_hash(&header.previous_hash)
-        .put_hash(&header.transactions_root)
-        .put_hash(&header.results_root)
-        .put_hash(&header.state_root)
-        .finish()
+    Hash(hashing::header_hash(HeaderFields {
+        number: header.number,
+        sequence: header.sequence,
+        previous_hash: &header.previous_hash.0,
+        transactions_root: &header.transactions_root.0,
+        results_root: &header.results_root.0,
+        state_root: &header.state_root.0,
+    }))
 }
 
 pub fn transaction_hash(tx: &SignedTransaction) -> Hash {
-    CanonicalHasher::new("weft.v1/transaction")
-        .put_bytes(&tx.payload)
-        .put_bytes(&tx.signer)
-        .put_bytes(&tx.signature)
-        .finish()
+    Hash(hashing::transaction_hash(
+        &tx.payload,
+        &tx.signer,
+        &tx.signature,
+    ))
 }
 
 pub fn result_hash(result: &TxResult) -> Hash {
-    let mut h = CanonicalHasher::new("weft.v1/result");
-    h.put_bytes(result.tx_id.as_bytes())
-        .put_u8(result.status.code())
-        .put_bytes(result.message.as_bytes())
-        .put_bytes(&result.payload);
-    match &result.event {
-        None => h.put_u8(0),
-        Some(e) => h
-            .put_u8(1)
-            .put_bytes(e.chaincode.as_bytes())
-            .put_bytes(e.name.as_bytes())
-            .put_bytes(&e.payload),
-    };
-    h.put_u64(result.writes.len() as u64);
-    for ns in &result.writes {
-        h.put_bytes(ns.chaincode.as_bytes())
-            .put_u64(ns.writes.len() as u64);
-        for w in &ns.writes {
-            h.put_bytes(&w.key);
-            match &w.value {
-                None => h.put_u8(0),
-                Some(v) => h.put_u8(1).put_bytes(v),
-            };
-        }
-    }
-    h.finish()
+    Hash(hashing::result_hash(&result_to_pb(result)))
 }
 
-/// Merkle root over `leaves` (RFC 6962 shape: leaf and node hashes domain-separated, the tree
-/// split at the largest power of two below the count), so a proof of one element is possible.
+/// Merkle root over `leaves` (see `weft_proto::hashing::merkle_root`).
 pub fn merkle_root(domain: &str, leaves: &[Hash]) -> Hash {
-    fn node(domain: &str, leaves: &[Hash]) -> Hash {
-        match leaves.len() {
-            1 => CanonicalHasher::new(domain)
-                .put_u8(0)
-                .put_hash(&leaves[0])
-                .finish(),
-            n => {
-                let split = (n - 1).next_power_of_two() / 2;
-                let split = split.max(1);
-                let left = node(domain, &leaves[..split]);
-                let right = node(domain, &leaves[split..]);
-                CanonicalHasher::new(domain)
-                    .put_u8(1)
-                    .put_hash(&left)
-                    .put_hash(&right)
-                    .finish()
-            }
-        }
-    }
-    if leaves.is_empty() {
-        return CanonicalHasher::new(domain).put_u8(2).finish();
-    }
-    node(domain, leaves)
+    let leaves: Vec<[u8; 32]> = leaves.iter().map(|leaf| leaf.0).collect();
+    Hash(hashing::merkle_root(domain, &leaves))
 }
 
 pub fn transactions_root(txs: &[SignedTransaction]) -> Hash {
     let leaves: Vec<Hash> = txs.iter().map(transaction_hash).collect();
-    merkle_root("weft.v1/transactions", &leaves)
+    merkle_root(hashing::TRANSACTIONS_DOMAIN, &leaves)
 }
 
 pub fn results_root(results: &[TxResult]) -> Hash {
     let leaves: Vec<Hash> = results.iter().map(result_hash).collect();
-    merkle_root("weft.v1/results", &leaves)
+    merkle_root(hashing::RESULTS_DOMAIN, &leaves)
 }
 
 /// Recomputes a block's transactions and results roots and compares them with its header.

@@ -5,6 +5,7 @@
 //! before it, a certificate on block n also vouches for every earlier block.
 
 use crate::genesis::Genesis;
+use crate::hashing::{BlockMismatch, check_block};
 use crate::identity::{self, Identity, IdentityError};
 use crate::pb;
 use crate::signing::commit_signing_bytes;
@@ -30,6 +31,26 @@ pub enum CertificateError {
         have: usize,
         need: usize,
         validators: usize,
+    },
+}
+
+/// Why a run of served blocks does not prove its first block.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RunError {
+    #[error("no blocks")]
+    Empty,
+    #[error("block {number}: {reason}")]
+    Block { number: u64, reason: BlockMismatch },
+    #[error("block {number} is not the block after {previous}, or does not chain to its hash")]
+    Broken { number: u64, previous: u64 },
+    #[error("block {number} carries a certificate before the end of the run")]
+    EarlyCertificate { number: u64 },
+    #[error("block {number}, the last of the run, carries no commit certificate")]
+    Uncertified { number: u64 },
+    #[error("block {number}: commit certificate: {reason}")]
+    Certificate {
+        number: u64,
+        reason: CertificateError,
     },
 }
 
@@ -146,6 +167,42 @@ impl Committee {
             });
         }
         Ok(hash)
+    }
+
+    /// Checks that `run`, consecutive blocks as a peer served them, proves its first block:
+    /// each block's transactions and results hash to its header, each header chains to the one
+    /// before, and the last block (only the last) carries a certificate of this committee on
+    /// its recomputed hash. Nothing the peer claims (a block's carried hash) is trusted.
+    pub fn verify_run(&self, run: &[pb::Block]) -> Result<(), RunError> {
+        let mut previous: Option<(u64, [u8; 32])> = None;
+        for (index, block) in run.iter().enumerate() {
+            let number = block.header.as_ref().map_or(0, |h| h.number);
+            let hash = check_block(block).map_err(|reason| RunError::Block { number, reason })?;
+            if let Some((previous_number, previous_hash)) = previous {
+                let chained = block.header.as_ref().is_some_and(|h| {
+                    h.number == previous_number + 1 && h.previous_hash.as_ref() == previous_hash
+                });
+                if !chained {
+                    return Err(RunError::Broken {
+                        number,
+                        previous: previous_number,
+                    });
+                }
+            }
+            let last = index + 1 == run.len();
+            match (&block.certificate, last) {
+                (Some(certificate), true) => {
+                    return self
+                        .verify_block(number, &hash, certificate)
+                        .map_err(|reason| RunError::Certificate { number, reason });
+                }
+                (Some(_), false) => return Err(RunError::EarlyCertificate { number }),
+                (None, true) => return Err(RunError::Uncertified { number }),
+                (None, false) => {}
+            }
+            previous = Some((number, hash));
+        }
+        Err(RunError::Empty)
     }
 
     /// Checks `certificate` and that it certifies block `number` with hash `block_hash`.
@@ -323,5 +380,119 @@ mod tests {
             Committee::from_genesis(&peer),
             Err(CertificateError::Validator { id, reason }) if id == "validator2" && reason.contains("peer")
         ));
+    }
+
+    /// Blocks `first..first + count`, empty, chained, the last certified by `who`.
+    fn run(
+        signers: &[Signer],
+        who: &[u32],
+        first: u64,
+        count: u64,
+        previous: [u8; 32],
+    ) -> Vec<pb::Block> {
+        use crate::hashing::{
+            HeaderFields, RESULTS_DOMAIN, TRANSACTIONS_DOMAIN, header_hash, merkle_root,
+        };
+        let empty_transactions = merkle_root(TRANSACTIONS_DOMAIN, &[]);
+        let empty_results = merkle_root(RESULTS_DOMAIN, &[]);
+        let mut previous = previous;
+        let mut blocks = Vec::new();
+        for number in first..first + count {
+            let state_root = [number as u8; 32];
+            let hash = header_hash(HeaderFields {
+                number,
+                sequence: number,
+                previous_hash: &previous,
+                transactions_root: &empty_transactions,
+                results_root: &empty_results,
+                state_root: &state_root,
+            });
+            blocks.push(pb::Block {
+                header: Some(pb::BlockHeader {
+                    number,
+                    sequence: number,
+                    previous_hash: previous.to_vec().into(),
+                    transactions_root: empty_transactions.to_vec().into(),
+                    results_root: empty_results.to_vec().into(),
+                    state_root: state_root.to_vec().into(),
+                }),
+                transactions: Vec::new(),
+                results: Vec::new(),
+                hash: hash.to_vec().into(),
+                certificate: (number == first + count - 1)
+                    .then(|| sign(signers, who, number, hash)),
+            });
+            previous = hash;
+        }
+        blocks
+    }
+
+    #[test]
+    fn a_run_of_served_blocks_proves_its_first_block_only_when_everything_checks() {
+        let (genesis, signers) = network(4);
+        let committee = Committee::from_genesis(&genesis).expect("test fixture");
+        let good = run(&signers, &[0, 1, 3], 7, 4, [9; 32]);
+        assert_eq!(committee.verify_run(&good), Ok(()));
+        assert_eq!(
+            committee.verify_run(&good[3..]),
+            Ok(()),
+            "a certified block alone"
+        );
+        assert_eq!(committee.verify_run(&[]), Err(RunError::Empty));
+
+        // A transaction slipped into block 8: its contents no longer match its header.
+        let mut stuffed = good.clone();
+        stuffed[1].transactions.push(pb::SignedTx::default());
+        stuffed[1].results.push(pb::TxResult::default());
+        assert_eq!(
+            committee.verify_run(&stuffed),
+            Err(RunError::Block {
+                number: 8,
+                reason: BlockMismatch::TransactionsRoot
+            })
+        );
+        // Block 8 swapped for one of another chain, consistent in itself.
+        let mut forked = good.clone();
+        forked[1] = run(&signers, &[0, 1, 3], 8, 1, [1; 32]).remove(0);
+        forked[1].certificate = None;
+        assert_eq!(
+            committee.verify_run(&forked),
+            Err(RunError::Broken {
+                number: 8,
+                previous: 7
+            })
+        );
+        // The carried hash is not what is checked: a header edited with its carried hash
+        // left alone no longer matches the certificate.
+        let mut edited = good.clone();
+        if let Some(header) = edited[3].header.as_mut() {
+            header.state_root = vec![0; 32].into();
+        }
+        assert_eq!(
+            committee.verify_run(&edited),
+            Err(RunError::Certificate {
+                number: 10,
+                reason: CertificateError::WrongHash
+            })
+        );
+        // Two signatures of four are not a certificate.
+        let short = run(&signers, &[0, 1], 7, 4, [9; 32]);
+        assert!(matches!(
+            committee.verify_run(&short),
+            Err(RunError::Certificate {
+                number: 10,
+                reason: CertificateError::TooFew { .. }
+            })
+        ));
+        assert_eq!(
+            committee.verify_run(&good[..3]),
+            Err(RunError::Uncertified { number: 9 })
+        );
+        let mut early = good.clone();
+        early[0].certificate = early[3].certificate.clone();
+        assert_eq!(
+            committee.verify_run(&early),
+            Err(RunError::EarlyCertificate { number: 7 })
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::certificate::Committee;
 use crate::identity::Signer;
 use crate::pb;
 use crate::pb::admin_client::AdminClient;
@@ -30,7 +31,19 @@ pub enum ClientError {
         status: pb::TxStatus,
         message: String,
     },
+    #[error(
+        "block {number} is not certified yet: no commit certificate at or after it up to block {tip} on this peer (validators certify every checkpoint block; try again in a moment)"
+    )]
+    NotYetCertified { number: u64, tip: u64 },
+    #[error(
+        "the peer served blocks that do not prove block {number}: {reason}; do not trust this peer"
+    )]
+    Unverified { number: u64, reason: String },
 }
+
+/// The most blocks [`WeftClient::certified_block`] walks from a block to the certificate that
+/// covers it (validators certify every checkpoint block, tens of blocks apart).
+pub const MAX_CERTIFICATE_WALK: u64 = 1_000;
 
 /// An application's connection to one peer, acting as one identity.
 #[derive(Clone)]
@@ -224,6 +237,45 @@ impl WeftClient {
             by: Some(pb::get_block_request::By::Number(number)),
         };
         Ok(self.client.clone().get_block(request).await?.into_inner())
+    }
+
+    /// Block `number`, checked here rather than taken on this peer's word: the blocks from it
+    /// to the next one carrying a commit certificate are fetched and checked by
+    /// [`Committee::verify_run`] (contents hash to headers, headers chain, 2f+1 genesis
+    /// validators signed the last). A block after the last certificate is refused as not yet
+    /// certified.
+    pub async fn certified_block(
+        &self,
+        number: u64,
+        committee: &Committee,
+    ) -> Result<pb::Block, ClientError> {
+        let mut run = vec![self.block(number).await?];
+        while run.last().is_some_and(|block| block.certificate.is_none()) {
+            let next = number + run.len() as u64;
+            if next - number > MAX_CERTIFICATE_WALK {
+                return Err(ClientError::NotYetCertified {
+                    number,
+                    tip: next - 1,
+                });
+            }
+            match self.block(next).await {
+                Ok(block) => run.push(block),
+                Err(ClientError::Rpc(status)) if status.code() == tonic::Code::NotFound => {
+                    return Err(ClientError::NotYetCertified {
+                        number,
+                        tip: next - 1,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        committee
+            .verify_run(&run)
+            .map_err(|reason| ClientError::Unverified {
+                number,
+                reason: reason.to_string(),
+            })?;
+        Ok(run.swap_remove(0))
     }
 
     pub async fn transaction(&self, tx_id: TxId) -> Result<pb::TransactionInfo, ClientError> {

@@ -9,6 +9,7 @@
 pub mod certificate;
 pub mod client;
 pub mod genesis;
+pub mod hashing;
 pub mod identity;
 pub mod package;
 pub mod signing;
@@ -20,7 +21,7 @@ pub mod pb {
     tonic::include_proto!("weft.v1");
 }
 
-pub use certificate::{CertificateError, Committee};
+pub use certificate::{CertificateError, Committee, RunError};
 pub use client::{ClientError, WeftClient};
 pub use genesis::{ConsensusKind, ConsensusParams, Genesis, GenesisError, ValidatorInfo};
 pub use identity::{

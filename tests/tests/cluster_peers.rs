@@ -236,6 +236,25 @@ async fn a_non_validating_peer_forwards_follows_certified_blocks_and_serves_quer
             served.certificate.as_ref().expect("certificate"),
         )
         .expect("the served certificate checks");
+    // A client checks a block itself: asset1's creation, through the chain of blocks the
+    // peer serves up to the next certificate; a block past the tip is not found.
+    let proven = admin
+        .certified_block(created.block_number, &committee)
+        .await
+        .unwrap_or_else(|e| panic!("block {} checked by the client: {e}", created.block_number));
+    assert!(
+        proven
+            .results
+            .iter()
+            .any(|result| result.tx_id.as_ref() == created.tx_id.0.as_slice()),
+        "the proven block holds asset1's creation"
+    );
+    match admin.certified_block(peer_certified + 5, &committee).await {
+        Err(weft_proto::ClientError::Rpc(status)) => {
+            assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}")
+        }
+        other => panic!("a block beyond the tip: {other:?}"),
+    }
     let status = admin.node_status().await.expect("status");
     assert_eq!(status.role, "peer");
     assert_eq!(status.certified_height, peer_certified);

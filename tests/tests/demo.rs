@@ -90,7 +90,9 @@ fn check_demo_output(stdout: &str) {
         stdout
             .lines()
             .any(|l| l.contains("carries a commit certificate signed by")
-                && l.contains("of 4 validators (checked here)")),
+                && l.contains(
+                    "of 4 validators (checked here, with the block's contents and hash)"
+                )),
         "the peer's tip certificate is checked:\n{stdout}"
     );
     assert!(stdout.contains("demo passed"), "{stdout}");

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use weft_node::ledger::verify::verify_chain;
 use weft_node::storage::{RocksStore, Store};
 use weft_node::types::convert::{block_from_pb, result_from_pb};
-use weft_proto::{Genesis, TxId};
+use weft_proto::{ClientError, Genesis, TxId};
 
 use super::network::PeerArgs;
 
@@ -51,8 +51,23 @@ pub async fn run(command: LedgerCommand) -> Result<()> {
             Ok(())
         }
         LedgerCommand::Block { peer, number } => {
-            let block = block_from_pb(peer.client().await?.block(number).await?)?;
+            let client = peer.client().await?;
+            let committee = weft_proto::Committee::from_genesis(&peer.genesis()?)?;
+            let (served, certified) = match client.certified_block(number, &committee).await {
+                Ok(block) => (
+                    block,
+                    "yes: its contents, hash and the chain to a commit certificate of 2f+1 validators checked here".to_string(),
+                ),
+                Err(ClientError::NotYetCertified { .. }) => (
+                    client.block(number).await?,
+                    "not yet: no commit certificate covers it on this peer (try again in a moment)"
+                        .to_string(),
+                ),
+                Err(e) => return Err(e.into()),
+            };
+            let block = block_from_pb(served)?;
             println!("block {}  hash {}", block.number(), block.hash());
+            println!("  certified          {certified}");
             println!("  sequence           {}", block.header.sequence);
             println!("  previous hash      {}", block.header.previous_hash);
             println!("  transactions root  {}", block.header.transactions_root);
