@@ -1,8 +1,8 @@
 //! Sixteen validators (n = 16, f = 5) in one process (memory stores, process chaincode, mutual
-//! TLS on loopback) under a steady load that saturates them, through every validator in turn: they keep
-//! committing, they all end at the same chain (the auditor checks I1-I5 over all sixteen), and
-//! there is no view-change storm (no view change at all while the primary is healthy). Fabric
-//! 0.6's PBFT failed beyond 16 nodes.
+//! TLS on loopback) under a steady load that saturates them, through every validator in turn:
+//! they keep committing, they all end at the same chain (the auditor checks I1-I5 over all
+//! sixteen), and there is no view-change storm (no view change at all while the primary is
+//! healthy). Fabric 0.6's PBFT failed beyond 16 nodes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
