@@ -141,6 +141,15 @@ impl Cluster {
     }
 }
 
+/// The next message of a stream, within the liveness bound.
+async fn next_on<T>(stream: &mut tonic::Streaming<T>, what: &str) -> T {
+    tokio::time::timeout(LIVENESS, stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {LIVENESS:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .unwrap_or_else(|| panic!("the stream ended before {what}"))
+}
+
 async fn transfer(client: &WeftClient, asset: &str, to: &str) -> u64 {
     client
         .invoke("asset-transfer", "TransferAsset", &args(&[asset, to]))
@@ -258,6 +267,39 @@ async fn a_non_validating_peer_forwards_follows_certified_blocks_and_serves_quer
     let status = admin.node_status().await.expect("status");
     assert_eq!(status.role, "peer");
     assert_eq!(status.certified_height, peer_certified);
+
+    // The peer serves block streams: the certified chain in order after block 0 (which every
+    // follower has from genesis), then the block of a transfer made after the stream opened.
+    let mut blocks = admin
+        .raw()
+        .stream_blocks(weft_proto::pb::StreamBlocksRequest {
+            from_height: 0,
+            certified_only: true,
+        })
+        .await
+        .expect("StreamBlocks on the peer")
+        .into_inner();
+    let mut previous = admin.block(0).await.expect("block 0").hash;
+    for number in 1..=peer_certified {
+        let block = next_on(&mut blocks, "a block of the chain").await;
+        let header = block.header.expect("header");
+        assert_eq!(header.number, number, "in order after block 0");
+        assert_eq!(header.previous_hash, previous, "chained");
+        previous = block.hash;
+    }
+    let dave = cluster.network.peer_client(0, "dave").await;
+    let later = transfer(&dave, "asset1", "alice").await;
+    // It arrives in a certified run: the run's last block, at or after the transfer's,
+    // carries the certificate.
+    loop {
+        let block = next_on(&mut blocks, "a block followed after the stream opened").await;
+        let header = block.header.expect("header");
+        assert_eq!(header.previous_hash, previous, "chained");
+        previous = block.hash;
+        if header.number >= later && block.certificate.is_some() {
+            break;
+        }
+    }
     cluster.shutdown().await;
 }
 
