@@ -93,6 +93,8 @@ pub struct Metrics {
     pub checkpoints: AtomicU64,
     /// PBFT: state transfers completed.
     pub state_transfers: AtomicU64,
+    /// PBFT: proofs found that a primary signed two different pre-prepares for one sequence.
+    pub equivocations: AtomicU64,
     /// PBFT: the current view.
     pub view: AtomicU64,
     /// PBFT: verified messages waiting for the replica.
@@ -219,6 +221,12 @@ impl Metrics {
                 "State transfers completed.",
                 "counter",
                 &self.state_transfers,
+            ),
+            (
+                "weft_pbft_equivocations_total",
+                "Proofs that a primary signed two different pre-prepares for one sequence (written to DATA_DIR/evidence).",
+                "counter",
+                &self.equivocations,
             ),
             (
                 "weft_pbft_inbound_queue",

@@ -492,6 +492,8 @@ pub async fn start_with_store(
                 metrics: shared.metrics.clone(),
                 status: status_tx,
                 tick: TICK,
+                evidence_dir: config.node.data_dir.join("evidence"),
+                evidence_written: 0,
             };
             let channels = DriverChannels {
                 inbound: inbound_rx,

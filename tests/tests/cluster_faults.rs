@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use tonic::Code;
 use tonic::codegen::tokio_stream;
 use weft_node::consensus::pbft::{Request, RequestId, batch_digest};
@@ -582,6 +583,25 @@ fn pre_prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
     put_uint(&mut inner, 1, view);
     put_uint(&mut inner, 2, sequence);
     put_bytes(&mut inner, 3, digest);
+    let mut message = Vec::new();
+    put_bytes(&mut message, 2, &inner);
+    message
+}
+
+/// A `PrePrepare` carrying `batch`.
+fn pre_prepare_with_batch(
+    view: u64,
+    sequence: u64,
+    digest: &[u8; 32],
+    batch: &[pb::SignedTx],
+) -> Vec<u8> {
+    let mut inner = Vec::new();
+    put_uint(&mut inner, 1, view);
+    put_uint(&mut inner, 2, sequence);
+    put_bytes(&mut inner, 3, digest);
+    for tx in batch {
+        put_bytes(&mut inner, 4, &tx.encode_to_vec());
+    }
     let mut message = Vec::new();
     put_bytes(&mut message, 2, &inner);
     message
@@ -1316,6 +1336,140 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. An equivocating primary
+
+/// A pre-prepare that validator0 (the primary of view 0) signed, with an empty batch, for a
+/// sequence it is about to use for a batch of the load: the backups hold two pre-prepares the
+/// primary signed for one sequence. They leave the view, the chains do not fork, and each
+/// backup that saw both keeps the two signed messages as a proof anyone can check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_signs_two_pre_prepares_for_one_sequence_is_left_and_the_proof_kept() {
+    let cluster = Cluster::start().await;
+    let network = cluster.network.clone();
+    let chain_id = network.chain_id.clone();
+    let load = Load::start(&network, "equivocation", 2, &EVERYONE);
+    load.wait_acks(8, "before the equivocation").await;
+
+    let primary_key = load_validator_key(&network, 0);
+    // A batch of one admissible transaction, so that it differs from whatever the primary
+    // proposes at that sequence (a batch of the load, or an empty one while it pads).
+    let (tx_id, tx) = cluster.client(1).await.sign(
+        "asset-transfer",
+        "CreateAsset",
+        &args(&["equivocated", "red", "1", "mallory", "1"]),
+    );
+    let digest = batch_digest(&[Id(tx_id.0)]).0;
+    let status = cluster
+        .client(0)
+        .await
+        .node_status()
+        .await
+        .expect("status of the primary");
+    // Past the checkpoint the primary may be padding to now, and inside the window.
+    let sequence = (status.sequence / CHECKPOINT_PERIOD + 1) * CHECKPOINT_PERIOD + 3;
+    let forged = signed(
+        &chain_id,
+        0,
+        &primary_key,
+        pre_prepare_with_batch(0, sequence, &digest, &[tx]),
+    );
+    for v in [1, 2, 3] {
+        deliver(&network, v, vec![forged.clone()]).await;
+    }
+
+    // The backups leave view 0.
+    let start = Instant::now();
+    loop {
+        let views = cluster.views_of(&[1, 2, 3]).await;
+        if views
+            .iter()
+            .all(|(changes, view, _)| *changes >= 1 && *view >= 1)
+        {
+            break;
+        }
+        if start.elapsed() > LIVENESS {
+            let text = cluster.metrics(1).await;
+            let rejected: Vec<&str> = text
+                .lines()
+                .filter(|line| line.starts_with("weft_pbft_rejected_total"))
+                .collect();
+            panic!(
+                "the backups did not leave the equivocating primary's view (forged sequence {sequence}): {views:?}\nvalidator1 refused: {rejected:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    load.wait_acks(8, "in the new view").await;
+
+    // The proofs: two pre-prepares for one (view, sequence), different digests, each signed
+    // by validator0.
+    let primary = primary_key.identity();
+    let mut proofs = 0;
+    for v in [1, 2, 3] {
+        let dir = network
+            .dir
+            .join("data")
+            .join(format!("validator{v}"))
+            .join("evidence");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let text = cluster.metrics(v).await;
+        for entry in entries {
+            let path = entry.expect("evidence entry").path();
+            let bytes = std::fs::read(&path).expect("read the proof");
+            let proof = pb::EquivocationEvidence::decode(bytes.as_slice())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut seen = Vec::new();
+            for signed in [proof.first, proof.second] {
+                let signed = signed.expect("both messages");
+                assert_eq!(signed.from, 0, "{}", path.display());
+                assert!(
+                    primary.verify(
+                        &consensus_signing_bytes(&chain_id, &signed.message),
+                        &signed.signature
+                    ),
+                    "{}: a message validator0 did not sign",
+                    path.display()
+                );
+                let decoded = pb::ConsensusMessage::decode(signed.message.as_ref())
+                    .expect("a consensus message");
+                let Some(pb::consensus_message::Kind::PrePrepare(pre_prepare)) = decoded.kind
+                else {
+                    panic!("{}: not a pre-prepare", path.display());
+                };
+                seen.push((pre_prepare.view, pre_prepare.sequence, pre_prepare.digest));
+            }
+            assert_eq!(
+                (seen[0].0, seen[0].1),
+                (seen[1].0, seen[1].1),
+                "one view and sequence"
+            );
+            assert_ne!(seen[0].2, seen[1].2, "two digests");
+            assert_eq!(seen[0].1, sequence, "the forged sequence");
+            proofs += 1;
+        }
+        if proofs > 0 {
+            assert!(
+                metric(&text, "weft_pbft_equivocations_total") >= 1
+                    && rejected(&text, "equivocation") >= 1,
+                "validator{v} counts the equivocation:\n{text}"
+            );
+        }
+    }
+    assert!(proofs >= 1, "no backup kept a proof of the equivocation");
+
+    let load = load.finish().await;
+    check_load(&load, "equivocating primary");
+    let mut acks = load.acks;
+    cluster.level("after the load").await;
+    cluster
+        .round_through_every_validator("equivocation", &mut acks)
+        .await;
+    cluster.audit(&acks).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,10 +4,12 @@
 //! before any later action runs, so no signature leaves before the record that justifies it;
 //! a storage failure stops the driver (and the node) instead of letting it sign unrecorded.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
 use super::journal::{Journal, JournalError};
@@ -82,6 +84,10 @@ pub struct Driver {
     pub metrics: Arc<Metrics>,
     pub status: watch::Sender<ConsensusStatus>,
     pub tick: Duration,
+    /// Where proofs of a primary's equivocation are written (`DATA_DIR/evidence`).
+    pub evidence_dir: PathBuf,
+    /// How many of the replica's equivocation proofs are written already.
+    pub evidence_written: usize,
 }
 
 impl Driver {
@@ -150,6 +156,7 @@ impl Driver {
                 self.run_actions(actions, &channels, &mut transfer).await?;
                 if tick {
                     self.publish_status(&channels);
+                    self.write_evidence();
                 }
             }
             // A higher checkpoint asked for while a transfer ran: the replica does not ask
@@ -329,6 +336,53 @@ impl Driver {
                 }
             }
         });
+    }
+
+    /// Writes each equivocation proof the replica found since the last tick to its own file,
+    /// as the two messages the primary signed. Writing is best effort: a failure is logged and
+    /// the replica goes on (the proof also stays in its memory until it restarts).
+    fn write_evidence(&mut self) {
+        let found = self.replica.evidence();
+        if found.len() <= self.evidence_written {
+            return;
+        }
+        for evidence in &found[self.evidence_written..] {
+            let (primary, view, sequence) = (
+                evidence.first.from.0,
+                evidence.first.message.view.0,
+                evidence.first.message.sequence.0,
+            );
+            let path = self.evidence_dir.join(format!(
+                "equivocation-replica{primary}-view{view}-seq{sequence}.pb"
+            ));
+            let written = self
+                .wire
+                .evidence_to_pb(evidence)
+                .map_err(|e| e.to_string())
+                .and_then(|proof| {
+                    std::fs::create_dir_all(&self.evidence_dir)
+                        .and_then(|()| std::fs::write(&path, proof.encode_to_vec()))
+                        .map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(()) => tracing::warn!(
+                    primary,
+                    view,
+                    sequence,
+                    path = %path.display(),
+                    "the primary signed two different pre-prepares for one sequence; the proof is written"
+                ),
+                Err(error) => tracing::error!(
+                    primary,
+                    view,
+                    sequence,
+                    %error,
+                    "the primary signed two different pre-prepares for one sequence; writing the proof failed"
+                ),
+            }
+            self.metrics.equivocations.fetch_add(1, Ordering::Relaxed);
+        }
+        self.evidence_written = found.len();
     }
 
     fn publish_status(&self, channels: &DriverChannels) {

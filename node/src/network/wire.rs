@@ -21,9 +21,9 @@ use weft_proto::{Genesis, Identity, Signer};
 
 use crate::admission::Admission;
 use crate::consensus::pbft::{
-    Checkpoint, Commit, Message, MessageKind, NewView, PersistRecord, Phase, PrePrepare, Prepare,
-    PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence, SignedForm, StableCheckpoint,
-    Verified, View, ViewChange,
+    Checkpoint, Commit, Equivocation, Message, MessageKind, NewView, PersistRecord, Phase,
+    PrePrepare, Prepare, PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence,
+    SignedForm, StableCheckpoint, Verified, View, ViewChange,
 };
 use crate::types::convert::{signed_from_pb, signed_to_pb};
 use crate::types::{Hash, Transaction};
@@ -245,6 +245,17 @@ impl Wire {
                 .iter()
                 .map(|p| self.proof(p, Message::Prepare))
                 .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// A primary's two conflicting pre-prepares, each in the form the primary signed.
+    pub fn evidence_to_pb(
+        &self,
+        evidence: &Equivocation<Transaction>,
+    ) -> Result<pb::EquivocationEvidence, WireError> {
+        Ok(pb::EquivocationEvidence {
+            first: Some(self.proof(&evidence.first, Message::PrePrepare)?),
+            second: Some(self.proof(&evidence.second, Message::PrePrepare)?),
         })
     }
 
