@@ -493,6 +493,7 @@ pub async fn start_with_store(
                 status: status_tx,
                 tick: TICK,
                 evidence_dir: config.node.data_dir.join("evidence"),
+                committee: certificates.committee().clone(),
                 evidence_written: 0,
             };
             let channels = DriverChannels {
@@ -702,13 +703,9 @@ async fn commit_loop(
                     }
                 }
             }
-            CommitWork::Apply {
-                sequence,
-                digest,
-                blocks,
-            } => {
-                let mut outcome = Ok(());
+            CommitWork::ApplyFetched { sequence, blocks } => {
                 for block in blocks {
+                    let number = block.number();
                     match apply_fetched(&shared, block) {
                         Ok(block) => {
                             if let Err(e) = shared.certificates.appended(&block) {
@@ -721,25 +718,25 @@ async fn commit_loop(
                             ));
                         }
                         Err(e) => {
-                            outcome = Err(e.to_string());
+                            tracing::warn!(block = number, transfer_to = sequence, error = %e, "a fetched block does not fit the chain; the rest of its run is dropped");
                             break;
                         }
                     }
                 }
+            }
+            CommitWork::TransferEnd { sequence, digest } => {
                 let tip = shared.ledger.tip();
-                let report = match outcome {
-                    Ok(()) if tip.height == sequence + 1 && tip.hash == digest => {
-                        tracing::info!(sequence, "state transfer complete");
-                        Feedback::Transferred { sequence, digest }
-                    }
-                    Ok(()) => Feedback::TransferFailed {
+                let report = if tip.height == sequence + 1 && tip.hash == digest {
+                    tracing::info!(sequence, "state transfer complete");
+                    Feedback::Transferred { sequence, digest }
+                } else {
+                    Feedback::TransferFailed {
                         sequence,
                         reason: format!(
                             "the chain ends at height {} after the transfer",
                             tip.height
                         ),
-                    },
-                    Err(reason) => Feedback::TransferFailed { sequence, reason },
+                    }
                 };
                 if let Some(feedback) = &feedback {
                     let _ = feedback.send(report).await;

@@ -19,10 +19,11 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::network::inbound::InboundReceiver;
 use crate::network::peers::PeerLinks;
-use crate::network::state_transfer::fetch_certified;
+use crate::network::state_transfer::{Handover, fetch_certified};
 use crate::network::tls::ValidatorTls;
 use crate::network::wire::{Wire, WireError};
-use crate::types::{Hash, Transaction};
+use crate::types::{Block, Hash, Transaction};
+use weft_proto::Committee;
 
 /// How long a state transfer waits for the batches handed out before it to be applied.
 const HANDED_OUT_WAIT: Duration = Duration::from_secs(30);
@@ -88,6 +89,26 @@ pub struct Driver {
     pub evidence_dir: PathBuf,
     /// How many of the replica's equivocation proofs are written already.
     pub evidence_written: usize,
+    /// The genesis validators, to check the commit certificates of fetched blocks.
+    pub committee: Committee,
+}
+
+/// Hands the runs a state transfer fetched to the commit loop, in order.
+struct ToCommitLoop {
+    commit: mpsc::Sender<CommitWork>,
+    sequence: u64,
+}
+
+impl Handover for ToCommitLoop {
+    async fn certified_run(&mut self, blocks: Vec<Block>) -> Result<(), String> {
+        self.commit
+            .send(CommitWork::ApplyFetched {
+                sequence: self.sequence,
+                blocks,
+            })
+            .await
+            .map_err(|_| "the commit loop stopped (the node is stopping)".to_string())
+    }
 }
 
 impl Driver {
@@ -286,6 +307,7 @@ impl Driver {
         let addresses = format!("{addresses:?}");
         let commit = channels.commit.clone();
         let feedback = channels.feedback_sender.clone();
+        let committee = self.committee.clone();
         let target = sequence.0;
         let digest = Hash(state_digest);
         tokio::spawn(async move {
@@ -316,13 +338,26 @@ impl Driver {
                     .await;
                 return;
             }
-            match fetch_certified(&endpoints, tip.height, target, tip.hash, digest).await {
-                Ok(blocks) => {
+            let mut handover = ToCommitLoop {
+                commit: commit.clone(),
+                sequence: target,
+            };
+            let fetched = fetch_certified(
+                &endpoints,
+                &committee,
+                tip.height,
+                target,
+                tip.hash,
+                digest,
+                &mut handover,
+            )
+            .await;
+            match fetched {
+                Ok(()) => {
                     let _ = commit
-                        .send(CommitWork::Apply {
+                        .send(CommitWork::TransferEnd {
                             sequence: target,
                             digest,
-                            blocks,
                         })
                         .await;
                 }

@@ -24,12 +24,13 @@ pub struct OrderedBatch {
 pub enum CommitWork {
     /// Execute an ordered batch and append its block (block number = sequence).
     Execute(OrderedBatch),
-    /// Append blocks fetched by state transfer, ending at the certified checkpoint `sequence`.
-    Apply {
-        sequence: u64,
-        digest: Hash,
-        blocks: Vec<Block>,
-    },
+    /// Append a run of blocks fetched by state transfer towards the certified checkpoint
+    /// `sequence`, proven by a certificate (`network::state_transfer`). A block that does not
+    /// fit is logged and the rest of the run dropped; [`CommitWork::TransferEnd`] reports.
+    ApplyFetched { sequence: u64, blocks: Vec<Block> },
+    /// Every run of the transfer to `sequence` was sent: report whether the chain now ends at
+    /// block `sequence` with hash `digest`.
+    TransferEnd { sequence: u64, digest: Hash },
 }
 
 /// What the commit loop reports back to the driver.
