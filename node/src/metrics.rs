@@ -224,7 +224,7 @@ impl Metrics {
             ),
             (
                 "weft_pbft_equivocations_total",
-                "Proofs that a primary signed two different pre-prepares for one sequence (written to DATA_DIR/evidence).",
+                "Proofs written to DATA_DIR/evidence that a primary signed two different pre-prepares for one sequence (at most 64 per process run).",
                 "counter",
                 &self.equivocations,
             ),

@@ -606,6 +606,8 @@ pub async fn start_with_store(
             .tls_config(tls.server_config())
             .map_err(|e| NodeError::Setup(format!("mutual TLS for the validators: {e}")))?
             .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(crate::network::tls::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::network::tls::KEEPALIVE_TIMEOUT))
             .add_service(
                 pb::consensus_server::ConsensusServer::new(service)
                     .max_decoding_message_size(limit)
@@ -703,7 +705,13 @@ async fn commit_loop(
                     }
                 }
             }
-            CommitWork::ApplyFetched { sequence, blocks } => {
+            CommitWork::ApplyFetched {
+                sequence,
+                blocks,
+                certificate,
+                applied,
+            } => {
+                let mut outcome = Ok(());
                 for block in blocks {
                     let number = block.number();
                     match apply_fetched(&shared, block) {
@@ -713,16 +721,25 @@ async fn commit_loop(
                             }
                         }
                         Err(crate::ledger::LedgerError::Store(e)) => {
+                            let _ = applied.send(Err(format!("cannot store block {number}: {e}")));
                             return fail(format!(
                                 "cannot store a block fetched by state transfer: {e}; the node stops"
                             ));
                         }
                         Err(e) => {
-                            tracing::warn!(block = number, transfer_to = sequence, error = %e, "a fetched block does not fit the chain; the rest of its run is dropped");
+                            tracing::warn!(block = number, transfer_to = sequence, error = %e, "a fetched block does not fit the chain; the transfer stops");
+                            outcome = Err(format!("fetched block {number} does not fit: {e}"));
                             break;
                         }
                     }
                 }
+                if outcome.is_ok()
+                    && let Some(certificate) = &certificate
+                    && let Err(e) = shared.certificates.keep_checked(certificate)
+                {
+                    tracing::warn!(block = certificate.number, error = %e, "cannot keep the commit certificate of a transferred block");
+                }
+                let _ = applied.send(outcome);
             }
             CommitWork::TransferEnd { sequence, digest } => {
                 let tip = shared.ledger.tip();
@@ -733,8 +750,9 @@ async fn commit_loop(
                     Feedback::TransferFailed {
                         sequence,
                         reason: format!(
-                            "the chain ends at height {} after the transfer",
-                            tip.height
+                            "after the transfer the chain ends at block {} with hash {}, not at block {sequence} with hash {digest}",
+                            tip.height.saturating_sub(1),
+                            tip.hash
                         ),
                     }
                 };

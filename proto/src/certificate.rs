@@ -39,6 +39,8 @@ pub enum CertificateError {
 pub enum RunError {
     #[error("no blocks")]
     Empty,
+    #[error("block {expected} was asked for, block {served} was served")]
+    WrongStart { expected: u64, served: u64 },
     #[error("block {number}: {reason}")]
     Block { number: u64, reason: BlockMismatch },
     #[error("block {number} is not the block after {previous}, or does not chain to its hash")]
@@ -169,11 +171,24 @@ impl Committee {
         Ok(hash)
     }
 
-    /// Checks that `run`, consecutive blocks as a peer served them, proves its first block:
+    /// Checks that `run`, consecutive blocks as a peer served them, proves its first block,
+    /// which must be block `first`:
     /// each block's transactions and results hash to its header, each header chains to the one
     /// before, and the last block (only the last) carries a certificate of this committee on
     /// its recomputed hash. Nothing the peer claims (a block's carried hash) is trusted.
-    pub fn verify_run(&self, run: &[pb::Block]) -> Result<(), RunError> {
+    pub fn verify_run(&self, first: u64, run: &[pb::Block]) -> Result<(), RunError> {
+        let served = run
+            .first()
+            .ok_or(RunError::Empty)?
+            .header
+            .as_ref()
+            .map_or(0, |h| h.number);
+        if served != first {
+            return Err(RunError::WrongStart {
+                expected: first,
+                served,
+            });
+        }
         let mut previous: Option<(u64, [u8; 32])> = None;
         for (index, block) in run.iter().enumerate() {
             let number = block.header.as_ref().map_or(0, |h| h.number);
@@ -432,20 +447,28 @@ mod tests {
         let (genesis, signers) = network(4);
         let committee = Committee::from_genesis(&genesis).expect("test fixture");
         let good = run(&signers, &[0, 1, 3], 7, 4, [9; 32]);
-        assert_eq!(committee.verify_run(&good), Ok(()));
+        assert_eq!(committee.verify_run(7, &good), Ok(()));
         assert_eq!(
-            committee.verify_run(&good[3..]),
+            committee.verify_run(10, &good[3..]),
             Ok(()),
             "a certified block alone"
         );
-        assert_eq!(committee.verify_run(&[]), Err(RunError::Empty));
+        assert_eq!(committee.verify_run(7, &[]), Err(RunError::Empty));
+        // A certified block, but not the one asked for.
+        assert_eq!(
+            committee.verify_run(9, &good[3..]),
+            Err(RunError::WrongStart {
+                expected: 9,
+                served: 10
+            })
+        );
 
         // A transaction slipped into block 8: its contents no longer match its header.
         let mut stuffed = good.clone();
         stuffed[1].transactions.push(pb::SignedTx::default());
         stuffed[1].results.push(pb::TxResult::default());
         assert_eq!(
-            committee.verify_run(&stuffed),
+            committee.verify_run(7, &stuffed),
             Err(RunError::Block {
                 number: 8,
                 reason: BlockMismatch::TransactionsRoot
@@ -456,7 +479,7 @@ mod tests {
         forked[1] = run(&signers, &[0, 1, 3], 8, 1, [1; 32]).remove(0);
         forked[1].certificate = None;
         assert_eq!(
-            committee.verify_run(&forked),
+            committee.verify_run(7, &forked),
             Err(RunError::Broken {
                 number: 8,
                 previous: 7
@@ -469,7 +492,7 @@ mod tests {
             header.state_root = vec![0; 32].into();
         }
         assert_eq!(
-            committee.verify_run(&edited),
+            committee.verify_run(7, &edited),
             Err(RunError::Certificate {
                 number: 10,
                 reason: CertificateError::WrongHash
@@ -478,20 +501,20 @@ mod tests {
         // Two signatures of four are not a certificate.
         let short = run(&signers, &[0, 1], 7, 4, [9; 32]);
         assert!(matches!(
-            committee.verify_run(&short),
+            committee.verify_run(7, &short),
             Err(RunError::Certificate {
                 number: 10,
                 reason: CertificateError::TooFew { .. }
             })
         ));
         assert_eq!(
-            committee.verify_run(&good[..3]),
+            committee.verify_run(7, &good[..3]),
             Err(RunError::Uncertified { number: 9 })
         );
         let mut early = good.clone();
         early[0].certificate = early[3].certificate.clone();
         assert_eq!(
-            committee.verify_run(&early),
+            committee.verify_run(7, &early),
             Err(RunError::EarlyCertificate { number: 7 })
         );
     }

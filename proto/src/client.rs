@@ -270,7 +270,7 @@ impl WeftClient {
             }
         }
         committee
-            .verify_run(&run)
+            .verify_run(number, &run)
             .map_err(|reason| ClientError::Unverified {
                 number,
                 reason: reason.to_string(),

@@ -86,6 +86,11 @@ pub struct ValidatorInfo {
     pub consensus_address: String,
 }
 
+/// The longest checkpoint period a genesis may set: validators certify every checkpoint block,
+/// and the blocks between two certificates are what followers, state transfer
+/// (`MAX_UNCERTIFIED_RUN`, 1,024) and clients (`MAX_CERTIFICATE_WALK`, 1,000) hold or walk.
+pub const MAX_CHECKPOINT_PERIOD: u64 = 500;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
@@ -176,6 +181,12 @@ impl Genesis {
             return Err(GenesisError::Invalid(
                 "consensus.checkpoint_period is 0".into(),
             ));
+        }
+        if self.consensus.checkpoint_period > MAX_CHECKPOINT_PERIOD {
+            return Err(GenesisError::Invalid(format!(
+                "consensus.checkpoint_period is {}; at most {MAX_CHECKPOINT_PERIOD} (validators certify every checkpoint block, and followers, state transfer and clients hold or walk the blocks between two certificates)",
+                self.consensus.checkpoint_period
+            )));
         }
         let mut ids = std::collections::HashSet::new();
         for v in &self.validators {

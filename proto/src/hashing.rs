@@ -194,3 +194,72 @@ pub fn check_block(block: &pb::Block) -> Result<[u8; 32], BlockMismatch> {
         state_root: &state_root,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: [u8; 32]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Ledgers written before stay verifiable only while every hash keeps its value: these
+    /// pin each definition on fixed inputs.
+    #[test]
+    fn every_hash_keeps_its_value() {
+        let header = header_hash(HeaderFields {
+            number: 7,
+            sequence: 7,
+            previous_hash: &[1; 32],
+            transactions_root: &[2; 32],
+            results_root: &[3; 32],
+            state_root: &[4; 32],
+        });
+        let transaction = transaction_hash(b"payload", b"signer", b"signature");
+        let result = result_hash(&pb::TxResult {
+            tx_id: vec![5; 32].into(),
+            status: pb::TxStatus::Valid as i32,
+            message: "ok".into(),
+            payload: b"out".to_vec().into(),
+            event: Some(pb::ChaincodeEvent {
+                chaincode: "cc".into(),
+                name: "moved".into(),
+                payload: b"e".to_vec().into(),
+            }),
+            writes: vec![pb::NamespaceWrites {
+                chaincode: "cc".into(),
+                writes: vec![
+                    pb::KvWrite {
+                        key: b"k".to_vec().into(),
+                        value: Some(b"v".to_vec().into()),
+                    },
+                    pb::KvWrite {
+                        key: b"gone".to_vec().into(),
+                        value: None,
+                    },
+                ],
+            }],
+        });
+        let roots = [
+            merkle_root(TRANSACTIONS_DOMAIN, &[]),
+            merkle_root(TRANSACTIONS_DOMAIN, &[transaction]),
+            merkle_root(RESULTS_DOMAIN, &[result, transaction, header]),
+        ];
+        let got: Vec<String> = [header, transaction, result]
+            .into_iter()
+            .chain(roots)
+            .map(hex)
+            .collect();
+        assert_eq!(got, PINNED, "a ledger hash changed its value");
+    }
+
+    /// Computed when the definitions moved here from the node (unchanged encodings).
+    const PINNED: [&str; 6] = [
+        "0ae37a2ff50a7e84faf2e2a8f51103c0ebca1968d539aa8287a320f17f6bfc1d",
+        "6741bb7e94a32309efaf013b9a54f0ffd21521794e8182f990e17e958798cc5a",
+        "3d023fff2d5ebdf46993168dccce19a8ab47f153a358a803aa839cd9c6be9d00",
+        "3e278a8f2f48d7985b46b6332f17161954b302b1958bd2fdba0c9cfbcc8206a5",
+        "9ca2a5b4fdcb964379d0224bd77e9fbaee748214a2c8569f80306730dc852a62",
+        "0e6a0c8889f95b7ba63508ab4360307ed2c4e43e3d426cf43ffd431d00b8d1d8",
+    ];
+}

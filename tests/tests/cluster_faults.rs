@@ -1290,16 +1290,18 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     let penalised = try_deliver(&network, 2, Vec::new())
         .await
         .expect_err("validator1's certificate is refused right after");
-    assert_eq!(penalised.code(), Code::Unavailable, "{penalised:?}");
+    assert!(
+        penalised.code() == Code::Unavailable && penalised.message().contains("refused for"),
+        "{penalised:?}"
+    );
     let after_junk = cluster.metrics(2).await;
     let junk_delta = |reason: &str| rejected(&after_junk, reason) - rejected(&before_junk, reason);
-    assert_eq!(
-        (
-            junk_delta("malformed"),
-            junk_delta("stream_closed_unverifiable")
-        ),
-        (32, 1),
-        "validator2 read 32 unverifiable messages, then closed the stream:\n{after_junk}"
+    // Validator1's certificate carried 4 unverifiable messages to validator2 earlier in this
+    // test (counted within a minute), so the stream closes after 28 to 32 more.
+    let malformed = junk_delta("malformed");
+    assert!(
+        (28..=32).contains(&malformed) && junk_delta("stream_closed_unverifiable") == 1,
+        "validator2 read {malformed} unverifiable messages, then closed the stream:\n{after_junk}"
     );
     assert!(junk_delta("stream_refused") >= 1, "{after_junk}");
     load.wait_acks(10, "after the junk stream").await;
@@ -1376,9 +1378,12 @@ async fn a_primary_that_signs_two_pre_prepares_for_one_sequence_is_left_and_the_
         &primary_key,
         pre_prepare_with_batch(0, sequence, &digest, &[tx]),
     );
-    for v in [1, 2, 3] {
-        deliver(&network, v, vec![forged.clone()]).await;
-    }
+    // To the three backups at once, before the cluster moves past that sequence's window.
+    tokio::join!(
+        deliver(&network, 1, vec![forged.clone()]),
+        deliver(&network, 2, vec![forged.clone()]),
+        deliver(&network, 3, vec![forged.clone()]),
+    );
 
     // The backups leave view 0.
     let start = Instant::now();
@@ -1418,6 +1423,7 @@ async fn a_primary_that_signs_two_pre_prepares_for_one_sequence_is_left_and_the_
             continue;
         };
         let text = cluster.metrics(v).await;
+        let mut found = 0;
         for entry in entries {
             let path = entry.expect("evidence entry").path();
             let bytes = std::fs::read(&path).expect("read the proof");
@@ -1450,9 +1456,10 @@ async fn a_primary_that_signs_two_pre_prepares_for_one_sequence_is_left_and_the_
             );
             assert_ne!(seen[0].2, seen[1].2, "two digests");
             assert_eq!(seen[0].1, sequence, "the forged sequence");
-            proofs += 1;
+            found += 1;
         }
-        if proofs > 0 {
+        proofs += found;
+        if found > 0 {
             assert!(
                 metric(&text, "weft_pbft_equivocations_total") >= 1
                     && rejected(&text, "equivocation") >= 1,

@@ -17,7 +17,7 @@ use weft_tests::{Network, args, chaincode_package, start_validator_in_process};
 const VALIDATORS: usize = 16;
 /// How long the load runs.
 const LOAD: Duration = Duration::from_secs(20);
-const WORKERS: usize = 32;
+const WORKERS: usize = 16;
 const LIVENESS: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,9 +48,9 @@ async fn sixteen_validators_keep_committing_under_load_without_view_changes() {
         .block_number;
     wait_level(&nodes, deployed + 1).await;
 
-    // Load: 32 workers, each submitting one transaction at a time through every validator in
-    // turn, which keeps the debug-built cluster on two cores saturated (about 20 tx/s here;
-    // throughput belongs to `weft bench`).
+    // Load: 16 workers, each submitting one transaction at a time through every validator in
+    // turn, which keeps the debug-built cluster on two cores busy (about 20-28 tx/s here with
+    // 4 to 32 workers; throughput belongs to `weft bench`).
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..WORKERS {

@@ -100,14 +100,23 @@ struct ToCommitLoop {
 }
 
 impl Handover for ToCommitLoop {
-    async fn certified_run(&mut self, blocks: Vec<Block>) -> Result<(), String> {
+    async fn certified_run(
+        &mut self,
+        blocks: Vec<Block>,
+        certificate: Option<weft_proto::pb::CommitCertificate>,
+    ) -> Result<(), String> {
+        let stopping = || "the commit loop stopped (the node is stopping)".to_string();
+        let (applied, outcome) = tokio::sync::oneshot::channel();
         self.commit
             .send(CommitWork::ApplyFetched {
                 sequence: self.sequence,
                 blocks,
+                certificate,
+                applied,
             })
             .await
-            .map_err(|_| "the commit loop stopped (the node is stopping)".to_string())
+            .map_err(|_| stopping())?;
+        outcome.await.map_err(|_| stopping())?
     }
 }
 

@@ -26,8 +26,15 @@ pub enum CommitWork {
     Execute(OrderedBatch),
     /// Append a run of blocks fetched by state transfer towards the certified checkpoint
     /// `sequence`, proven by a certificate (`network::state_transfer`). A block that does not
-    /// fit is logged and the rest of the run dropped; [`CommitWork::TransferEnd`] reports.
-    ApplyFetched { sequence: u64, blocks: Vec<Block> },
+    /// fit stops the run and the transfer.
+    ApplyFetched {
+        sequence: u64,
+        blocks: Vec<Block>,
+        /// The commit certificate on the run's last block, checked, to keep.
+        certificate: Option<weft_proto::pb::CommitCertificate>,
+        /// Answered once the run is applied, or with why a block did not fit.
+        applied: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// Every run of the transfer to `sequence` was sent: report whether the chain now ends at
     /// block `sequence` with hash `digest`.
     TransferEnd { sequence: u64, digest: Hash },

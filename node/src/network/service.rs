@@ -4,10 +4,11 @@
 //! handed to the replica's queue, in which each validator has a bounded share (`inbound.rs`).
 //! Invariants: only verified messages reach the replica; a refused message is counted by
 //! reason; a full share drops (and counts) rather than grows; a validator holds at most
-//! [`MAX_STREAMS_PER_VALIDATOR`] streams at once; a stream that carries
-//! [`MAX_UNVERIFIABLE_PER_STREAM`] messages that fail verification (a bad signature, bytes
-//! that do not decode: nothing an honest validator sends) is closed, and its validator's new
-//! streams are refused for [`UNVERIFIABLE_PENALTY`], so junk costs this node little CPU.
+//! [`MAX_STREAMS_PER_VALIDATOR`] streams at once; once a validator's streams carried
+//! [`MAX_UNVERIFIABLE`] messages that fail verification within [`UNVERIFIABLE_WINDOW`] (a bad
+//! signature, bytes that do not decode: nothing an honest validator sends), the stream is
+//! closed and its validator's new streams are refused for [`UNVERIFIABLE_PENALTY`], so junk
+//! costs this node little CPU however the sender spreads it over streams.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,16 +37,29 @@ pub const MAX_FETCH_BLOCKS: u64 = 256;
 /// die).
 pub const MAX_STREAMS_PER_VALIDATOR: usize = 4;
 
-/// After this many messages that fail verification, a stream is closed.
-pub const MAX_UNVERIFIABLE_PER_STREAM: u32 = 32;
+/// After this many messages that fail verification from one validator within
+/// [`UNVERIFIABLE_WINDOW`], its stream is closed and the validator refused for a while.
+pub const MAX_UNVERIFIABLE: u32 = 32;
+
+/// The window over which a validator's unverifiable messages are counted.
+pub const UNVERIFIABLE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long a validator whose stream was closed for unverifiable messages is refused.
 pub const UNVERIFIABLE_PENALTY: Duration = Duration::from_secs(10);
 
-/// Per validator: its open streams, and until when it is refused.
+/// Per validator: its open streams, its recent unverifiable messages, and until when it is
+/// refused.
 struct Senders {
     open: Vec<AtomicUsize>,
+    strikes: Mutex<Vec<Strikes>>,
     refused_until: Mutex<Vec<Option<Instant>>>,
+}
+
+/// Unverifiable messages from one validator since `since`.
+#[derive(Clone, Copy, Default)]
+struct Strikes {
+    count: u32,
+    since: Option<Instant>,
 }
 
 /// One open stream of `validator`; closing it (dropping this) frees its place.
@@ -64,6 +78,7 @@ impl Senders {
     fn new(validators: usize) -> Senders {
         Senders {
             open: (0..validators).map(|_| AtomicUsize::new(0)).collect(),
+            strikes: Mutex::new(vec![Strikes::default(); validators]),
             refused_until: Mutex::new(vec![None; validators]),
         }
     }
@@ -99,6 +114,30 @@ impl Senders {
         })
     }
 
+    /// Counts one more unverifiable message from `validator`; returns the count when it
+    /// reached [`MAX_UNVERIFIABLE`] within the window (the count then starts again).
+    fn strike(&self, validator: ReplicaId) -> Option<u32> {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        let strikes = strikes.get_mut(validator.0 as usize)?;
+        let now = Instant::now();
+        if strikes
+            .since
+            .is_none_or(|since| now.duration_since(since) > UNVERIFIABLE_WINDOW)
+        {
+            *strikes = Strikes {
+                count: 0,
+                since: Some(now),
+            };
+        }
+        strikes.count += 1;
+        if strikes.count < MAX_UNVERIFIABLE {
+            return None;
+        }
+        let count = strikes.count;
+        *strikes = Strikes::default();
+        Some(count)
+    }
+
     fn penalise(&self, validator: ReplicaId) {
         if let Some(until) = self.refused_until().get_mut(validator.0 as usize) {
             *until = Some(Instant::now() + UNVERIFIABLE_PENALTY);
@@ -107,7 +146,7 @@ impl Senders {
 }
 
 /// Refusals at the edge that an honest validator never causes: the stream that carries them
-/// is closed after [`MAX_UNVERIFIABLE_PER_STREAM`]. A client transaction refused by admission
+/// is closed once its validator sent [`MAX_UNVERIFIABLE`] within the window. A client transaction refused by admission
 /// is not among them (an honest validator relays what it admitted).
 fn unverifiable(error: &WireError) -> bool {
     !matches!(error, WireError::Transaction(_))
@@ -176,7 +215,6 @@ impl pb::consensus_server::Consensus for ConsensusService {
         })?;
         let mut stream = request.into_inner();
         let mut shutdown = self.shutdown.clone();
-        let mut unverifiable_count = 0u32;
         loop {
             // End the stream when this node stops, so the sender notices and reconnects to
             // whatever serves this address next.
@@ -230,21 +268,24 @@ impl pb::consensus_server::Consensus for ConsensusService {
                 Err(e) => {
                     tracing::debug!(replica = from, via = via.0, error = %e, "consensus message refused at the edge");
                     self.metrics.consensus_rejected(e.reason(), 1);
-                    if unverifiable(&e) {
-                        unverifiable_count += 1;
-                    }
-                    if unverifiable_count >= MAX_UNVERIFIABLE_PER_STREAM {
+                    let reached = if unverifiable(&e) {
+                        self.senders.strike(via)
+                    } else {
+                        None
+                    };
+                    if let Some(count) = reached {
                         tracing::warn!(
                             via = via.0,
-                            refused = unverifiable_count,
-                            "closing a consensus stream that carries messages which fail verification"
+                            refused = count,
+                            "closing a consensus stream: its validator sent messages which fail verification"
                         );
                         self.senders.penalise(via);
                         self.metrics
                             .consensus_rejected("stream_closed_unverifiable", 1);
                         return Err(Status::permission_denied(format!(
-                            "{unverifiable_count} messages on this stream failed verification ({e}); the stream is closed and validator {} is refused for {} s",
+                            "{count} messages from validator {} failed verification within {} s (the last: {e}); the stream is closed and the validator is refused for {} s",
                             via.0,
+                            UNVERIFIABLE_WINDOW.as_secs(),
                             UNVERIFIABLE_PENALTY.as_secs()
                         )));
                     }
@@ -285,7 +326,13 @@ impl pb::consensus_server::Consensus for ConsensusService {
                     // With its commit certificate where this validator holds one: the fetching
                     // replica hands blocks over run by run, each run proven by one.
                     let mut message = block_to_pb(&block);
-                    message.certificate = self.certificates.certificate(number).ok().flatten();
+                    message.certificate = match self.certificates.certificate(number) {
+                        Ok(certificate) => certificate,
+                        Err(e) => {
+                            tracing::warn!(block = number, error = %e, "a stored commit certificate cannot be read; the block is sent without it");
+                            None
+                        }
+                    };
                     blocks.push(Ok(message));
                 }
                 Ok(None) => return Err(Status::internal(format!("block {number} is missing"))),

@@ -32,10 +32,13 @@ pub enum FetchError {
 
 /// Where fetched blocks go: each proven run, in chain order.
 pub trait Handover {
-    /// Takes a run of blocks that continues the runs before it and that a certificate proves.
+    /// Takes a run of blocks that continues the runs before it and that a certificate proves:
+    /// `certificate`, on its last block, or (when `None`) the checkpoint's certified hash.
+    /// Returns once the run is applied; an error stops the transfer.
     fn certified_run(
         &mut self,
         blocks: Vec<Block>,
+        certificate: Option<pb::CommitCertificate>,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -133,6 +136,14 @@ async fn fetch_from<H: Handover>(
             let mut served = served.map_err(|e| peer(e.message().to_string()))?;
             let certificate = served.certificate.take();
             let block = block_from_pb(served).map_err(|e| peer(e.to_string()))?;
+            // Contents first: a certificate vouches for a header, and the header for contents
+            // only if they hash to its roots.
+            crate::crypto::check_block_roots(&block).map_err(|root| {
+                peer(format!(
+                    "block {}: its contents do not hash to its header's {root}",
+                    block.number()
+                ))
+            })?;
             if block.number() != expected {
                 return Err(peer(format!(
                     "sent block {} where {expected} was due",
@@ -146,26 +157,30 @@ async fn fetch_from<H: Handover>(
                 )));
             }
             let hash = block.hash();
-            let proven = if expected == to {
+            // What proves the run this block ends, if it ends one: the checkpoint's certified
+            // hash (keeping the block's certificate too when it checks), or its certificate.
+            let checks = |certificate: &pb::CommitCertificate| {
+                committee.verify_block(expected, &hash.0, certificate)
+            };
+            let proof = if expected == to {
                 if hash != certified {
                     return Err(peer(format!(
                         "block {to} has hash {hash}, but the checkpoint certifies {certified}"
                     )));
                 }
-                true
+                Some(certificate.filter(|certificate| checks(certificate).is_ok()))
             } else if let Some(certificate) = certificate {
-                committee
-                    .verify_block(expected, &hash.0, &certificate)
+                checks(&certificate)
                     .map_err(|e| peer(format!("block {expected}: commit certificate: {e}")))?;
-                true
+                Some(Some(certificate))
             } else {
-                false
+                None
             };
             pending.push(block);
-            if proven {
+            if let Some(certificate) = proof {
                 let run = std::mem::take(&mut pending);
                 handover
-                    .certified_run(run)
+                    .certified_run(run, certificate)
                     .await
                     .map_err(PeerFailure::Handover)?;
                 position.next = expected + 1;
@@ -278,7 +293,16 @@ mod tests {
     struct Runs(Vec<Vec<Block>>);
 
     impl Handover for Runs {
-        async fn certified_run(&mut self, blocks: Vec<Block>) -> Result<(), String> {
+        async fn certified_run(
+            &mut self,
+            blocks: Vec<Block>,
+            certificate: Option<pb::CommitCertificate>,
+        ) -> Result<(), String> {
+            let last = blocks.last().map(Block::number);
+            assert!(
+                certificate.is_some() || last == Some(299),
+                "a run other than the last ends with a certificate: {last:?}"
+            );
             self.0.push(blocks);
             Ok(())
         }
@@ -383,6 +407,34 @@ mod tests {
             runs.0.last().and_then(|run| run.last()).map(Block::hash),
             Some(certified)
         );
+
+        // A peer whose block 25 carries a transaction its header does not commit to.
+        let mut stuffed = serve_honest(&[0, 1, 2]);
+        stuffed[25].transactions.push(pb::SignedTx::default());
+        stuffed[25].results.push(pb::TxResult {
+            tx_id: vec![0; 32].into(),
+            status: pb::TxStatus::Valid as i32,
+            ..pb::TxResult::default()
+        });
+        let stuffed = serve(stuffed).await;
+        let mut before = Runs::default();
+        let refused = fetch_certified(
+            &[stuffed],
+            &committee,
+            10,
+            299,
+            tip_hash,
+            certified,
+            &mut before,
+        )
+        .await
+        .expect_err("contents that do not match the header")
+        .to_string();
+        assert!(
+            refused.contains("block 25: its contents do not hash"),
+            "{refused}"
+        );
+        assert_eq!(before.numbers(), (10..=20).collect::<Vec<_>>());
 
         // Without an honest peer the transfer fails, each liar named with its lie; what was
         // handed over is only what certificates proved (the gap peer's and the swapping peer's

@@ -31,6 +31,13 @@ pub enum TlsError {
     },
 }
 
+/// How often both ends of a validator link ping an otherwise quiet connection, and how long a
+/// ping may go unanswered before the connection counts as dead: a validator whose host
+/// vanished does not keep a stream (and one of its [`super::service::MAX_STREAMS_PER_VALIDATOR`]
+/// places) open for ever.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// One validator's TLS material and the validators it may talk to.
 pub struct ValidatorTls {
     ca_bundle: String,
@@ -115,9 +122,14 @@ impl ValidatorTls {
             .tls_config(tls)
             .map_err(|e| unusable(e.to_string()))
             .map(|endpoint| {
+                // Keepalive: a link whose peer host vanished is noticed and redialled rather
+                // than held half-open.
                 endpoint
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
             })
     }
 

@@ -52,8 +52,106 @@ pub fn replica(config: &Config, id: u32) -> TestReplica {
     Replica::new(config.clone(), ReplicaId(id)).expect("the test configuration is valid")
 }
 
+/// A message as the edge hands it over: with a (stand-in) signed form, which the core must
+/// keep wherever it may forward the message as proof.
 pub fn verified<M>(from: u32, message: M) -> Verified<M> {
-    Verified::unsigned(ReplicaId(from), message)
+    Verified::checked_by_edge(ReplicaId(from), message, stand_in_form())
+}
+
+/// `message` as another replica receives it: the wire decodes every nested message with its
+/// own signed form, so each nested message that travels without one gets a stand-in.
+fn as_received(message: TestMessage) -> TestMessage {
+    fn sign<M>(proof: &mut Verified<M>) {
+        if proof.signed.is_none() {
+            proof.signed = Some(stand_in_form());
+        }
+    }
+    fn view_change(m: &mut ViewChange<TestRequest>) {
+        m.checkpoint_proof.iter_mut().for_each(sign);
+        for prepared in &mut m.prepared {
+            sign(&mut prepared.pre_prepare);
+            prepared.prepares.iter_mut().for_each(sign);
+        }
+    }
+    match message {
+        Message::ViewChange(mut m) => {
+            view_change(&mut m);
+            Message::ViewChange(m)
+        }
+        Message::NewView(mut m) => {
+            for proof in &mut m.view_changes {
+                sign(proof);
+                view_change(&mut proof.message);
+            }
+            m.pre_prepares.iter_mut().for_each(sign);
+            Message::NewView(m)
+        }
+        other => other,
+    }
+}
+
+fn stand_in_form() -> SignedForm {
+    SignedForm {
+        message: bytes::Bytes::from_static(b"signed by the sender"),
+        signature: bytes::Bytes::from_static(b"its signature"),
+    }
+}
+
+/// Every message of another replica that `action` carries as proof (and so the wire must
+/// forward in its sender's signed form) still has that form: the core never loses it.
+pub fn assert_forwardable(me: ReplicaId, action: &TestAction) {
+    fn check<M: std::fmt::Debug>(me: ReplicaId, what: &str, proof: &Verified<M>) {
+        assert!(
+            proof.from == me || proof.signed.is_some(),
+            "replica {} carries {what} from replica {} without its signed form: {:?}",
+            me.0,
+            proof.from.0,
+            proof.message
+        );
+    }
+    fn certificate(me: ReplicaId, certificate: &PreparedCertificate<TestRequest>) {
+        check(
+            me,
+            "a prepared certificate's pre-prepare",
+            &certificate.pre_prepare,
+        );
+        for prepare in &certificate.prepares {
+            check(me, "a prepared certificate's prepare", prepare);
+        }
+    }
+    fn view_change(me: ReplicaId, view_change: &ViewChange<TestRequest>) {
+        for checkpoint in &view_change.checkpoint_proof {
+            check(me, "a checkpoint proof", checkpoint);
+        }
+        for prepared in &view_change.prepared {
+            certificate(me, prepared);
+        }
+    }
+    match action {
+        Action::Send { message, .. } | Action::Broadcast(message) => match message {
+            Message::ViewChange(m) => view_change(me, m),
+            Message::NewView(m) => {
+                for proof in &m.view_changes {
+                    check(me, "a view change", proof);
+                    if proof.from == me {
+                        view_change(me, &proof.message);
+                    }
+                }
+            }
+            _ => {}
+        },
+        Action::Persist(record) => match &record.detail {
+            RecordDetail::Prepared(prepared) => certificate(me, prepared),
+            RecordDetail::ViewChange(m) => view_change(me, m),
+            RecordDetail::None => {}
+        },
+        Action::CheckpointStable { proof, .. } => {
+            for checkpoint in proof {
+                check(me, "a stable checkpoint's proof", checkpoint);
+            }
+        }
+        _ => {}
+    }
 }
 
 pub fn message(from: u32, message: TestMessage) -> TestEvent {
@@ -403,7 +501,7 @@ impl Net {
                     {
                         continue;
                     }
-                    self.handle(to.0, Event::Message(Verified::unsigned(from, message)));
+                    self.handle(to.0, Event::Message(verified(from.0, as_received(message))));
                 }
                 Item::Local { to, event } => {
                     if !self.nodes[to.0 as usize].crashed {
@@ -428,6 +526,9 @@ impl Net {
     fn run_actions(&mut self, id: ReplicaId, actions: Vec<TestAction>) {
         let count = self.nodes.len() as u32;
         let tick = self.tick;
+        for action in &actions {
+            assert_forwardable(id, action);
+        }
         for action in actions {
             match action {
                 Action::Persist(record) => self.nodes[id.0 as usize].persisted.push(record),

@@ -1783,3 +1783,32 @@ fn messages_up_to_a_window_above_the_high_watermark_are_kept_and_handled_when_it
         "the kept pre-prepare for 5 is handled once the window covers it: {moved:?}"
     );
 }
+
+/// The harness's guard that the core keeps signed forms (checked on every action of every
+/// test) catches a proof that lost its form.
+#[test]
+#[should_panic(expected = "without its signed form")]
+fn the_harness_catches_a_proof_carried_without_its_signed_form() {
+    let mut prepare = verified(
+        2,
+        Prepare {
+            view: View(0),
+            sequence: Sequence(1),
+            digest: digest_of(&[1]),
+        },
+    );
+    prepare.signed = None;
+    let certificate = PreparedCertificate {
+        pre_prepare: verified(0, pre_prepare(0, 1, &[1])),
+        prepares: vec![prepare],
+    };
+    assert_forwardable(
+        ReplicaId(1),
+        &Action::Broadcast(Message::ViewChange(ViewChange {
+            new_view: View(1),
+            stable_checkpoint: Sequence(0),
+            checkpoint_proof: Vec::new(),
+            prepared: vec![certificate],
+        })),
+    );
+}
