@@ -1274,6 +1274,17 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     load.target(&EVERYONE);
     load.wait_acks(10, "after the replays").await;
 
+    // (e') A message above the size limit ends its stream before anything reads it.
+    let oversized = pb::SignedConsensusMessage {
+        from: 1,
+        message: vec![0u8; weft_proto::MAX_MESSAGE_BYTES + 1].into(),
+        signature: vec![0u8; 64].into(),
+    };
+    let too_large = try_deliver(&network, 2, vec![oversized])
+        .await
+        .expect_err("validator2 refuses a message above the size limit");
+    assert!(too_large.message().contains("too large"), "{too_large:?}");
+
     // (f) A stream that keeps carrying messages which fail verification is closed, and its
     // validator (validator1's certificate) is refused for a while; the cluster goes on.
     let junk = signed(
