@@ -5,7 +5,6 @@
 use weft_proto::hashing::{self, HeaderFields};
 use weft_proto::signing::tx_signing_bytes;
 
-use crate::types::convert::result_to_pb;
 use crate::types::{Block, BlockHeader, Hash, SignedTransaction, TxResult};
 
 /// `weft_proto::hashing::CanonicalHasher`, taking and giving this crate's [`Hash`].
@@ -62,7 +61,25 @@ pub fn transaction_hash(tx: &SignedTransaction) -> Hash {
 }
 
 pub fn result_hash(result: &TxResult) -> Hash {
-    Hash(hashing::result_hash(&result_to_pb(result)))
+    let event = result
+        .event
+        .as_ref()
+        .map(|e| (e.chaincode.as_str(), e.name.as_str(), e.payload.as_ref()));
+    let mut h = hashing::ResultHasher::new(
+        result.tx_id.as_bytes(),
+        result.status.code(),
+        &result.message,
+        &result.payload,
+        event,
+        result.writes.len(),
+    );
+    for ns in &result.writes {
+        h.namespace(&ns.chaincode, ns.writes.len());
+        for w in &ns.writes {
+            h.write(&w.key, w.value.as_deref());
+        }
+    }
+    Hash(h.finish())
 }
 
 /// Merkle root over `leaves` (see `weft_proto::hashing::merkle_root`).
@@ -174,5 +191,47 @@ mod tests {
             }],
         });
         assert_ne!(result_hash(&r), result_hash(&with_write));
+    }
+
+    /// The node hashes its results from its own types; clients hash the protobuf form. Both
+    /// must agree for every status and shape.
+    #[test]
+    fn a_result_hashes_the_same_in_the_node_and_in_its_protobuf_form() {
+        let statuses = [
+            TxStatus::Valid,
+            TxStatus::ChaincodeError,
+            TxStatus::ChaincodeNotFound,
+            TxStatus::ChaincodeCrashed,
+            TxStatus::ExecutionTimeout,
+            TxStatus::Forbidden,
+        ];
+        for status in statuses {
+            let mut result = TxResult::failed(TxId([9; 32]), status, "why");
+            result.payload = Bytes::from_static(b"out");
+            result.event = Some(crate::types::ChaincodeEvent {
+                chaincode: "cc".into(),
+                name: "moved".into(),
+                payload: Bytes::from_static(b"e"),
+            });
+            result.writes.push(crate::types::NamespaceWrites {
+                chaincode: "cc".into(),
+                writes: vec![
+                    crate::types::KvWrite {
+                        key: Bytes::from_static(b"k"),
+                        value: Some(Bytes::from_static(b"v")),
+                    },
+                    crate::types::KvWrite {
+                        key: Bytes::from_static(b"gone"),
+                        value: None,
+                    },
+                ],
+            });
+            let pb = crate::types::convert::result_to_pb(&result);
+            assert_eq!(
+                result_hash(&result).0,
+                weft_proto::hashing::result_hash(&pb),
+                "{status:?}"
+            );
+        }
     }
 }

@@ -76,34 +76,82 @@ pub fn transaction_hash(payload: &[u8], signer: &[u8], signature: &[u8]) -> [u8;
         .finish()
 }
 
-/// The hash of a transaction's result (its status as the `TxStatus` number).
+/// The hash of a transaction's result, built from its parts so that any representation of a
+/// result (the node's, the protobuf one) hashes without being copied into another.
+pub struct ResultHasher(CanonicalHasher);
+
+impl ResultHasher {
+    /// `status` is the `TxStatus` number; `event` is (chaincode, name, payload); `namespaces`
+    /// is how many [`ResultHasher::namespace`] calls follow.
+    pub fn new(
+        tx_id: &[u8],
+        status: u8,
+        message: &str,
+        payload: &[u8],
+        event: Option<(&str, &str, &[u8])>,
+        namespaces: usize,
+    ) -> ResultHasher {
+        let mut h = CanonicalHasher::new("weft.v1/result");
+        h.put_bytes(tx_id)
+            .put_u8(status)
+            .put_bytes(message.as_bytes())
+            .put_bytes(payload);
+        match event {
+            None => h.put_u8(0),
+            Some((chaincode, name, payload)) => h
+                .put_u8(1)
+                .put_bytes(chaincode.as_bytes())
+                .put_bytes(name.as_bytes())
+                .put_bytes(payload),
+        };
+        h.put_u64(namespaces as u64);
+        ResultHasher(h)
+    }
+
+    /// The writes to one chaincode's namespace: `writes` [`ResultHasher::write`] calls follow.
+    pub fn namespace(&mut self, chaincode: &str, writes: usize) -> &mut Self {
+        self.0
+            .put_bytes(chaincode.as_bytes())
+            .put_u64(writes as u64);
+        self
+    }
+
+    /// One write; `None` deletes the key.
+    pub fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> &mut Self {
+        self.0.put_bytes(key);
+        match value {
+            None => self.0.put_u8(0),
+            Some(v) => self.0.put_u8(1).put_bytes(v),
+        };
+        self
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        self.0.finish()
+    }
+}
+
+/// The hash of a transaction's result in its protobuf form.
 pub fn result_hash(result: &pb::TxResult) -> [u8; 32] {
-    let mut h = CanonicalHasher::new("weft.v1/result");
     // Status numbers are small; an out-of-range one (only a forged result has one) hashes as
     // 0, which no executed result carries.
     let status = u8::try_from(result.status).unwrap_or(0);
-    h.put_bytes(&result.tx_id)
-        .put_u8(status)
-        .put_bytes(result.message.as_bytes())
-        .put_bytes(&result.payload);
-    match &result.event {
-        None => h.put_u8(0),
-        Some(e) => h
-            .put_u8(1)
-            .put_bytes(e.chaincode.as_bytes())
-            .put_bytes(e.name.as_bytes())
-            .put_bytes(&e.payload),
-    };
-    h.put_u64(result.writes.len() as u64);
+    let event = result
+        .event
+        .as_ref()
+        .map(|e| (e.chaincode.as_str(), e.name.as_str(), e.payload.as_ref()));
+    let mut h = ResultHasher::new(
+        &result.tx_id,
+        status,
+        &result.message,
+        &result.payload,
+        event,
+        result.writes.len(),
+    );
     for ns in &result.writes {
-        h.put_bytes(ns.chaincode.as_bytes())
-            .put_u64(ns.writes.len() as u64);
+        h.namespace(&ns.chaincode, ns.writes.len());
         for w in &ns.writes {
-            h.put_bytes(&w.key);
-            match &w.value {
-                None => h.put_u8(0),
-                Some(v) => h.put_u8(1).put_bytes(v),
-            };
+            h.write(&w.key, w.value.as_deref());
         }
     }
     h.finish()
