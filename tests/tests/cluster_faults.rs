@@ -621,13 +621,30 @@ fn signed(
     }
 }
 
-/// A request id, for computing batch digests as replicas do.
+/// A transaction as a batch digest sees it (its id and its hash), for computing batch
+/// digests as replicas do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Id([u8; 32]);
+struct Id {
+    id: [u8; 32],
+    hash: [u8; 32],
+}
+
+impl Id {
+    fn of(tx: &pb::SignedTx) -> Id {
+        Id {
+            id: TxId::of_payload(&tx.payload).0,
+            hash: weft_proto::hashing::transaction_hash(&tx.payload, &tx.signer, &tx.signature),
+        }
+    }
+}
 
 impl Request for Id {
     fn id(&self) -> RequestId {
-        RequestId(self.0)
+        RequestId(self.id)
+    }
+
+    fn content_digest(&self) -> [u8; 32] {
+        self.hash
     }
 }
 
@@ -1233,11 +1250,7 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     cluster.level("before the replays").await;
     cluster.settled_heights(&ALL).await;
     let block1 = cluster.client(0).await.block(1).await.expect("block 1");
-    let batch: Vec<Id> = block1
-        .transactions
-        .iter()
-        .map(|tx| Id(TxId::of_payload(&tx.payload).0))
-        .collect();
+    let batch: Vec<Id> = block1.transactions.iter().map(Id::of).collect();
     let replayed = signed(
         &chain_id,
         1,
@@ -1369,12 +1382,12 @@ async fn a_primary_that_signs_two_pre_prepares_for_one_sequence_is_left_and_the_
     let primary_key = load_validator_key(&network, 0);
     // A batch of one admissible transaction, so that it differs from whatever the primary
     // proposes at that sequence (a batch of the load, or an empty one while it pads).
-    let (tx_id, tx) = cluster.client(1).await.sign(
+    let (_, tx) = cluster.client(1).await.sign(
         "asset-transfer",
         "CreateAsset",
         &args(&["equivocated", "red", "1", "mallory", "1"]),
     );
-    let digest = batch_digest(&[Id(tx_id.0)]).0;
+    let digest = batch_digest(&[Id::of(&tx)]).0;
     let status = cluster
         .client(0)
         .await

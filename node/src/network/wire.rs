@@ -87,6 +87,12 @@ impl Request for Transaction {
     fn id(&self) -> crate::consensus::pbft::RequestId {
         crate::consensus::pbft::RequestId(self.signed.id.0)
     }
+
+    /// The transaction hash the block's transactions root is built from: payload, signer and
+    /// signature.
+    fn content_digest(&self) -> [u8; 32] {
+        crate::crypto::transaction_hash(&self.signed).0
+    }
 }
 
 /// Signs outbound messages as this replica and verifies inbound ones.
@@ -854,6 +860,24 @@ mod tests {
             .verify(&signed)
             .expect("verifies at another replica");
         assert_eq!(verified.message, Message::ViewChange(view_change));
+    }
+
+    #[test]
+    fn a_batch_digest_covers_each_transaction_whole_not_only_its_id() {
+        let f = fixture();
+        let tx = f.transaction("k");
+        // The same payload (so the same id) with other signature bytes: a client can sign a
+        // payload more than once, and the block records the signature.
+        let mut resigned = tx.clone();
+        let mut signature = resigned.signed.signature.to_vec();
+        signature[0] ^= 1;
+        resigned.signed.signature = signature.into();
+        assert_eq!(tx.id(), resigned.id(), "one request for deduplication");
+        assert_ne!(
+            batch_digest(std::slice::from_ref(&tx)),
+            batch_digest(&[resigned]),
+            "two batches for the digest"
+        );
     }
 
     #[test]

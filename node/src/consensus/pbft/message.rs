@@ -62,7 +62,17 @@ pub struct RequestId(pub [u8; 32]);
 
 /// What the core orders. It only needs an identity to deduplicate and to compute digests.
 pub trait Request: Clone + Eq + fmt::Debug {
+    /// What deduplication goes by.
     fn id(&self) -> RequestId;
+
+    /// What a batch digest covers for this request: all of it, not only its id. Two requests
+    /// with one id (a client's payload signed twice: an Ed25519 signer can make more than one
+    /// valid signature) must not share a batch digest, or a primary could hand replicas
+    /// batches that agree in their digest and differ in what the blocks record. The default
+    /// fits requests that are nothing but their id.
+    fn content_digest(&self) -> [u8; 32] {
+        self.id().0
+    }
 }
 
 /// The digest of the replicated state after executing up to a checkpoint (block hash or
@@ -255,7 +265,7 @@ pub fn batch_digest<R: Request>(batch: &[R]) -> Hash {
     let mut hasher = CanonicalHasher::new("weft.v1/pbft/batch");
     hasher.put_u64(batch.len() as u64);
     for request in batch {
-        hasher.put_bytes(&request.id().0);
+        hasher.put_bytes(&request.content_digest());
     }
     hasher.finish()
 }
