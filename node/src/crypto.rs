@@ -74,10 +74,12 @@ pub fn result_hash(result: &TxResult) -> Hash {
         result.writes.len(),
     );
     for ns in &result.writes {
-        h.namespace(&ns.chaincode, ns.writes.len());
-        for w in &ns.writes {
-            h.write(&w.key, w.value.as_deref());
-        }
+        h.namespace(
+            &ns.chaincode,
+            ns.writes
+                .iter()
+                .map(|w| (w.key.as_ref(), w.value.as_deref())),
+        );
     }
     Hash(h.finish())
 }

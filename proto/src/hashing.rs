@@ -108,21 +108,23 @@ impl ResultHasher {
         ResultHasher(h)
     }
 
-    /// The writes to one chaincode's namespace: `writes` [`ResultHasher::write`] calls follow.
-    pub fn namespace(&mut self, chaincode: &str, writes: usize) -> &mut Self {
+    /// The writes to one chaincode's namespace, as (key, value) with `None` deleting the key;
+    /// their count is taken from the iterator, so it always matches the writes hashed.
+    pub fn namespace<'a>(
+        &mut self,
+        chaincode: &str,
+        writes: impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> &mut Self {
         self.0
             .put_bytes(chaincode.as_bytes())
-            .put_u64(writes as u64);
-        self
-    }
-
-    /// One write; `None` deletes the key.
-    pub fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> &mut Self {
-        self.0.put_bytes(key);
-        match value {
-            None => self.0.put_u8(0),
-            Some(v) => self.0.put_u8(1).put_bytes(v),
-        };
+            .put_u64(writes.len() as u64);
+        for (key, value) in writes {
+            self.0.put_bytes(key);
+            match value {
+                None => self.0.put_u8(0),
+                Some(v) => self.0.put_u8(1).put_bytes(v),
+            };
+        }
         self
     }
 
@@ -149,10 +151,12 @@ pub fn result_hash(result: &pb::TxResult) -> [u8; 32] {
         result.writes.len(),
     );
     for ns in &result.writes {
-        h.namespace(&ns.chaincode, ns.writes.len());
-        for w in &ns.writes {
-            h.write(&w.key, w.value.as_deref());
-        }
+        h.namespace(
+            &ns.chaincode,
+            ns.writes
+                .iter()
+                .map(|w| (w.key.as_ref(), w.value.as_deref())),
+        );
     }
     h.finish()
 }

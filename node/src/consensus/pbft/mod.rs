@@ -263,56 +263,22 @@ impl<R: Request> Replica<R> {
             message,
             signed,
         } = message;
+        // Each kind keeps the sender and the signed form it came with.
+        fn part<M>(from: ReplicaId, signed: Option<SignedForm>, message: M) -> Verified<M> {
+            Verified {
+                from,
+                message,
+                signed,
+            }
+        }
         match message {
             Message::Request(request) => self.on_request(request, false, out),
-            Message::PrePrepare(message) => self.on_pre_prepare(
-                Verified {
-                    from,
-                    message,
-                    signed,
-                },
-                out,
-            ),
-            Message::Prepare(message) => self.on_prepare(
-                Verified {
-                    from,
-                    message,
-                    signed,
-                },
-                out,
-            ),
-            Message::Commit(message) => self.on_commit(
-                Verified {
-                    from,
-                    message,
-                    signed,
-                },
-                out,
-            ),
-            Message::Checkpoint(message) => self.on_checkpoint(
-                Verified {
-                    from,
-                    message,
-                    signed,
-                },
-                out,
-            ),
-            Message::ViewChange(message) => self.on_view_change(
-                Verified {
-                    from,
-                    message,
-                    signed,
-                },
-                out,
-            ),
-            Message::NewView(message) => self.on_new_view(
-                Verified {
-                    from,
-                    message,
-                    signed,
-                },
-                out,
-            ),
+            Message::PrePrepare(m) => self.on_pre_prepare(part(from, signed, m), out),
+            Message::Prepare(m) => self.on_prepare(part(from, signed, m), out),
+            Message::Commit(m) => self.on_commit(part(from, signed, m), out),
+            Message::Checkpoint(m) => self.on_checkpoint(part(from, signed, m), out),
+            Message::ViewChange(m) => self.on_view_change(part(from, signed, m), out),
+            Message::NewView(m) => self.on_new_view(part(from, signed, m), out),
         }
     }
 
