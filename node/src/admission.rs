@@ -1,20 +1,27 @@
 //! Verifies a client's signed transaction at the edge: size, encoding, chain id, certificate
 //! (issued by a network CA, cached by hash), role, creator binding and strict Ed25519
 //! signature. Only what passes becomes a [`Transaction`]; each refusal says what to fix.
+//!
+//! A validator meets each transaction up to three times (from its client, relayed by the
+//! validator that admitted it, inside the primary's pre-prepare): the signature of exact bytes
+//! once verified is remembered by their hash, and not checked again (the check would give the
+//! same answer: same bytes, same key, strict verification).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use weft_proto::{Genesis, Identity, IdentityError, verify_certificate};
 
-use crate::crypto::verify_tx_signature;
+use crate::crypto::{transaction_hash, verify_tx_signature};
 use crate::types::convert::decode_payload;
-use crate::types::{SignedTransaction, Transaction};
+use crate::types::{Hash, SignedTransaction, Transaction};
 
 /// The largest signed transaction accepted, in bytes.
 pub const MAX_TX_BYTES: usize = 1024 * 1024;
 /// Verified certificates remembered (by DER hash) to skip re-verification.
 const CERT_CACHE: usize = 10_000;
+/// Verified signatures remembered per generation (two generations: about 13 MB at most).
+const VERIFIED_GENERATION: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
@@ -47,6 +54,28 @@ pub struct Admission {
     chain_id: String,
     cas: Vec<Vec<u8>>,
     certificates: Mutex<HashMap<[u8; 32], Identity>>,
+    verified: Mutex<VerifiedSignatures>,
+}
+
+/// Hashes of signed transactions (payload, signer, signature) whose signature verified: the
+/// current generation and the one before; when the current one is full, the older is dropped.
+#[derive(Default)]
+struct VerifiedSignatures {
+    current: HashSet<Hash>,
+    previous: HashSet<Hash>,
+}
+
+impl VerifiedSignatures {
+    fn contains(&self, hash: &Hash) -> bool {
+        self.current.contains(hash) || self.previous.contains(hash)
+    }
+
+    fn insert(&mut self, hash: Hash) {
+        if self.current.len() >= VERIFIED_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(hash);
+    }
 }
 
 impl Admission {
@@ -55,6 +84,7 @@ impl Admission {
             chain_id: genesis.chain_id.clone(),
             cas: genesis.ca_certificates(),
             certificates: Mutex::new(HashMap::new()),
+            verified: Mutex::new(VerifiedSignatures::default()),
         }
     }
 
@@ -99,8 +129,13 @@ impl Admission {
         if payload.creator != creator.certificate_hash() {
             return Err(AdmissionError::CreatorMismatch);
         }
-        if !verify_tx_signature(&creator.public_key, &signed) {
-            return Err(AdmissionError::BadSignature);
+        let hash = transaction_hash(&signed);
+        let verified = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if !verified().contains(&hash) {
+            if !verify_tx_signature(&creator, &signed) {
+                return Err(AdmissionError::BadSignature);
+            }
+            verified().insert(hash);
         }
         if !creator.role.may_submit() {
             return Err(AdmissionError::RoleMayNotSubmit {
@@ -116,5 +151,70 @@ impl Admission {
             created_unix_ms: payload.created_unix_ms,
             creator,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::convert::signed_from_pb;
+
+    fn network() -> (Admission, weft_proto::Signer, String) {
+        let (genesis, _, ca) = crate::test_support::validator_network_with_ca(4, "admission");
+        let alice = ca
+            .issue("alice", weft_proto::Role::Client)
+            .expect("issue alice")
+            .signer()
+            .expect("alice signer");
+        (Admission::new(&genesis), alice, genesis.chain_id)
+    }
+
+    #[test]
+    fn a_signature_is_verified_once_and_a_changed_one_is_still_refused() {
+        let (admission, alice, chain) = network();
+        let (_, tx) = weft_proto::tx::sign_transaction(&alice, &chain, "cc", "f", &[]);
+        admission
+            .verify(signed_from_pb(tx.clone()))
+            .expect("first time");
+        assert_eq!(admission.verified.lock().expect("lock").current.len(), 1);
+        // Again (relayed, then in a pre-prepare): accepted from the remembered check.
+        admission.verify(signed_from_pb(tx.clone())).expect("again");
+        // The same payload and signer with another signature is other bytes: checked, refused.
+        let mut forged = tx.clone();
+        let mut signature = forged.signature.to_vec();
+        signature[5] ^= 1;
+        forged.signature = signature.into();
+        assert!(matches!(
+            admission.verify(signed_from_pb(forged)),
+            Err(AdmissionError::BadSignature)
+        ));
+        // A signature never verified is checked even when another of the signer's is known.
+        let (_, other) = weft_proto::tx::sign_transaction(&alice, &chain, "cc", "g", &[]);
+        let mut other_forged = other;
+        other_forged.signature = tx.signature.clone();
+        assert!(matches!(
+            admission.verify(signed_from_pb(other_forged)),
+            Err(AdmissionError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn remembered_signatures_are_bounded_by_two_generations() {
+        let mut set = VerifiedSignatures::default();
+        let hash = |i: usize| {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Hash(bytes)
+        };
+        for i in 0..=VERIFIED_GENERATION {
+            set.insert(hash(i));
+        }
+        // The first generation moved to `previous`; both are still known.
+        assert!(set.contains(&hash(0)) && set.contains(&hash(VERIFIED_GENERATION)));
+        for i in 0..VERIFIED_GENERATION {
+            set.insert(hash(VERIFIED_GENERATION + 1 + i));
+        }
+        assert!(!set.contains(&hash(0)), "the oldest generation is dropped");
+        assert!(set.current.len() + set.previous.len() <= 2 * VERIFIED_GENERATION);
     }
 }

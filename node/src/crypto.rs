@@ -111,16 +111,9 @@ pub fn check_block_roots(block: &Block) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Strict Ed25519 check of a transaction's signature with the given public key.
-pub fn verify_tx_signature(public_key: &[u8; 32], tx: &SignedTransaction) -> bool {
-    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
-        return false;
-    };
-    let Ok(signature) = ed25519_dalek::Signature::from_slice(&tx.signature) else {
-        return false;
-    };
-    key.verify_strict(&tx_signing_bytes(&tx.payload), &signature)
-        .is_ok()
+/// Strict Ed25519 check of a transaction's signature by `signer`.
+pub fn verify_tx_signature(signer: &weft_proto::Identity, tx: &SignedTransaction) -> bool {
+    signer.verify(&tx_signing_bytes(&tx.payload), &tx.signature)
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub struct Shared {
     pub genesis: Genesis,
     pub ledger: Arc<Ledger>,
     pub executor: Executor,
-    pub admission: Admission,
+    pub admission: Arc<Admission>,
     pub mempool: Mempool,
     pub metrics: Arc<Metrics>,
     pub submit: mpsc::Sender<Transaction>,
@@ -240,7 +240,7 @@ pub async fn start_with_store(
         path: config.node.identity.display().to_string(),
         source,
     })?;
-    let admission = Admission::new(&genesis);
+    let admission = Arc::new(Admission::new(&genesis));
     let me = admission
         .identity(&signer.identity().certificate)
         .map_err(|source| NodeError::Identity {
@@ -354,7 +354,13 @@ pub async fn start_with_store(
                     }
                 })?);
             }
-            let wire = Arc::new(Wire::new(&genesis, me, signer.clone(), identities));
+            let wire = Arc::new(Wire::new(
+                &genesis,
+                me,
+                signer.clone(),
+                identities,
+                admission.clone(),
+            ));
             let tls = Arc::new(
                 ValidatorTls::load(&config.node.identity, &genesis)
                     .map_err(|e| NodeError::Setup(e.to_string()))?,
@@ -495,6 +501,7 @@ pub async fn start_with_store(
                 evidence_dir: config.node.data_dir.join("evidence"),
                 committee: certificates.committee().clone(),
                 evidence_written: 0,
+                relays: Default::default(),
             };
             let channels = DriverChannels {
                 inbound: inbound_rx,

@@ -57,6 +57,12 @@ fn free_ports(count: u16) -> Result<u16> {
 }
 
 pub fn find_chaincode(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    find_example_chaincode(CHAINCODE, explicit)
+}
+
+/// The example chaincode binary `name` (`explicit` if given, else the one built beside this
+/// weft binary).
+pub fn find_example_chaincode(name: &str, explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = explicit {
         ensure!(
             path.exists(),
@@ -67,13 +73,13 @@ pub fn find_chaincode(explicit: Option<PathBuf>) -> Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("the weft binary has no directory")?;
-    for candidate in [dir.join("examples").join(CHAINCODE), dir.join(CHAINCODE)] {
+    for candidate in [dir.join("examples").join(name), dir.join(name)] {
         if candidate.exists() {
             return Ok(candidate);
         }
     }
     bail!(
-        "the asset-transfer chaincode binary is not built beside {}: run `cargo build --release -p chaincode-sdk --example asset-transfer` (or ./scripts/demo.sh), or pass --chaincode PATH",
+        "the {name} chaincode binary is not built beside {}: run `cargo build --release -p chaincode-sdk --example {name}` (or ./scripts/demo.sh), or pass its path",
         exe.display()
     )
 }

@@ -13,7 +13,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
 use super::journal::{Journal, JournalError};
-use super::pbft::{Action, Event, Replica, ReplicaId, Sequence};
+use super::pbft::{Action, Event, Message, Replica, ReplicaId, Sequence};
 use super::{CommitWork, Feedback, OrderedBatch};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -21,9 +21,17 @@ use crate::network::inbound::InboundReceiver;
 use crate::network::peers::PeerLinks;
 use crate::network::state_transfer::{Handover, fetch_certified};
 use crate::network::tls::ValidatorTls;
-use crate::network::wire::{Wire, WireError};
+use crate::network::wire::{MAX_RELAYED_REQUESTS, Wire, WireError};
 use crate::types::{Block, Hash, Transaction};
 use weft_proto::Committee;
+
+/// Most client requests, and most inbound deliveries, taken in one turn beside the input that
+/// started it.
+const REQUESTS_PER_TURN: usize = 512;
+const DELIVERIES_PER_TURN: usize = 256;
+/// Most bytes of transactions relayed under one signature (and at most
+/// `MAX_RELAYED_REQUESTS` of them).
+const RELAY_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a state transfer waits for the batches handed out before it to be applied.
 const HANDED_OUT_WAIT: Duration = Duration::from_secs(30);
@@ -91,6 +99,15 @@ pub struct Driver {
     pub evidence_written: usize,
     /// The genesis validators, to check the commit certificates of fetched blocks.
     pub committee: Committee,
+    /// Client transactions admitted here and not yet relayed to the other validators.
+    pub relays: Relays,
+}
+
+/// Client transactions to relay, sent together under one signature after each turn.
+#[derive(Default)]
+pub struct Relays {
+    transactions: Vec<Transaction>,
+    bytes: usize,
 }
 
 /// Hands the runs a state transfer fetched to the commit loop, in order.
@@ -154,40 +171,62 @@ impl Driver {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let event = tokio::select! {
+            // One turn: the first input to arrive, then whatever else already waits (up to a
+            // bound), all handled before any of their actions run, so that their records
+            // share one synced write and their relays one signature. Handling first and acting
+            // after only delays actions; the replica's decisions do not depend on them.
+            let mut events = Vec::new();
+            tokio::select! {
                 _ = channels.shutdown.changed() => return Ok(()),
-                Some(message) = channels.inbound.recv() => Some(Event::Message(message)),
-                Some(request) = channels.requests.recv() => Some(Event::ClientRequest(request)),
+                Some(messages) = channels.inbound.recv() => {
+                    events.extend(messages.into_iter().map(Event::Message));
+                }
+                Some(request) = channels.requests.recv() => {
+                    events.push(Event::ClientRequest(request));
+                }
                 Some(feedback) = channels.feedback.recv() => match feedback {
-                    Feedback::Executed { sequence, digest } => Some(Event::Executed {
+                    Feedback::Executed { sequence, digest } => events.push(Event::Executed {
                         sequence: Sequence(sequence),
                         state_digest: digest.0,
                     }),
                     Feedback::Transferred { sequence, digest } => {
                         transfer.running = None;
                         self.metrics.state_transfers.fetch_add(1, Ordering::Relaxed);
-                        Some(Event::StateTransferred {
+                        events.push(Event::StateTransferred {
                             sequence: Sequence(sequence),
                             state_digest: digest.0,
-                        })
+                        });
                     }
                     Feedback::TransferFailed { sequence, reason } => {
                         tracing::warn!(sequence, %reason, "state transfer failed; the replica will ask again");
                         transfer.running = None;
-                        None
                     }
                 },
-                _ = ticker.tick() => Some(Event::Tick),
+                _ = ticker.tick() => events.push(Event::Tick),
             };
-            if let Some(event) = event {
-                // Status and metrics follow once per tick, not after every message.
-                let tick = matches!(event, Event::Tick);
-                let actions = self.replica.handle(event);
-                self.run_actions(actions, &channels, &mut transfer).await?;
-                if tick {
-                    self.publish_status(&channels);
-                    self.write_evidence();
-                }
+            for _ in 0..DELIVERIES_PER_TURN {
+                let Some(messages) = channels.inbound.try_recv() else {
+                    break;
+                };
+                events.extend(messages.into_iter().map(Event::Message));
+            }
+            for _ in 0..REQUESTS_PER_TURN {
+                let Ok(request) = channels.requests.try_recv() else {
+                    break;
+                };
+                events.push(Event::ClientRequest(request));
+            }
+            // Status and metrics follow once per tick, not after every message.
+            let tick = events.iter().any(|e| matches!(e, Event::Tick));
+            let mut actions = Vec::new();
+            for event in events {
+                actions.extend(self.replica.handle(event));
+            }
+            self.run_actions(actions, &channels, &mut transfer).await?;
+            self.flush_relays();
+            if tick {
+                self.publish_status(&channels);
+                self.write_evidence();
             }
             // A higher checkpoint asked for while a transfer ran: the replica does not ask
             // again before its retry timeout, and holds execution meanwhile.
@@ -205,12 +244,37 @@ impl Driver {
         channels: &DriverChannels,
         transfer: &mut Transfers,
     ) -> Result<(), DriverError> {
+        // Every record of the turn in one synced write, before any other action: a record
+        // written ahead of its place only becomes durable sooner (as if the messages before it
+        // were lost), and no signature leaves before the record that justifies it.
+        let mut records = Vec::new();
+        let mut rest = Vec::with_capacity(actions.len());
         for action in actions {
             match action {
-                Action::Persist(record) => self.journal.persist(&record)?,
+                Action::Persist(record) => records.push(record),
+                other => rest.push(other),
+            }
+        }
+        if !records.is_empty() {
+            self.journal.persist(&records).await?;
+        }
+        for action in rest {
+            match action {
+                Action::Persist(record) => self.journal.persist(&[record]).await?,
                 Action::Send { to, message } => {
                     let signed = self.wire.sign(&message)?;
                     self.links.send(to, signed);
+                }
+                Action::Broadcast(Message::Request(request)) => {
+                    let signed = &request.signed;
+                    self.relays.bytes +=
+                        signed.payload.len() + signed.signer.len() + signed.signature.len();
+                    self.relays.transactions.push(request);
+                    if self.relays.transactions.len() >= MAX_RELAYED_REQUESTS
+                        || self.relays.bytes >= RELAY_MAX_BYTES
+                    {
+                        self.flush_relays();
+                    }
                 }
                 Action::Broadcast(message) => {
                     let signed = self.wire.sign(&message)?;
@@ -275,6 +339,16 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Relays the client transactions gathered this turn to the other validators.
+    fn flush_relays(&mut self) {
+        if self.relays.transactions.is_empty() {
+            return;
+        }
+        let signed = self.wire.sign_requests(&self.relays.transactions);
+        self.relays = Relays::default();
+        self.links.broadcast(&signed);
     }
 
     fn start_transfer(

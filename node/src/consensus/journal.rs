@@ -65,17 +65,25 @@ impl Journal {
     }
 
     /// Durably records what the replica is about to sign.
-    pub fn persist(&self, record: &PersistRecord<Transaction>) -> Result<(), JournalError> {
-        let value = self.wire.encode_record(record)?;
-        self.store.put_consensus(&record_key(record), &value)?;
+    /// Writes `records` durably, in one synced write, off the async workers.
+    pub async fn persist(
+        &self,
+        records: &[PersistRecord<Transaction>],
+    ) -> Result<(), JournalError> {
+        let entries = records
+            .iter()
+            .map(|record| Ok((record_key(record), self.wire.encode_record(record)?)))
+            .collect::<Result<Vec<_>, JournalError>>()?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put_consensus(&entries))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the journal write did not finish: {e}")))??;
         Ok(())
     }
 
-    /// Records a new stable checkpoint, then drops records it makes unnecessary: normal-case
-    /// and checkpoint records at or below it, view-level records of views before `view`.
     pub fn stable(&self, stable: &StableCheckpoint, view: View) -> Result<(), JournalError> {
         self.store
-            .put_consensus(STABLE_KEY, &self.wire.encode_stable(stable)?)?;
+            .put_consensus(&[(STABLE_KEY.to_vec(), self.wire.encode_stable(stable)?)])?;
         let mut obsolete = Vec::new();
         for (key, _) in self.store.consensus_entries(RECORD_PREFIX)? {
             let drop = match parse_key(&key) {
@@ -138,7 +146,13 @@ mod tests {
             })
             .collect();
         let signer = signers[0].clone();
-        let wire = Arc::new(Wire::new(&genesis, ReplicaId(0), signer, identities));
+        let wire = Arc::new(Wire::new(
+            &genesis,
+            ReplicaId(0),
+            signer,
+            identities,
+            Arc::new(admission),
+        ));
         let store = Arc::new(MemoryStore::new());
         (Journal::new(store.clone(), wire), store)
     }
@@ -160,8 +174,8 @@ mod tests {
         assert_eq!(parse_key(b"pbft/stable"), None);
     }
 
-    #[test]
-    fn a_stable_checkpoint_prunes_what_it_makes_unnecessary_and_restore_returns_the_rest() {
+    #[tokio::test]
+    async fn a_stable_checkpoint_prunes_what_it_makes_unnecessary_and_restore_returns_the_rest() {
         let (journal, _) = journal();
         let records = [
             record(Phase::Prepare, 1, 9),
@@ -171,9 +185,12 @@ mod tests {
             record(Phase::NewView, 0, 0),
             record(Phase::NewView, 1, 0),
         ];
-        for r in &records {
-            journal.persist(r).expect("persist");
-        }
+        // One record alone, the rest in one write.
+        journal.persist(&records[..1]).await.expect("persist one");
+        journal
+            .persist(&records[1..])
+            .await
+            .expect("persist several");
         let stable = StableCheckpoint {
             sequence: Sequence(10),
             state_digest: [1; 32],

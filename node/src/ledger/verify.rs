@@ -103,7 +103,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
                 }
                 let identity = verify_certificate(&tx.signer, &cas)
                     .map_err(|e| mismatch(number, format!("transaction {}: {e}", tx.id)))?;
-                if !crypto::verify_tx_signature(&identity.public_key, tx) {
+                if !crypto::verify_tx_signature(&identity, tx) {
                     return Err(mismatch(
                         number,
                         format!("transaction {}: bad signature", tx.id),

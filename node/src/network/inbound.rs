@@ -1,8 +1,11 @@
 //! The replica's inbound consensus queue, shared fairly between the validators that feed it.
 //! Invariant: each validator, as its TLS certificate names it (not as its messages claim: a
 //! validator can relay messages other validators signed), holds at most `per_sender` verified
-//! messages in the queue, so a validator that floods fills only its own share and never crowds
-//! out the others; the whole queue holds at most validators × `per_sender` messages.
+//! deliveries in the queue, so a validator that floods fills only its own share and never
+//! crowds out the others; the whole queue holds at most validators × `per_sender` deliveries.
+//! A delivery is one message, or one relayed batch of client requests (at most
+//! `wire::MAX_RELAYED_REQUESTS`): a busy validator's relays then take a few places of its
+//! share, not all of it, and its votes still get in.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +24,10 @@ pub enum Refused {
     Closed,
 }
 
-/// A verified message and the validator whose connection it came over.
+/// Verified messages that arrived together, and the validator whose connection they came over.
 struct Queued {
     via: usize,
-    message: Verified<PbftMessage>,
+    messages: Vec<Verified<PbftMessage>>,
 }
 
 /// The service's end: one per node, cloned into every inbound stream.
@@ -61,6 +64,15 @@ impl InboundSender {
     /// Queue `message`, which arrived over `via`'s connection, unless `via` already has its
     /// share waiting.
     pub fn offer(&self, via: ReplicaId, message: Verified<PbftMessage>) -> Result<(), Refused> {
+        self.offer_all(via, vec![message])
+    }
+
+    /// Queue `messages` (one delivery: a relayed batch) like [`InboundSender::offer`].
+    pub fn offer_all(
+        &self,
+        via: ReplicaId,
+        messages: Vec<Verified<PbftMessage>>,
+    ) -> Result<(), Refused> {
         let via = via.0 as usize;
         let Some(held) = self.held.get(via) else {
             // Not a validator of this queue: the service admits validators only.
@@ -72,7 +84,7 @@ impl InboundSender {
         }
         // The shares add up to the channel's capacity, so a full channel means the receiver
         // is gone or (for a moment) has not yet released a slot it took.
-        self.queue.try_send(Queued { via, message }).map_err(|e| {
+        self.queue.try_send(Queued { via, messages }).map_err(|e| {
             held.fetch_sub(1, Ordering::AcqRel);
             match e {
                 mpsc::error::TrySendError::Full(_) => Refused::ShareFull,
@@ -87,16 +99,27 @@ impl InboundSender {
 }
 
 impl InboundReceiver {
-    /// The next message, in arrival order.
-    pub async fn recv(&mut self) -> Option<Verified<PbftMessage>> {
-        let Queued { via, message } = self.queue.recv().await?;
+    /// The next delivery's messages, in arrival order.
+    pub async fn recv(&mut self) -> Option<Vec<Verified<PbftMessage>>> {
+        let queued = self.queue.recv().await?;
+        Some(self.release(queued))
+    }
+
+    /// The next delivery's messages if one waits now.
+    pub fn try_recv(&mut self) -> Option<Vec<Verified<PbftMessage>>> {
+        let queued = self.queue.try_recv().ok()?;
+        Some(self.release(queued))
+    }
+
+    /// Frees the delivery's place in its sender's share.
+    fn release(&self, Queued { via, messages }: Queued) -> Vec<Verified<PbftMessage>> {
         if let Some(held) = self.held.get(via) {
             held.fetch_sub(1, Ordering::AcqRel);
         }
-        Some(message)
+        messages
     }
 
-    /// How many messages wait.
+    /// How many deliveries wait.
     pub fn depth(&self) -> usize {
         self.queue.len()
     }
@@ -147,7 +170,7 @@ mod tests {
         }
         assert_eq!(rx.depth(), 12);
         // Messages are read in arrival order; reading one frees a slot of its sender's share.
-        assert_eq!(rx.recv().await.map(|m| sequence_of(&m)), Some(0));
+        assert_eq!(rx.recv().await.map(|m| sequence_of(&m[0])), Some(0));
         tx.offer(ReplicaId(3), prepare(3))
             .expect("validator 3 has room again");
         assert_eq!(tx.offer(ReplicaId(3), prepare(4)), Err(Refused::ShareFull));
@@ -156,11 +179,17 @@ mod tests {
             Err(Refused::ShareFull),
             "a sender outside the validator set has no share"
         );
-        assert_eq!(rx.recv().await.map(|m| sequence_of(&m)), Some(1));
+        assert_eq!(rx.recv().await.map(|m| sequence_of(&m[0])), Some(1));
+        // A relayed batch is one delivery: it takes one place of its sender's share.
+        let batch: Vec<_> = (100..110).map(prepare).collect();
+        tx.offer_all(ReplicaId(3), batch)
+            .expect("one place left in validator 3's share");
+        assert_eq!(tx.offer(ReplicaId(3), prepare(5)), Err(Refused::ShareFull));
+        assert_eq!(rx.try_recv().map(|m| sequence_of(&m[0])), Some(2));
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(
-            tx.offer(ReplicaId(3), prepare(5)),
+            tx.offer(ReplicaId(3), prepare(6)),
             Err(Refused::Closed),
             "validator 3 had room, but nobody reads any more"
         );

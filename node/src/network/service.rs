@@ -265,6 +265,16 @@ impl pb::consensus_server::Consensus for ConsensusService {
                     }
                     Err(Refused::Closed) => break,
                 },
+                Ok(Inbound::Requests(requests)) => {
+                    let count = requests.len() as u64;
+                    match self.inbound.offer_all(via, requests) {
+                        Ok(()) => {}
+                        Err(Refused::ShareFull) => {
+                            self.metrics.consensus_rejected("inbound_queue_full", count)
+                        }
+                        Err(Refused::Closed) => break,
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(replica = from, via = via.0, error = %e, "consensus message refused at the edge");
                     self.metrics.consensus_rejected(e.reason(), 1);

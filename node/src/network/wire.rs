@@ -12,6 +12,8 @@
 //! messages convert here instead, because decoding a nested proof is inseparable from checking
 //! its signature (see docs/ARCHITECTURE.md).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use prost::Message as _;
 use weft_proto::pb;
@@ -55,11 +57,17 @@ pub enum WireError {
     BadBlockSignature(u32),
 }
 
+/// Most client transactions one relayed batch may carry.
+pub const MAX_RELAYED_REQUESTS: usize = 1_000;
+
 /// A message that passed the edge: for the replica, or a validator's vote for a commit
 /// certificate (which the replica never sees).
 #[derive(Debug)]
 pub enum Inbound {
     Consensus(Box<Verified<PbftMessage>>),
+    /// A relayed batch of client transactions: one request message each (all carry the
+    /// batch's signed form, which no proof ever needs).
+    Requests(Vec<Verified<PbftMessage>>),
     BlockSigned {
         from: ReplicaId,
         number: u64,
@@ -101,7 +109,9 @@ pub struct Wire {
     me: ReplicaId,
     signer: Signer,
     validators: Vec<Identity>,
-    admission: Admission,
+    /// The node's one admission (shared with its client API), so that a transaction verified
+    /// on one path is not verified again on another.
+    admission: Arc<Admission>,
 }
 
 impl Wire {
@@ -111,13 +121,14 @@ impl Wire {
         me: ReplicaId,
         signer: Signer,
         validators: Vec<Identity>,
+        admission: Arc<Admission>,
     ) -> Wire {
         Wire {
             chain_id: genesis.chain_id.clone(),
             me,
             signer,
             validators,
-            admission: Admission::new(genesis),
+            admission,
         }
     }
 
@@ -149,10 +160,18 @@ impl Wire {
 
     /// Wraps this validator's vote for a commit certificate in a signed consensus message.
     pub fn sign_block_signed(&self, vote: pb::BlockSigned) -> pb::SignedConsensusMessage {
-        let encoded = pb::ConsensusMessage {
-            kind: Some(Kind::BlockSigned(vote)),
-        }
-        .encode_to_vec();
+        self.sign_kind(Kind::BlockSigned(vote))
+    }
+
+    /// Client transactions this validator admitted, relayed to the others under one signature.
+    pub fn sign_requests(&self, requests: &[Transaction]) -> pb::SignedConsensusMessage {
+        self.sign_kind(Kind::Requests(pb::RequestBatch {
+            requests: requests.iter().map(|tx| signed_to_pb(&tx.signed)).collect(),
+        }))
+    }
+
+    fn sign_kind(&self, kind: Kind) -> pb::SignedConsensusMessage {
+        let encoded = pb::ConsensusMessage { kind: Some(kind) }.encode_to_vec();
         let signature = self
             .signer
             .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
@@ -319,6 +338,31 @@ impl Wire {
                 signature: vote.signature,
             });
         }
+        if let Kind::Requests(batch) = kind {
+            if batch.requests.len() > MAX_RELAYED_REQUESTS {
+                return Err(WireError::Malformed(format!(
+                    "a relayed batch of {} requests; at most {MAX_RELAYED_REQUESTS}",
+                    batch.requests.len()
+                )));
+            }
+            let form = SignedForm {
+                message: signed.message.clone(),
+                signature: signed.signature.clone(),
+            };
+            return batch
+                .requests
+                .into_iter()
+                .map(|tx| {
+                    let request = self.admission.verify(signed_from_pb(tx))?;
+                    Ok(Verified::checked_by_edge(
+                        from,
+                        Message::Request(request),
+                        form.clone(),
+                    ))
+                })
+                .collect::<Result<_, WireError>>()
+                .map(Inbound::Requests);
+        }
         self.verified(signed, from, kind)
             .map(|m| Inbound::Consensus(Box::new(m)))
     }
@@ -387,9 +431,9 @@ impl Wire {
                 state_digest: hash(&m.state_digest)?.0,
             }),
             Kind::ViewChange(m) => Message::ViewChange(self.view_change_from_pb(m)?),
-            Kind::BlockSigned(_) => {
+            Kind::BlockSigned(_) | Kind::Requests(_) => {
                 return Err(WireError::Malformed(
-                    "a block signature is not a consensus message and cannot be nested".into(),
+                    "a block signature or a relayed batch is not a replica's message and cannot be nested".into(),
                 ));
             }
             Kind::NewView(m) => Message::NewView(NewView {
@@ -610,6 +654,7 @@ mod tests {
     use weft_proto::Role;
 
     use super::*;
+    use crate::admission::AdmissionError;
     use crate::consensus::pbft::batch_digest;
 
     struct Fixture {
@@ -650,6 +695,7 @@ mod tests {
                 ReplicaId(me),
                 self.signers[me as usize].clone(),
                 identities,
+                Arc::new(admission),
             )
         }
 
@@ -741,6 +787,47 @@ mod tests {
             assert_eq!(verified.from, ReplicaId(1));
             assert_eq!(verified.message, message);
         }
+    }
+
+    #[test]
+    fn relayed_requests_arrive_one_message_each_and_a_bad_one_refuses_the_batch() {
+        let f = fixture();
+        let sender = f.wire(1);
+        let receiver = f.wire(2);
+        let txs = [f.transaction("a"), f.transaction("b"), f.transaction("c")];
+        let signed = sender.sign_requests(&txs);
+        let Ok(Inbound::Requests(requests)) = receiver.verify_inbound(&signed) else {
+            panic!("a relayed batch verifies into requests");
+        };
+        assert_eq!(requests.len(), 3);
+        for (request, tx) in requests.iter().zip(&txs) {
+            assert_eq!(request.from, ReplicaId(1));
+            assert_eq!(request.message, Message::Request(tx.clone()));
+        }
+        // One transaction whose client signature fails spoils the batch (a correct validator
+        // relays only what it admitted).
+        let mut bad = txs[1].clone();
+        let mut signature = bad.signed.signature.to_vec();
+        signature[3] ^= 1;
+        bad.signed.signature = signature.into();
+        let signed = sender.sign_requests(&[txs[0].clone(), bad]);
+        assert!(matches!(
+            receiver.verify_inbound(&signed),
+            Err(WireError::Transaction(AdmissionError::BadSignature))
+        ));
+        // More than a batch may carry is refused whole.
+        let too_many: Vec<Transaction> = (0..=MAX_RELAYED_REQUESTS)
+            .map(|i| f.transaction(&i.to_string()))
+            .collect();
+        assert!(matches!(
+            receiver.verify_inbound(&sender.sign_requests(&too_many)),
+            Err(WireError::Malformed(_))
+        ));
+        // A batch cannot hide inside a new view as a nested message.
+        assert!(matches!(
+            receiver.verify(&sender.sign_requests(&txs)),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]

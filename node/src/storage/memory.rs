@@ -120,10 +120,13 @@ impl Store for MemoryStore {
         Ok(self.lock().consensus.get(key).cloned())
     }
 
-    fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.lock()
-            .consensus
-            .insert(key.to_vec(), Bytes::copy_from_slice(value));
+    fn put_consensus(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (key, value) in entries {
+            inner
+                .consensus
+                .insert(key.clone(), Bytes::copy_from_slice(value));
+        }
         Ok(())
     }
 

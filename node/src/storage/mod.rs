@@ -87,8 +87,9 @@ pub trait Store: Send + Sync + 'static {
     /// writes of its VALID results, atomically and durably.
     fn commit_block(&self, block: &Block) -> Result<(), StoreError>;
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
-    /// Writes one consensus entry durably (synced before it returns).
-    fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Writes consensus entries (key, value) atomically and durably: one synced write,
+    /// however many entries.
+    fn put_consensus(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError>;
     /// Every consensus entry whose key starts with `prefix`, in key order.
     fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
     /// Removes consensus entries, durably.
@@ -245,14 +246,21 @@ pub(crate) mod contract {
             .for_each_state(&mut |ns, k, v| seen.push((ns.to_string(), k.to_vec(), v.to_vec())))
             .expect("visit");
         assert_eq!(seen.len(), 3);
-        store.put_consensus(b"view", b"7").expect("put");
+        store
+            .put_consensus(&[(b"view".to_vec(), b"7".to_vec())])
+            .expect("put");
         assert_eq!(
             store.get_consensus(b"view").expect("get").as_deref(),
             Some(&b"7"[..])
         );
-        for key in [&b"r/1"[..], b"r/2", b"r/3", b"s"] {
-            store.put_consensus(key, key).expect("put");
-        }
+        store
+            .put_consensus(&[(b"r/1".to_vec(), b"r/1".to_vec())])
+            .expect("put");
+        let several: Vec<(Vec<u8>, Vec<u8>)> = [&b"r/2"[..], b"r/3", b"s"]
+            .iter()
+            .map(|k| (k.to_vec(), k.to_vec()))
+            .collect();
+        store.put_consensus(&several).expect("put several at once");
         let listed: Vec<Vec<u8>> = store
             .consensus_entries(b"r/")
             .expect("list")

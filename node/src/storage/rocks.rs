@@ -236,12 +236,14 @@ impl Store for RocksStore {
             .map(|v| Bytes::copy_from_slice(&v)))
     }
 
-    fn put_consensus(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    fn put_consensus(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in entries {
+            batch.put_cf(self.cf(Column::Consensus), key, value);
+        }
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db
-            .put_cf_opt(self.cf(Column::Consensus), key, value, &options)
-            .map_err(backend)
+        self.db.write_opt(batch, &options).map_err(backend)
     }
 
     fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {

@@ -69,8 +69,9 @@ impl<R: Request> Replica<R> {
         self.try_propose(out);
     }
 
-    /// The primary cuts batches while the batch is full or its timer expired and the window
-    /// has room.
+    /// The primary cuts batches while the batch is full, its timer expired, or nothing it
+    /// proposed is still being agreed on (then waiting would only add latency: batches form
+    /// by themselves while earlier ones are in flight), and the window has room.
     pub(super) fn try_propose(&mut self, out: &mut Outbox<R>) {
         if !self.active || !self.is_primary() {
             return;
@@ -81,6 +82,7 @@ impl<R: Request> Replica<R> {
                 self.now,
                 self.config.batch_size,
                 self.config.batch_timeout_ticks,
+                self.next_sequence == self.last_executed.next(),
             )
         {
             let batch = self.requests.take_batch(self.config.batch_size, self.now);
@@ -466,6 +468,8 @@ impl<R: Request> Replica<R> {
         if progressed {
             self.view_changes.progress();
             self.refresh_request_timer(true);
+            // The pipeline may be empty now: requests that waited for it go at once.
+            self.try_propose(out);
         }
     }
 

@@ -62,9 +62,10 @@ impl<R: Request> RequestPool<R> {
         self.batch_started.get_or_insert(now);
     }
 
-    /// The batch timer expired (or the batch is full).
-    pub fn batch_due(&self, now: u64, batch_size: usize, timeout: u64) -> bool {
+    /// The batch is full, its timer expired, or (`idle`) nothing proposed waits for agreement.
+    pub fn batch_due(&self, now: u64, batch_size: usize, timeout: u64, idle: bool) -> bool {
         self.pending.len() >= batch_size
+            || (idle && !self.pending.is_empty())
             || self
                 .batch_started
                 .is_some_and(|started| now >= started.saturating_add(timeout))

@@ -126,20 +126,22 @@ fn normal_case_commits_and_executes_in_order_on_all_replicas() {
             expected: &[(1, &[1]), (2, &[2]), (3, &[3])],
         },
         Case {
-            name: "the primary proposes a full batch at once",
+            // Requests 2 and 3 arrive while 1 is being agreed on: a full batch goes at once;
+            // 4 waits until the pipeline is empty, then goes alone.
+            name: "an idle primary proposes at once, a busy one fills batches",
             batch_size: 2,
             submit_to: 0,
             requests: &[1, 2, 3, 4],
             ticks: 0,
-            expected: &[(1, &[1, 2]), (2, &[3, 4])],
+            expected: &[(1, &[1]), (2, &[2, 3]), (3, &[4])],
         },
         Case {
-            name: "the primary proposes a partial batch when its batch timer expires",
+            name: "what waited for a busy pipeline goes as one batch when it empties",
             batch_size: 3,
             submit_to: 0,
-            requests: &[1, 2],
-            ticks: 1,
-            expected: &[(1, &[1, 2])],
+            requests: &[1, 2, 3],
+            ticks: 0,
+            expected: &[(1, &[1]), (2, &[2, 3])],
         },
     ];
     for case in cases {
@@ -148,9 +150,11 @@ fn normal_case_commits_and_executes_in_order_on_all_replicas() {
             ..test_config()
         };
         let mut net = Net::new(&config);
+        // All requests arrive before any message is delivered.
         for request in case.requests {
-            net.submit(case.submit_to, *request);
+            net.handle(case.submit_to, Event::ClientRequest(TestRequest(*request)));
         }
+        net.run();
         net.ticks(case.ticks);
         let expected: Vec<(u64, Vec<u64>)> = case
             .expected
@@ -175,6 +179,42 @@ fn normal_case_commits_and_executes_in_order_on_all_replicas() {
         }
         net.assert_agreement();
     }
+}
+
+#[test]
+fn a_busy_primary_proposes_a_partial_batch_when_its_batch_timer_expires() {
+    let config = Config {
+        batch_size: 4,
+        ..test_config()
+    };
+    let mut net = Net::new(&config);
+    let proposed = |actions: &[TestAction]| -> Vec<(u64, Vec<u64>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Broadcast(Message::PrePrepare(p)) => Some((
+                    p.sequence.0,
+                    p.batch.iter().map(|r| r.0).collect::<Vec<u64>>(),
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing is delivered: request 1 goes alone (the pipeline was empty), 2 and 3 wait for it.
+    let first = net.handle(0, Event::ClientRequest(TestRequest(1)));
+    assert_eq!(proposed(&first), [(1, vec![1])]);
+    for request in [2, 3] {
+        let actions = net.handle(0, Event::ClientRequest(TestRequest(request)));
+        assert!(proposed(&actions).is_empty(), "request {request} waits");
+    }
+    // The batch timer (one tick) expires while sequence 1 is still being agreed on.
+    let actions = net.handle(0, Event::Tick);
+    assert_eq!(proposed(&actions), [(2, vec![2, 3])]);
+    net.run();
+    for node in &net.nodes {
+        assert_eq!(node.executed_ids(), [(1, vec![1]), (2, vec![2, 3])]);
+    }
+    net.assert_agreement();
 }
 
 #[test]
