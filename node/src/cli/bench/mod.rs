@@ -465,6 +465,9 @@ async fn run_step(
         committed_tx_per_s: tps,
         latency,
         view_changes,
+        blocks: tracker.blocks.load(Ordering::Relaxed),
+        mean_block_transactions: tracker.block_transactions.load(Ordering::Relaxed) as f64
+            / tracker.blocks.load(Ordering::Relaxed).max(1) as f64,
         max_send_lag_ms: offered.max_lag.as_secs_f64() * 1e3,
         validators_cpu_ms_per_tx: per_tx(ProcessKind::Node),
         chaincode_cpu_ms_per_tx: per_tx(ProcessKind::Chaincode),

@@ -27,6 +27,10 @@ pub struct Tracker {
     pub committed_count: AtomicUsize,
     /// Why the first transaction that committed as not VALID failed.
     pub first_invalid: std::sync::Mutex<Option<String>>,
+    /// Blocks that held at least one of this step's transactions, and how many they held
+    /// (of any step).
+    pub blocks: AtomicUsize,
+    pub block_transactions: AtomicUsize,
 }
 
 impl Tracker {
@@ -41,6 +45,8 @@ impl Tracker {
             invalid: AtomicUsize::new(0),
             committed_count: AtomicUsize::new(0),
             first_invalid: std::sync::Mutex::new(None),
+            blocks: AtomicUsize::new(0),
+            block_transactions: AtomicUsize::new(0),
         }
     }
 
@@ -60,12 +66,13 @@ impl Tracker {
         self.sent[i].store(self.now(), Ordering::Relaxed);
     }
 
-    fn mark_committed(&self, tx_id: &[u8], failure: Option<&str>, at: Stamp) {
+    /// Stamps a committed transaction; whether it is one of this step's.
+    fn mark_committed(&self, tx_id: &[u8], failure: Option<&str>, at: Stamp) -> bool {
         let Ok(key) = <[u8; 32]>::try_from(tx_id) else {
-            return;
+            return false;
         };
         let Some(&i) = self.index.get(&key) else {
-            return;
+            return false;
         };
         let first = self.committed[i]
             .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
@@ -80,6 +87,7 @@ impl Tracker {
                     .get_or_insert_with(|| reason.to_string());
             }
         }
+        true
     }
 
     /// (sent, committed) stamps of every transaction; 0 where it did not happen.
@@ -116,10 +124,17 @@ pub async fn follow(client: WeftClient, from_height: u64, current: Current) -> R
             .clone();
         if let Some(tracker) = tracker {
             let at = tracker.at(arrived);
+            let mut ours = false;
             for result in &block.results {
                 let failure = (result.status != pb::TxStatus::Valid as i32)
                     .then(|| format!("{:?}: {}", result.status(), result.message));
-                tracker.mark_committed(&result.tx_id, failure.as_deref(), at);
+                ours |= tracker.mark_committed(&result.tx_id, failure.as_deref(), at);
+            }
+            if ours {
+                tracker.blocks.fetch_add(1, Ordering::Relaxed);
+                tracker
+                    .block_transactions
+                    .fetch_add(block.results.len(), Ordering::Relaxed);
             }
         }
     }

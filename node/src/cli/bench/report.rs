@@ -56,6 +56,9 @@ pub struct Step {
     /// Of the transactions sent in the measured window.
     pub latency: Latency,
     pub view_changes: f64,
+    /// Blocks that carried this step's transactions, and their mean size.
+    pub blocks: usize,
+    pub mean_block_transactions: f64,
     pub max_send_lag_ms: f64,
     pub processes: Vec<ProcessCost>,
     /// CPU ms per committed transaction of the nodes (validators), of their chaincode, and of
@@ -107,7 +110,7 @@ pub fn summarise(stamps: &[(Stamp, Stamp)], from: Stamp, to: Stamp) -> (f64, Lat
 impl Step {
     pub fn line(&self) -> String {
         format!(
-            "{:<14} offered {:>7.0}/s  committed {:>7.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p999 {:>7.1} ms  not valid {}  rejected {}  uncommitted {}  view changes {}  CPU/tx: nodes {:.3} ms, chaincode {:.3} ms, bench {:.3} ms  peak node RSS {:.0} MiB",
+            "{:<14} offered {:>7.0}/s  committed {:>7.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p999 {:>7.1} ms  not valid {}  rejected {}  uncommitted {}  view changes {}  blocks {} (mean {:.1} tx)  CPU/tx: nodes {:.3} ms, chaincode {:.3} ms, bench {:.3} ms  peak node RSS {:.0} MiB",
             self.label,
             self.offered_tx_per_s,
             self.committed_tx_per_s,
@@ -118,6 +121,8 @@ impl Step {
             self.rejected,
             self.uncommitted,
             self.view_changes,
+            self.blocks,
+            self.mean_block_transactions,
             self.validators_cpu_ms_per_tx,
             self.chaincode_cpu_ms_per_tx,
             self.bench_cpu_ms_per_tx,
@@ -304,6 +309,8 @@ mod tests {
                 max_ms: p50 * 6.0,
             },
             view_changes: 0.0,
+            blocks: 0,
+            mean_block_transactions: 0.0,
             max_send_lag_ms: 0.0,
             processes: Vec::new(),
             validators_cpu_ms_per_tx: 0.0,
