@@ -82,12 +82,18 @@ impl Cluster {
             .cli_deploy("asset-transfer", &chaincode_binary("asset-transfer"))
             .await
             .expect_success("weft chaincode deploy on a four-validator network");
-        Cluster {
+        let cluster = Cluster {
             network,
             nodes,
             clients: Mutex::new(HashMap::new()),
             _tmp: tmp,
-        }
+        };
+        // The deploy answers once the validator it went through committed it; a peer knows
+        // the chaincode only when its follower brings the block (after a reconnect backoff of
+        // up to 5 s if it started before the validators served): until then it refuses the
+        // chaincode's transactions, which tests must not mistake for a fault.
+        cluster.level("asset-transfer deployed everywhere").await;
+        cluster
     }
 
     /// A connection to `validator` as alice.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
-use super::journal::{Journal, JournalError};
+use super::journal::{Journal, JournalEntry, JournalError};
 use super::pbft::{Action, Event, Message, Replica, ReplicaId, Sequence};
 use super::{CommitWork, Feedback, OrderedBatch};
 use crate::ledger::Ledger;
@@ -244,37 +244,63 @@ impl Driver {
         channels: &DriverChannels,
         transfer: &mut Transfers,
     ) -> Result<(), DriverError> {
-        // Every record of the turn in one synced write, before any other action: a record
-        // written ahead of its place only becomes durable sooner (as if the messages before it
-        // were lost), and no signature leaves before the record that justifies it.
-        let mut records = Vec::new();
+        // The turn's records and stable checkpoints go first, in the replica's order, as one
+        // atomic synced write (see `Journal::write`): a record written ahead of its place
+        // only becomes durable sooner (as if the messages before it were lost), and no
+        // signature leaves before the record that justifies it. Relays are gathered and leave
+        // next, before this turn's pre-prepares, so backups know the requests first.
+        let mut entries = Vec::new();
+        let mut stable = Vec::new();
         let mut rest = Vec::with_capacity(actions.len());
         for action in actions {
             match action {
-                Action::Persist(record) => records.push(record),
+                Action::Persist(record) => entries.push(JournalEntry::Record(record)),
+                Action::CheckpointStable {
+                    sequence,
+                    state_digest,
+                    proof,
+                } => {
+                    entries.push(JournalEntry::Stable(super::pbft::StableCheckpoint {
+                        sequence,
+                        state_digest,
+                        proof,
+                    }));
+                    stable.push(sequence);
+                }
+                Action::Broadcast(Message::Request(request)) => self.relay(request),
                 other => rest.push(other),
             }
         }
-        if !records.is_empty() {
-            self.journal.persist(&records).await?;
+        self.journal.write(&entries, self.replica.view()).await?;
+        for sequence in stable {
+            self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(sequence = sequence.0, "checkpoint stable");
         }
+        self.flush_relays();
         for action in rest {
             match action {
-                Action::Persist(record) => self.journal.persist(&[record]).await?,
+                // Taken out above; written the same way should one remain.
+                Action::Persist(record) => {
+                    let entry = [JournalEntry::Record(record)];
+                    self.journal.write(&entry, self.replica.view()).await?;
+                }
+                Action::CheckpointStable {
+                    sequence,
+                    state_digest,
+                    proof,
+                } => {
+                    let entry = [JournalEntry::Stable(super::pbft::StableCheckpoint {
+                        sequence,
+                        state_digest,
+                        proof,
+                    })];
+                    self.journal.write(&entry, self.replica.view()).await?;
+                    self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Action::Broadcast(Message::Request(request)) => self.relay(request),
                 Action::Send { to, message } => {
                     let signed = self.wire.sign(&message)?;
                     self.links.send(to, signed);
-                }
-                Action::Broadcast(Message::Request(request)) => {
-                    let signed = &request.signed;
-                    self.relays.bytes +=
-                        signed.payload.len() + signed.signer.len() + signed.signature.len();
-                    self.relays.transactions.push(request);
-                    if self.relays.transactions.len() >= MAX_RELAYED_REQUESTS
-                        || self.relays.bytes >= RELAY_MAX_BYTES
-                    {
-                        self.flush_relays();
-                    }
                 }
                 Action::Broadcast(message) => {
                     let signed = self.wire.sign(&message)?;
@@ -289,20 +315,6 @@ impl Driver {
                         }))
                         .await
                         .map_err(|_| DriverError::CommitLoopGone)?;
-                }
-                Action::CheckpointStable {
-                    sequence,
-                    state_digest,
-                    proof,
-                } => {
-                    let stable = super::pbft::StableCheckpoint {
-                        sequence,
-                        state_digest,
-                        proof,
-                    };
-                    self.journal.stable(&stable, self.replica.view())?;
-                    self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(sequence = sequence.0, "checkpoint stable");
                 }
                 Action::ViewChanged { view, primary } => {
                     // The replica also reports the view it restored into, view 0 at a fresh
@@ -339,6 +351,18 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Gathers a client transaction admitted here, to relay with the rest of the turn's.
+    fn relay(&mut self, request: Transaction) {
+        let signed = &request.signed;
+        self.relays.bytes += signed.payload.len() + signed.signer.len() + signed.signature.len();
+        self.relays.transactions.push(request);
+        if self.relays.transactions.len() >= MAX_RELAYED_REQUESTS
+            || self.relays.bytes >= RELAY_MAX_BYTES
+        {
+            self.flush_relays();
+        }
     }
 
     /// Relays the client transactions gathered this turn to the other validators.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::pbft::{PersistRecord, PersistedState, Phase, Sequence, StableCheckpoint, View};
 use crate::network::wire::{Wire, WireError};
-use crate::storage::{Store, StoreError};
+use crate::storage::{ConsensusWrite, Store, StoreError};
 use crate::types::Transaction;
 
 const RECORD_PREFIX: &[u8] = b"pbft/record/";
@@ -22,6 +22,15 @@ pub enum JournalError {
     Encoding(#[from] WireError),
     #[error("reading the ledger at start-up: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
+}
+
+/// What one driver turn writes, in the replica's order.
+#[derive(Clone, Debug)]
+pub enum JournalEntry {
+    /// A record of what the replica is about to sign.
+    Record(PersistRecord<Transaction>),
+    /// A checkpoint became stable: kept with its proof; what it covers is pruned.
+    Stable(StableCheckpoint),
 }
 
 pub struct Journal {
@@ -64,40 +73,58 @@ impl Journal {
         Journal { store, wire }
     }
 
-    /// Durably records what the replica is about to sign.
-    /// Writes `records` durably, in one synced write, off the async workers.
-    pub async fn persist(
-        &self,
-        records: &[PersistRecord<Transaction>],
-    ) -> Result<(), JournalError> {
-        let entries = records
-            .iter()
-            .map(|record| Ok((record_key(record), self.wire.encode_record(record)?)))
-            .collect::<Result<Vec<_>, JournalError>>()?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put_consensus(&entries))
-            .await
-            .map_err(|e| StoreError::Backend(format!("the journal write did not finish: {e}")))??;
-        Ok(())
-    }
-
-    pub fn stable(&self, stable: &StableCheckpoint, view: View) -> Result<(), JournalError> {
-        self.store
-            .put_consensus(&[(STABLE_KEY.to_vec(), self.wire.encode_stable(stable)?)])?;
-        let mut obsolete = Vec::new();
-        for (key, _) in self.store.consensus_entries(RECORD_PREFIX)? {
-            let drop = match parse_key(&key) {
-                Some((VIEW_CHANGE | NEW_VIEW, at, _)) => at < view,
-                Some((_, _, sequence)) => sequence <= stable.sequence,
-                None => false,
-            };
-            if drop {
-                obsolete.push(key.to_vec());
+    /// Writes one turn of the driver, in the order the replica asked, as one atomic synced
+    /// write off the async workers: each record, and at each stable checkpoint the checkpoint
+    /// and the pruning of every record it makes unnecessary (those written earlier in the same
+    /// turn included, none written after it). `view` is the replica's view: view-change and
+    /// new-view records of earlier views are pruned too. A crash leaves the whole turn or none
+    /// of it, so a record is never durable without the stable checkpoint that came before it.
+    pub async fn write(&self, entries: &[JournalEntry], view: View) -> Result<(), JournalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let any_stable = entries.iter().any(|e| matches!(e, JournalEntry::Stable(_)));
+        let mut held: Vec<Vec<u8>> = if any_stable {
+            self.store
+                .consensus_entries(RECORD_PREFIX)?
+                .into_iter()
+                .map(|(key, _)| key.to_vec())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut writes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match entry {
+                JournalEntry::Record(record) => {
+                    let key = record_key(record);
+                    writes.push(ConsensusWrite::Put {
+                        key: key.clone(),
+                        value: self.wire.encode_record(record)?,
+                    });
+                    held.push(key);
+                }
+                JournalEntry::Stable(stable) => {
+                    writes.push(ConsensusWrite::Put {
+                        key: STABLE_KEY.to_vec(),
+                        value: self.wire.encode_stable(stable)?,
+                    });
+                    let obsolete = |key: &Vec<u8>| match parse_key(key) {
+                        Some((VIEW_CHANGE | NEW_VIEW, at, _)) => at < view,
+                        Some((_, _, sequence)) => sequence <= stable.sequence,
+                        None => false,
+                    };
+                    for key in held.iter().filter(|k| obsolete(k)) {
+                        writes.push(ConsensusWrite::Delete { key: key.clone() });
+                    }
+                    held.retain(|k| !obsolete(k));
+                }
             }
         }
-        if !obsolete.is_empty() {
-            self.store.delete_consensus(&obsolete)?;
-        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.write_consensus(&writes))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the journal write did not finish: {e}")))??;
         Ok(())
     }
 
@@ -185,18 +212,32 @@ mod tests {
             record(Phase::NewView, 0, 0),
             record(Phase::NewView, 1, 0),
         ];
-        // One record alone, the rest in one write.
-        journal.persist(&records[..1]).await.expect("persist one");
-        journal
-            .persist(&records[1..])
+        // One record alone, the rest in one write, then the stable checkpoint in a turn of
+        // its own.
+        let write = |entries: Vec<JournalEntry>| {
+            let journal = &journal;
+            async move { journal.write(&entries, View(1)).await }
+        };
+        write(vec![JournalEntry::Record(records[0].clone())])
             .await
-            .expect("persist several");
+            .expect("write one");
+        write(
+            records[1..]
+                .iter()
+                .cloned()
+                .map(JournalEntry::Record)
+                .collect(),
+        )
+        .await
+        .expect("write several");
         let stable = StableCheckpoint {
             sequence: Sequence(10),
             state_digest: [1; 32],
             proof: Vec::new(),
         };
-        journal.stable(&stable, View(1)).expect("stable");
+        write(vec![JournalEntry::Stable(stable.clone())])
+            .await
+            .expect("stable");
         let restored = journal.restore(Sequence(11)).expect("restore");
         let mut kept: Vec<(Phase, u64, u64)> = restored
             .records
@@ -211,5 +252,33 @@ mod tests {
         );
         assert_eq!(restored.stable_checkpoint, Some(stable));
         assert_eq!(restored.last_executed, Sequence(11));
+    }
+
+    #[tokio::test]
+    async fn a_turn_is_written_in_order_so_a_stable_checkpoint_prunes_only_what_came_before_it() {
+        let (journal, _) = journal();
+        let stable = StableCheckpoint {
+            sequence: Sequence(10),
+            state_digest: [1; 32],
+            proof: Vec::new(),
+        };
+        let turn = [
+            JournalEntry::Record(record(Phase::Commit, 0, 9)),
+            JournalEntry::Record(record(Phase::Commit, 0, 12)),
+            JournalEntry::Stable(stable.clone()),
+            // Signed after the checkpoint became stable (a lagging replica asked for it):
+            // written after the pruning, so it stays.
+            JournalEntry::Record(record(Phase::Checkpoint, 0, 10)),
+        ];
+        journal.write(&turn, View(0)).await.expect("one turn");
+        let restored = journal.restore(Sequence(12)).expect("restore");
+        let mut kept: Vec<(Phase, u64)> = restored
+            .records
+            .iter()
+            .map(|r| (r.phase, r.sequence.0))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, [(Phase::Commit, 12), (Phase::Checkpoint, 10)]);
+        assert_eq!(restored.stable_checkpoint, Some(stable));
     }
 }

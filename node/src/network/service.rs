@@ -275,7 +275,11 @@ impl pb::consensus_server::Consensus for ConsensusService {
                     }
                     Err(Refused::Closed) => break,
                 },
-                Ok(Inbound::Requests(requests)) => {
+                Ok(Inbound::Requests { requests, refused }) => {
+                    if refused > 0 {
+                        self.metrics
+                            .consensus_rejected("relayed_transaction_refused", refused as u64);
+                    }
                     let count = requests.len() as u64;
                     match self.inbound.offer_all(via, requests) {
                         Ok(()) => {}

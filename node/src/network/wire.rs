@@ -66,8 +66,12 @@ pub const MAX_RELAYED_REQUESTS: usize = 1_000;
 pub enum Inbound {
     Consensus(Box<Verified<PbftMessage>>),
     /// A relayed batch of client transactions: one request message each (all carry the
-    /// batch's signed form, which no proof ever needs).
-    Requests(Vec<Verified<PbftMessage>>),
+    /// batch's signed form, which no proof ever needs), and how many were not admissible here
+    /// (dropped: the primary's pre-prepare still brings them, or not, to every validator).
+    Requests {
+        requests: Vec<Verified<PbftMessage>>,
+        refused: usize,
+    },
     BlockSigned {
         from: ReplicaId,
         number: u64,
@@ -349,19 +353,25 @@ impl Wire {
                 message: signed.message.clone(),
                 signature: signed.signature.clone(),
             };
-            return batch
-                .requests
-                .into_iter()
-                .map(|tx| {
-                    let request = self.admission.verify(signed_from_pb(tx))?;
-                    Ok(Verified::checked_by_edge(
+            // Each transaction on its own: admission can differ between validators (a
+            // certificate that expired a moment ago), and one refusal must not cost the others
+            // their relay.
+            let mut requests = Vec::with_capacity(batch.requests.len());
+            let mut refused = 0;
+            for tx in batch.requests {
+                match self.admission.verify(signed_from_pb(tx)) {
+                    Ok(request) => requests.push(Verified::checked_by_edge(
                         from,
                         Message::Request(request),
                         form.clone(),
-                    ))
-                })
-                .collect::<Result<_, WireError>>()
-                .map(Inbound::Requests);
+                    )),
+                    Err(e) => {
+                        tracing::debug!(replica = from.0, error = %e, "a relayed transaction is not admissible here");
+                        refused += 1;
+                    }
+                }
+            }
+            return Ok(Inbound::Requests { requests, refused });
         }
         self.verified(signed, from, kind)
             .map(|m| Inbound::Consensus(Box::new(m)))
@@ -654,7 +664,6 @@ mod tests {
     use weft_proto::Role;
 
     use super::*;
-    use crate::admission::AdmissionError;
     use crate::consensus::pbft::batch_digest;
 
     struct Fixture {
@@ -790,31 +799,39 @@ mod tests {
     }
 
     #[test]
-    fn relayed_requests_arrive_one_message_each_and_a_bad_one_refuses_the_batch() {
+    fn relayed_requests_arrive_one_message_each_and_a_bad_one_is_dropped_alone() {
         let f = fixture();
         let sender = f.wire(1);
         let receiver = f.wire(2);
         let txs = [f.transaction("a"), f.transaction("b"), f.transaction("c")];
         let signed = sender.sign_requests(&txs);
-        let Ok(Inbound::Requests(requests)) = receiver.verify_inbound(&signed) else {
+        let Ok(Inbound::Requests { requests, refused }) = receiver.verify_inbound(&signed) else {
             panic!("a relayed batch verifies into requests");
         };
-        assert_eq!(requests.len(), 3);
+        assert_eq!((requests.len(), refused), (3, 0));
         for (request, tx) in requests.iter().zip(&txs) {
             assert_eq!(request.from, ReplicaId(1));
             assert_eq!(request.message, Message::Request(tx.clone()));
         }
-        // One transaction whose client signature fails spoils the batch (a correct validator
-        // relays only what it admitted).
+        // A transaction whose client signature fails here is dropped alone (admission can
+        // differ between validators: a certificate that just expired).
         let mut bad = txs[1].clone();
         let mut signature = bad.signed.signature.to_vec();
         signature[3] ^= 1;
         bad.signed.signature = signature.into();
-        let signed = sender.sign_requests(&[txs[0].clone(), bad]);
-        assert!(matches!(
-            receiver.verify_inbound(&signed),
-            Err(WireError::Transaction(AdmissionError::BadSignature))
-        ));
+        let signed = sender.sign_requests(&[txs[0].clone(), bad, txs[2].clone()]);
+        let Ok(Inbound::Requests { requests, refused }) = receiver.verify_inbound(&signed) else {
+            panic!("the batch still arrives");
+        };
+        assert_eq!(refused, 1);
+        let arrived: Vec<_> = requests.into_iter().map(|r| r.message).collect();
+        assert_eq!(
+            arrived,
+            [
+                Message::Request(txs[0].clone()),
+                Message::Request(txs[2].clone())
+            ]
+        );
         // More than a batch may carry is refused whole.
         let too_many: Vec<Transaction> = (0..=MAX_RELAYED_REQUESTS)
             .map(|i| f.transaction(&i.to_string()))

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{StateVisitor, Store, StoreError, block_state_writes, split_state_key, state_key};
+use super::{
+    ConsensusWrite, StateVisitor, Store, StoreError, block_state_writes, split_state_key, state_key,
+};
 use crate::types::{Block, Hash, TxId, TxLocation};
 
 #[derive(Default)]
@@ -120,12 +122,19 @@ impl Store for MemoryStore {
         Ok(self.lock().consensus.get(key).cloned())
     }
 
-    fn put_consensus(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    fn write_consensus(&self, writes: &[ConsensusWrite]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        for (key, value) in entries {
-            inner
-                .consensus
-                .insert(key.clone(), Bytes::copy_from_slice(value));
+        for write in writes {
+            match write {
+                ConsensusWrite::Put { key, value } => {
+                    inner
+                        .consensus
+                        .insert(key.clone(), Bytes::copy_from_slice(value));
+                }
+                ConsensusWrite::Delete { key } => {
+                    inner.consensus.remove(key);
+                }
+            }
         }
         Ok(())
     }
@@ -138,14 +147,6 @@ impl Store for MemoryStore {
             .take_while(|(key, _)| key.starts_with(prefix))
             .map(|(key, value)| (Bytes::copy_from_slice(key), value.clone()))
             .collect())
-    }
-
-    fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for key in keys {
-            inner.consensus.remove(key);
-        }
-        Ok(())
     }
 
     fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError> {

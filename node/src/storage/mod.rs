@@ -66,6 +66,13 @@ impl Column {
 /// A state entry visited by [`Store::for_each_state`]: (namespace, key, value).
 pub type StateVisitor<'a> = dyn FnMut(&str, &[u8], &[u8]) + 'a;
 
+/// One change to the consensus entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsensusWrite {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Number of blocks stored (block 0 included).
     fn height(&self) -> Result<u64, StoreError>;
@@ -87,13 +94,11 @@ pub trait Store: Send + Sync + 'static {
     /// writes of its VALID results, atomically and durably.
     fn commit_block(&self, block: &Block) -> Result<(), StoreError>;
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
-    /// Writes consensus entries (key, value) atomically and durably: one synced write,
-    /// however many entries.
-    fn put_consensus(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Applies `writes` to the consensus entries in order, atomically and durably: one synced
+    /// write, however many.
+    fn write_consensus(&self, writes: &[ConsensusWrite]) -> Result<(), StoreError>;
     /// Every consensus entry whose key starts with `prefix`, in key order.
     fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
-    /// Removes consensus entries, durably.
-    fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
     /// Keeps the encoded commit certificate of block `number`. Not synced: a certificate lost
     /// in a crash is vouched for again by the next one, through the hash chain.
     fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError>;
@@ -246,21 +251,28 @@ pub(crate) mod contract {
             .for_each_state(&mut |ns, k, v| seen.push((ns.to_string(), k.to_vec(), v.to_vec())))
             .expect("visit");
         assert_eq!(seen.len(), 3);
-        store
-            .put_consensus(&[(b"view".to_vec(), b"7".to_vec())])
-            .expect("put");
+        let put = |key: &[u8], value: &[u8]| ConsensusWrite::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        store.write_consensus(&[put(b"view", b"7")]).expect("put");
         assert_eq!(
             store.get_consensus(b"view").expect("get").as_deref(),
             Some(&b"7"[..])
         );
+        store.write_consensus(&[put(b"r/1", b"r/1")]).expect("put");
+        // Several at once, in order: a put then a delete of the same key leaves nothing.
         store
-            .put_consensus(&[(b"r/1".to_vec(), b"r/1".to_vec())])
-            .expect("put");
-        let several: Vec<(Vec<u8>, Vec<u8>)> = [&b"r/2"[..], b"r/3", b"s"]
-            .iter()
-            .map(|k| (k.to_vec(), k.to_vec()))
-            .collect();
-        store.put_consensus(&several).expect("put several at once");
+            .write_consensus(&[
+                put(b"r/2", b"r/2"),
+                put(b"r/3", b"r/3"),
+                put(b"s", b"s"),
+                put(b"r/9", b"r/9"),
+                ConsensusWrite::Delete {
+                    key: b"r/9".to_vec(),
+                },
+            ])
+            .expect("write several at once");
         let listed: Vec<Vec<u8>> = store
             .consensus_entries(b"r/")
             .expect("list")
@@ -268,8 +280,9 @@ pub(crate) mod contract {
             .map(|(key, _)| key.to_vec())
             .collect();
         assert_eq!(listed, [b"r/1".to_vec(), b"r/2".to_vec(), b"r/3".to_vec()]);
+        let delete = |key: &[u8]| ConsensusWrite::Delete { key: key.to_vec() };
         store
-            .delete_consensus(&[b"r/1".to_vec(), b"r/3".to_vec()])
+            .write_consensus(&[delete(b"r/1"), delete(b"r/3")])
             .expect("delete");
         let left: Vec<Vec<u8>> = store
             .consensus_entries(b"r/")

@@ -11,8 +11,8 @@ use rocksdb::{
 };
 
 use super::{
-    Column, StateVisitor, Store, StoreError, block_state_writes, decode_location, encode_location,
-    split_state_key, state_key,
+    Column, ConsensusWrite, StateVisitor, Store, StoreError, block_state_writes, decode_location,
+    encode_location, split_state_key, state_key,
 };
 use crate::types::convert::{decode_block, encode_block};
 use crate::types::{Block, Hash, TxId, TxLocation};
@@ -236,10 +236,15 @@ impl Store for RocksStore {
             .map(|v| Bytes::copy_from_slice(&v)))
     }
 
-    fn put_consensus(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    fn write_consensus(&self, writes: &[ConsensusWrite]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        for (key, value) in entries {
-            batch.put_cf(self.cf(Column::Consensus), key, value);
+        for write in writes {
+            match write {
+                ConsensusWrite::Put { key, value } => {
+                    batch.put_cf(self.cf(Column::Consensus), key, value)
+                }
+                ConsensusWrite::Delete { key } => batch.delete_cf(self.cf(Column::Consensus), key),
+            }
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
@@ -257,16 +262,6 @@ impl Store for RocksStore {
             entries.push((Bytes::from(key.into_vec()), Bytes::from(value.into_vec())));
         }
         Ok(entries)
-    }
-
-    fn delete_consensus(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        for key in keys {
-            batch.delete_cf(self.cf(Column::Consensus), key);
-        }
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(backend)
     }
 
     fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError> {

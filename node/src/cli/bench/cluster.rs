@@ -56,6 +56,7 @@ impl Target {
         let dir = tempfile::Builder::new().prefix("weft-bench-").tempdir()?;
         let network = dir.path().join("network");
         let count = spec.validators;
+        let ports = free_blocks(count, 3)?;
         let genesis = generate(&GenerateArgs {
             out: network.clone(),
             chain_id: "weft-bench".into(),
@@ -63,9 +64,9 @@ impl Target {
             validators: count,
             peers: 0,
             clients: spec.clients.clone(),
-            base_port: free_block(count)?,
-            operations_port: free_block(count)?,
-            consensus_port: if count > 1 { free_block(count)? } else { 0 },
+            base_port: ports[0],
+            operations_port: ports[1],
+            consensus_port: if count > 1 { ports[2] } else { 0 },
         })?;
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs)?;
@@ -215,15 +216,20 @@ impl Target {
         Ok(())
     }
 
-    /// The sum of a metric over the validators' operations endpoints (those that answer).
-    pub async fn metric_sum(&self, series: &str) -> f64 {
+    /// The sum of a metric over the validators' operations endpoints; None unless every one
+    /// answered (a count that misses a validator is not a measurement).
+    pub async fn metric_sum(&self, series: &str) -> Option<f64> {
+        if self.operations.is_empty() {
+            return None;
+        }
         let mut sum = 0.0;
         for address in &self.operations {
-            if let Ok((200, text)) = http_get(address, "/metrics").await {
-                sum += weft_orchestration::health::metric(&text, series);
+            match http_get(address, "/metrics").await {
+                Ok((200, text)) => sum += weft_orchestration::health::metric(&text, series),
+                _ => return None,
             }
         }
-        sum
+        Some(sum)
     }
 
     /// Finds this network's running chaincode containers on the local engine (the Docker
@@ -279,17 +285,29 @@ impl Target {
     }
 }
 
-/// The first of `count` consecutive loopback ports that were free a moment ago, below the
-/// kernel's ephemeral range so that no outgoing connection takes one before its node binds it.
-fn free_block(count: usize) -> Result<u16> {
-    for attempt in 0..500u32 {
+/// `blocks` non-overlapping runs of `count` consecutive loopback ports that were free a moment
+/// ago, below the kernel's ephemeral range so that no outgoing connection takes one before its
+/// node binds it; the first port of each.
+fn free_blocks(count: usize, blocks: usize) -> Result<Vec<u16>> {
+    let mut firsts: Vec<u16> = Vec::new();
+    for attempt in 0..2_000u32 {
+        if firsts.len() == blocks {
+            break;
+        }
         let first = 10_000 + (rand::random::<u32>().wrapping_add(attempt) % 22_000) as u16;
-        if (0..count as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok())
-        {
-            return Ok(first);
+        let overlaps = firsts
+            .iter()
+            .any(|&other| first < other + count as u16 && other < first + count as u16);
+        let free = (0..count as u16)
+            .all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+        if !overlaps && free {
+            firsts.push(first);
         }
     }
-    bail!("no {count} consecutive free loopback ports between 10000 and 32000")
+    if firsts.len() < blocks {
+        bail!("no {blocks} runs of {count} free loopback ports between 10000 and 32000");
+    }
+    Ok(firsts)
 }
 
 /// The chaincode binary's bytes, refusing a dynamically linked one for the Docker runtime.

@@ -22,20 +22,36 @@ pub struct Counters {
     pub rejected: AtomicUsize,
 }
 
-/// How the offering went.
+/// How the offering went (when the last transaction was sent; answers may still be on
+/// their way: [`Offered::answered`]).
 pub struct Offered {
-    /// When the last one was sent.
+    /// When transaction 0 was due, and when the last one was sent.
+    pub started: Instant,
     pub ended: Instant,
-    /// Sent and refused by the node (for example its pending pool was full).
-    pub rejected: usize,
-    pub first_rejection: Option<String>,
     /// The most a send ran behind its schedule (the load generator could not keep up, or
     /// too many submissions were outstanding).
     pub max_lag: Duration,
+    room: Arc<Semaphore>,
+    outstanding: usize,
+    first_rejection: Arc<Mutex<Option<String>>>,
+}
+
+impl Offered {
+    /// Waits until every submission is answered; the first refusal's reason, if any.
+    pub async fn answered(&self) -> Result<Option<String>> {
+        let _all = self.room.acquire_many(self.outstanding as u32).await?;
+        Ok(self
+            .first_rejection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
 }
 
 /// Sends `txs` at `rate` per second; at most `outstanding` submissions unanswered at once (a
-/// send waits for room, which shows as lag).
+/// send waits for room, which shows as lag). Each is timed from when it was due, not from when
+/// it went out, so a generator that falls behind does not hide the wait (no coordinated
+/// omission).
 pub async fn offer(
     clients: Vec<ClientClient<Channel>>,
     txs: Vec<Planned>,
@@ -58,7 +74,7 @@ pub async fn offer(
         let mut client = clients[i % clients.len()].clone();
         let counters = counters.clone();
         let first_rejection = first_rejection.clone();
-        tracker.mark_sent(i);
+        tracker.mark_sent_at(i, due);
         counters.sent.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
@@ -69,17 +85,12 @@ pub async fn offer(
             }
         });
     }
-    let ended = Instant::now();
-    // Every submission answered.
-    let _all = room.acquire_many(outstanding as u32).await?;
-    let first_rejection = first_rejection
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     Ok(Offered {
-        ended,
-        rejected: counters.rejected.load(Ordering::Relaxed),
-        first_rejection,
+        started,
+        ended: Instant::now(),
         max_lag,
+        room,
+        outstanding,
+        first_rejection,
     })
 }

@@ -54,16 +54,12 @@ impl Tracker {
         self.sent.len()
     }
 
-    pub fn now(&self) -> Stamp {
-        self.epoch.elapsed().as_nanos() as u64 + 1
-    }
-
     pub fn at(&self, instant: Instant) -> Stamp {
         instant.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
     }
 
-    pub fn mark_sent(&self, i: usize) {
-        self.sent[i].store(self.now(), Ordering::Relaxed);
+    pub fn mark_sent_at(&self, i: usize, at: Instant) {
+        self.sent[i].store(self.at(at), Ordering::Relaxed);
     }
 
     /// Stamps a committed transaction; whether it is one of this step's.
@@ -150,8 +146,8 @@ mod tests {
         let epoch = Instant::now();
         let ids = [TxId([1; 32]), TxId([2; 32])];
         let tracker = Tracker::new(epoch, ids.into_iter());
-        tracker.mark_sent(0);
-        let at = tracker.now();
+        tracker.mark_sent_at(0, Instant::now());
+        let at = tracker.at(Instant::now());
         tracker.mark_committed(&[1; 32], None, at);
         tracker.mark_committed(&[1; 32], None, at + 5);
         tracker.mark_committed(&[9; 32], None, at);

@@ -43,6 +43,8 @@ pub struct Step {
     /// Left out of throughput and latency (the start of the step).
     pub warmup_s: f64,
     pub sent: usize,
+    /// The rate the load generator achieved (below the offered rate when it fell behind).
+    pub sent_tx_per_s: f64,
     pub rejected: usize,
     pub first_rejection: Option<String>,
     pub committed: usize,
@@ -55,7 +57,9 @@ pub struct Step {
     pub committed_tx_per_s: f64,
     /// Of the transactions sent in the measured window.
     pub latency: Latency,
-    pub view_changes: f64,
+    /// None when not every validator's metrics answered (an existing network without
+    /// --operations).
+    pub view_changes: Option<f64>,
     /// Blocks that carried this step's transactions, and their mean size.
     pub blocks: usize,
     pub mean_block_transactions: f64,
@@ -110,9 +114,10 @@ pub fn summarise(stamps: &[(Stamp, Stamp)], from: Stamp, to: Stamp) -> (f64, Lat
 impl Step {
     pub fn line(&self) -> String {
         format!(
-            "{:<14} offered {:>7.0}/s  committed {:>7.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p999 {:>7.1} ms  not valid {}  rejected {}  uncommitted {}  view changes {}  blocks {} (mean {:.1} tx)  CPU/tx: nodes {:.3} ms, chaincode {:.3} ms, bench {:.3} ms  peak node RSS {:.0} MiB",
+            "{:<14} offered {:>7.0}/s (sent {:>7.0}/s)  committed {:>7.0}/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p999 {:>7.1} ms  not valid {}  rejected {}  uncommitted {}  view changes {}  blocks {} (mean {:.1} tx)  CPU/tx: nodes {:.3} ms, chaincode {:.3} ms, bench {:.3} ms  peak node RSS {:.0} MiB",
             self.label,
             self.offered_tx_per_s,
+            self.sent_tx_per_s,
             self.committed_tx_per_s,
             self.latency.p50_ms,
             self.latency.p99_ms,
@@ -120,7 +125,8 @@ impl Step {
             self.committed_invalid,
             self.rejected,
             self.uncommitted,
-            self.view_changes,
+            self.view_changes
+                .map_or("not measured".to_string(), |v| v.to_string()),
             self.blocks,
             self.mean_block_transactions,
             self.validators_cpu_ms_per_tx,
@@ -295,6 +301,7 @@ mod tests {
             duration_s: 10.0,
             warmup_s: 2.0,
             sent: 0,
+            sent_tx_per_s: tps,
             rejected: 0,
             first_rejection: None,
             committed: 0,
@@ -308,7 +315,7 @@ mod tests {
                 p999_ms: p50 * 5.0,
                 max_ms: p50 * 6.0,
             },
-            view_changes: 0.0,
+            view_changes: Some(0.0),
             blocks: 0,
             mean_block_transactions: 0.0,
             max_send_lag_ms: 0.0,
