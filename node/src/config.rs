@@ -143,8 +143,14 @@ impl Default for RawApi {
 fn default_wait() -> String {
     "30s".into()
 }
+/// Transactions this node holds admitted and not yet committed. It is the backpressure: beyond
+/// it clients get RESOURCE_EXHAUSTED (and retry) instead of a queue that grows into seconds of
+/// latency, memory and request timers. Measured with `weft bench` at 150% of peak on four
+/// validators: 50,000 let each reach 940 MiB and change views; 4,000 still changed views (a
+/// replica's queue of 16,000 is ~10 s of work); 1,000 kept 1,574 tx/s committed, no view
+/// change, 149 MiB (BENCHMARKS.md).
 fn default_max_pending() -> usize {
-    50_000
+    1_000
 }
 
 /// A validated configuration.
@@ -383,7 +389,7 @@ identity = "validators/validator0"
         assert_eq!(config.node.listen, "127.0.0.1:7051".parse().expect("addr"));
         assert_eq!(config.chaincode.runtime, RuntimeKind::Auto);
         assert_eq!(config.chaincode.execute_timeout, Duration::from_secs(30));
-        assert_eq!(config.api.max_pending, 50_000);
+        assert_eq!(config.api.max_pending, 1_000);
     }
 
     #[test]

@@ -210,7 +210,7 @@ execute_timeout = "30s"
 
 [api]
 commit_wait_timeout = "30s"
-max_pending = 50000
+max_pending = 1000
 "#
     );
     std::fs::write(dir.join(format!("{id}.toml")), text)?;

@@ -34,7 +34,8 @@ pub struct Config {
     pub state_transfer_grace_ticks: u64,
     /// How long a state transfer may take before this replica asks again.
     pub state_transfer_retry_ticks: u64,
-    /// The most client requests a replica holds before they are ordered.
+    /// The most requests relayed by other replicas a replica holds before they are ordered
+    /// (its own clients' are bounded by its API).
     pub max_pending_requests: usize,
     /// The most messages for views this replica has not entered yet kept per sender.
     pub future_messages_per_replica: usize,

@@ -53,7 +53,12 @@ impl<R: Request> Replica<R> {
             Some(_) => return self.reject(RejectReason::DuplicateRequest),
             None => {}
         }
-        if self.requests.pending_len() >= self.config.max_pending_requests {
+        // The bound is for requests other replicas relay. A request from this replica's own
+        // client API was admitted against the API's own bound (its mempool, the clients'
+        // backpressure), and the API answered that it is accepted: refusing it here would
+        // lose it silently and leave its mempool entry held for ever (seen in `weft bench`
+        // when a slower replica's pool filled with relays).
+        if !from_client && self.requests.pending_len() >= self.config.max_pending_requests {
             self.reject(RejectReason::PendingRequestsFull);
             return;
         }

@@ -1852,3 +1852,34 @@ fn the_harness_catches_a_proof_carried_without_its_signed_form() {
         })),
     );
 }
+
+#[test]
+fn the_pending_bound_refuses_relayed_requests_never_the_replicas_own_clients() {
+    let config = test_config();
+    let mut backup = replica(&config, 1);
+    let _ = backup.handle(Event::Restored(PersistedState {
+        records: Vec::new(),
+        last_executed: Sequence::GENESIS,
+        stable_checkpoint: None,
+    }));
+    let max = config.max_pending_requests as u64;
+    for id in 0..max {
+        let _ = backup.handle(message(2, Message::Request(TestRequest(id))));
+    }
+    assert_eq!(backup.requests.pending_len() as u64, max);
+    // One more relayed request is refused: the pool is full.
+    let _ = backup.handle(message(2, Message::Request(TestRequest(max))));
+    assert_eq!(backup.requests.known(&TestRequest(max).id()), None);
+    // Its own client's request was admitted by its API (which bounds those): kept, and
+    // relayed to the others.
+    let actions = backup.handle(Event::ClientRequest(TestRequest(max + 1)));
+    assert_eq!(
+        backup.requests.known(&TestRequest(max + 1).id()),
+        Some(super::requests::Known::Pending)
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast(Message::Request(r)) if r.0 == max + 1))
+    );
+}
