@@ -277,10 +277,25 @@ impl Target {
         Ok(())
     }
 
-    /// Stops a local cluster's nodes (SIGKILL: their state is thrown away with the directory).
+    /// Stops a local cluster's nodes as an operator would (SIGTERM: each removes its
+    /// chaincode containers and closes its ledger), then kills what has not exited within 15 s.
     pub async fn stop(&mut self) {
+        for process in &self.processes {
+            if self.children.is_empty() {
+                break;
+            }
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &process.pid.to_string()])
+                .status()
+                .await;
+        }
         for child in &mut self.children {
-            let _ = child.kill().await;
+            if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
         }
     }
 }
