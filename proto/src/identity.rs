@@ -104,10 +104,9 @@ pub struct Identity {
     /// The certificate's organisation, for example "Org1".
     pub organization: String,
     pub role: Role,
-    /// The Ed25519 public key.
-    pub public_key: [u8; 32],
-    /// The same key decoded once (decoding a point costs about a quarter of a verification,
-    /// and a validator verifies thousands of signatures per second with few keys).
+    /// The Ed25519 public key, decoded once (decoding a point costs about a quarter of a
+    /// verification, and a validator verifies thousands of signatures per second with few
+    /// keys). Its bytes: [`Identity::public_key`].
     pub verifying_key: VerifyingKey,
     /// The DER certificate.
     pub certificate: Vec<u8>,
@@ -117,6 +116,11 @@ impl Identity {
     /// SHA-256 of the DER certificate: what `TxPayload.creator` carries.
     pub fn certificate_hash(&self) -> [u8; 32] {
         Sha256::digest(&self.certificate).into()
+    }
+
+    /// The Ed25519 public key's 32 bytes.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.verifying_key.to_bytes()
     }
 
     /// Verifies `signature` over `message` with this identity's key (strict RFC 8032 rules).
@@ -202,7 +206,6 @@ fn identity_of(cert: &X509Certificate<'_>, der: &[u8]) -> Result<Identity, Ident
         name,
         organization,
         role,
-        public_key,
         verifying_key,
         certificate: der.to_vec(),
     })
@@ -332,7 +335,7 @@ impl Signer {
         let (_, cert) = X509Certificate::from_der(certificate_der)
             .map_err(|e| IdentityError::MalformedCertificate(e.to_string()))?;
         let identity = identity_of(&cert, certificate_der)?;
-        if identity.public_key != key.verifying_key().to_bytes() {
+        if identity.verifying_key != key.verifying_key() {
             return Err(IdentityError::KeyMismatch {
                 path: "<memory>".into(),
             });

@@ -110,6 +110,25 @@ pub struct Relays {
     bytes: usize,
 }
 
+/// What an action asks the journal to keep, or the action back if it asks nothing of it.
+// The "error" is the action itself, moved back to the caller (not an error value).
+#[allow(clippy::result_large_err)]
+fn journal_entry(action: Action<Transaction>) -> Result<JournalEntry, Action<Transaction>> {
+    match action {
+        Action::Persist(record) => Ok(JournalEntry::Record(record)),
+        Action::CheckpointStable {
+            sequence,
+            state_digest,
+            proof,
+        } => Ok(JournalEntry::Stable(super::pbft::StableCheckpoint {
+            sequence,
+            state_digest,
+            proof,
+        })),
+        other => Err(other),
+    }
+}
+
 /// Hands the runs a state transfer fetched to the commit loop, in order.
 struct ToCommitLoop {
     commit: mpsc::Sender<CommitWork>,
@@ -250,52 +269,23 @@ impl Driver {
         // signature leaves before the record that justifies it. Relays are gathered and leave
         // next, before this turn's pre-prepares, so backups know the requests first.
         let mut entries = Vec::new();
-        let mut stable = Vec::new();
         let mut rest = Vec::with_capacity(actions.len());
         for action in actions {
-            match action {
-                Action::Persist(record) => entries.push(JournalEntry::Record(record)),
-                Action::CheckpointStable {
-                    sequence,
-                    state_digest,
-                    proof,
-                } => {
-                    entries.push(JournalEntry::Stable(super::pbft::StableCheckpoint {
-                        sequence,
-                        state_digest,
-                        proof,
-                    }));
-                    stable.push(sequence);
-                }
-                Action::Broadcast(Message::Request(request)) => self.relay(request),
-                other => rest.push(other),
+            match journal_entry(action) {
+                Ok(entry) => entries.push(entry),
+                Err(Action::Broadcast(Message::Request(request))) => self.relay(request),
+                Err(other) => rest.push(other),
             }
         }
-        self.journal.write(&entries, self.replica.view()).await?;
-        for sequence in stable {
-            self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(sequence = sequence.0, "checkpoint stable");
-        }
+        self.record(&entries).await?;
         self.flush_relays();
         for action in rest {
             match action {
                 // Taken out above; written the same way should one remain.
-                Action::Persist(record) => {
-                    let entry = [JournalEntry::Record(record)];
-                    self.journal.write(&entry, self.replica.view()).await?;
-                }
-                Action::CheckpointStable {
-                    sequence,
-                    state_digest,
-                    proof,
-                } => {
-                    let entry = [JournalEntry::Stable(super::pbft::StableCheckpoint {
-                        sequence,
-                        state_digest,
-                        proof,
-                    })];
-                    self.journal.write(&entry, self.replica.view()).await?;
-                    self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                journaled @ (Action::Persist(_) | Action::CheckpointStable { .. }) => {
+                    if let Ok(entry) = journal_entry(journaled) {
+                        self.record(&[entry]).await?;
+                    }
                 }
                 Action::Broadcast(Message::Request(request)) => self.relay(request),
                 Action::Send { to, message } => {
@@ -348,6 +338,18 @@ impl Driver {
                         certified: Hash(certified),
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes journal entries (one atomic synced write) and counts the stable checkpoints.
+    async fn record(&self, entries: &[JournalEntry]) -> Result<(), DriverError> {
+        self.journal.write(entries, self.replica.view()).await?;
+        for entry in entries {
+            if let JournalEntry::Stable(stable) = entry {
+                self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(sequence = stable.sequence.0, "checkpoint stable");
             }
         }
         Ok(())
