@@ -31,6 +31,24 @@ async fn heights(nodes: &[Node]) -> Vec<u64> {
     heights
 }
 
+/// Waits until every running node has the same height (a peer learns of a deploy only when its
+/// follower brings the block, possibly after a reconnect backoff of up to 5 s if it started
+/// before the validators served; until then it refuses the chaincode's transactions).
+async fn level(nodes: &[Node], what: &str) {
+    let start = Instant::now();
+    loop {
+        let all = heights(nodes).await;
+        if all.iter().all(|h| *h == all[0]) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "{what}: the nodes did not level within {LIVENESS:?}: heights {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates one asset through `client` and records the acknowledgement.
 async fn create(client: &WeftClient, key: &str, acks: &mut Vec<Ack>) {
     let committed = client
@@ -64,6 +82,7 @@ async fn the_primary_killed_mid_load_is_replaced_then_catches_up_and_the_auditor
         .cli_deploy("asset-transfer", &chaincode_binary("asset-transfer"))
         .await
         .expect_success("weft chaincode deploy on a four-validator network");
+    level(&nodes, "asset-transfer deployed everywhere").await;
 
     let mut clients = Vec::new();
     for node in &nodes {
@@ -229,17 +248,7 @@ async fn a_validator_whose_state_diverges_stops_and_says_so_while_the_others_go_
             block: committed.block_number,
         });
     }
-    let start = Instant::now();
-    while {
-        let all = heights(&nodes).await;
-        !all.iter().all(|h| *h == all[0])
-    } {
-        assert!(
-            start.elapsed() < LIVENESS,
-            "the three healthy validators did not level"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    level(&nodes, "the three healthy validators").await;
     let genesis = weft_proto::Genesis::load(&network.genesis_path()).expect("genesis");
     let mut chains = Vec::new();
     for node in nodes.iter().filter(|n| n.is_running()) {
