@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use weft_proto::{Genesis, Identity, IdentityError, verify_certificate};
 
-use crate::crypto::{transaction_hash, verify_tx_signature};
-use crate::types::convert::decode_payload;
+use crate::crypto::{transaction_hash, verify_tx_signatures};
+use crate::types::convert::{Payload, decode_payload};
 use crate::types::{Hash, SignedTransaction, Transaction};
 
 /// The largest signed transaction accepted, in bytes.
@@ -110,6 +110,59 @@ impl Admission {
 
     /// Verifies a signed transaction and decodes it.
     pub fn verify(&self, signed: SignedTransaction) -> Result<Transaction, AdmissionError> {
+        self.verify_all(vec![signed])
+            .pop()
+            .expect("verify_all gives one verdict per transaction")
+    }
+
+    /// Verifies signed transactions and decodes them, one verdict each, in their order: every
+    /// check but the signature on each, then the signatures not already known verified, in
+    /// one batch ([`verify_tx_signatures`]).
+    pub fn verify_all(
+        &self,
+        batch: Vec<SignedTransaction>,
+    ) -> Vec<Result<Transaction, AdmissionError>> {
+        let mut checked: Vec<Result<Unsigned, AdmissionError>> = batch
+            .into_iter()
+            .map(|signed| self.check_unsigned(signed))
+            .collect();
+        let unknown: Vec<usize> = {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            checked
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match c {
+                    Ok(tx) if !verified.contains(&tx.hash) => Some(i),
+                    _ => None,
+                })
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let items: Vec<(&Identity, &SignedTransaction)> = unknown
+                .iter()
+                .filter_map(|i| checked[*i].as_ref().ok())
+                .map(|tx| (&tx.creator, &tx.signed))
+                .collect();
+            let verdicts = verify_tx_signatures(&items);
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, good) in unknown.into_iter().zip(verdicts) {
+                if good {
+                    if let Ok(tx) = &checked[i] {
+                        verified.insert(tx.hash);
+                    }
+                } else {
+                    checked[i] = Err(AdmissionError::BadSignature);
+                }
+            }
+        }
+        checked
+            .into_iter()
+            .map(|c| c.and_then(Unsigned::admit))
+            .collect()
+    }
+
+    /// Every check but the signature's.
+    fn check_unsigned(&self, signed: SignedTransaction) -> Result<Unsigned, AdmissionError> {
         let size = signed.payload.len() + signed.signer.len() + signed.signature.len();
         if size > MAX_TX_BYTES {
             return Err(AdmissionError::TooLarge { size });
@@ -130,26 +183,40 @@ impl Admission {
             return Err(AdmissionError::CreatorMismatch);
         }
         let hash = transaction_hash(&signed);
-        let verified = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if !verified().contains(&hash) {
-            if !verify_tx_signature(&creator, &signed) {
-                return Err(AdmissionError::BadSignature);
-            }
-            verified().insert(hash);
-        }
-        if !creator.role.may_submit() {
+        Ok(Unsigned {
+            signed,
+            payload,
+            creator,
+            hash,
+        })
+    }
+}
+
+/// A transaction that passed every check but its signature's.
+struct Unsigned {
+    signed: SignedTransaction,
+    payload: Payload,
+    creator: Identity,
+    /// Of the signed bytes: the key of the verified-signature cache.
+    hash: Hash,
+}
+
+impl Unsigned {
+    /// Once its signature verified: the role, then the decoded transaction.
+    fn admit(self) -> Result<Transaction, AdmissionError> {
+        if !self.creator.role.may_submit() {
             return Err(AdmissionError::RoleMayNotSubmit {
-                name: creator.name.clone(),
-                role: creator.role,
+                name: self.creator.name.clone(),
+                role: self.creator.role,
             });
         }
         Ok(Transaction {
-            signed,
-            chaincode: payload.chaincode,
-            function: payload.function,
-            args: payload.args,
-            created_unix_ms: payload.created_unix_ms,
-            creator,
+            signed: self.signed,
+            chaincode: self.payload.chaincode,
+            function: self.payload.function,
+            args: self.payload.args,
+            created_unix_ms: self.payload.created_unix_ms,
+            creator: self.creator,
         })
     }
 }
@@ -196,6 +263,33 @@ mod tests {
             admission.verify(signed_from_pb(other_forged)),
             Err(AdmissionError::BadSignature)
         ));
+    }
+
+    #[test]
+    fn a_batch_gives_each_transaction_its_own_verdict_and_remembers_only_good_signatures() {
+        let (admission, alice, chain) = network();
+        let sign = |function: &str, chain: &str| {
+            signed_from_pb(weft_proto::tx::sign_transaction(&alice, chain, "cc", function, &[]).1)
+        };
+        let good = sign("a", &chain);
+        let mut bad = sign("b", &chain);
+        bad.signature = good.signature.clone();
+        let elsewhere = sign("c", "another-chain");
+        let also_good = sign("d", &chain);
+        let verdicts = admission.verify_all(vec![good.clone(), bad, elsewhere, also_good.clone()]);
+        assert!(verdicts[0].as_ref().is_ok_and(|tx| tx.function == "a"));
+        assert!(matches!(verdicts[1], Err(AdmissionError::BadSignature)));
+        assert!(matches!(
+            verdicts[2],
+            Err(AdmissionError::WrongChain { .. })
+        ));
+        assert!(verdicts[3].as_ref().is_ok_and(|tx| tx.function == "d"));
+        let verified = admission.verified.lock().expect("lock");
+        assert_eq!(verified.current.len(), 2);
+        assert!(
+            verified.contains(&transaction_hash(&good))
+                && verified.contains(&transaction_hash(&also_good))
+        );
     }
 
     #[test]

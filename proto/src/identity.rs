@@ -32,6 +32,10 @@ pub enum IdentityError {
     #[error("the certificate of {subject} has no Ed25519 key; Weft identities use Ed25519")]
     NotEd25519 { subject: String },
     #[error(
+        "the certificate of {subject} carries an Ed25519 key of small order, which anyone could sign for; issue it a freshly generated key"
+    )]
+    WeakKey { subject: String },
+    #[error(
         "the certificate of {subject} names no known role (organizational unit must be client, peer, validator or admin)"
     )]
     NoRole { subject: String },
@@ -181,6 +185,13 @@ fn identity_of(cert: &X509Certificate<'_>, der: &[u8]) -> Result<Identity, Ident
     };
     let public_key = ed25519_public_key(cert).ok_or_else(not_ed25519)?;
     let verifying_key = VerifyingKey::from_bytes(&public_key).map_err(|_| not_ed25519())?;
+    // Transaction signatures are checked by the cofactored equation (batch verification), under
+    // which a small-order key would verify forged signatures.
+    if verifying_key.is_weak() {
+        return Err(IdentityError::WeakKey {
+            subject: subject.clone(),
+        });
+    }
     let first = |values: Vec<&str>| values.first().map(|s| s.to_string());
     let name = first(
         cert.subject()
@@ -517,6 +528,31 @@ mod tests {
         let err = verify_certificate(&alice.certificate_der, &[other.certificate_der().to_vec()])
             .expect_err("other CA");
         assert!(matches!(err, IdentityError::UnknownIssuer { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_with_a_small_order_key_is_refused() {
+        let ca = CertificateAuthority::generate("Org1").expect("ca");
+        let alice = ca.issue("alice", Role::Client).expect("issue");
+        let signer = Signer::new(
+            &alice.certificate_der,
+            SigningKey::from_pkcs8_pem(&alice.key_pem).expect("key"),
+        )
+        .expect("signer");
+        let key = signer.identity().public_key();
+        let mut der = alice.certificate_der.clone();
+        let at = der
+            .windows(32)
+            .position(|w| w == key)
+            .expect("the key in the DER");
+        // The identity point's encoding: of order 1, so every signature "verifies" under the
+        // cofactored equation.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        der[at..at + 32].copy_from_slice(&weak);
+        let (_, cert) = X509Certificate::from_der(&der).expect("still DER");
+        let err = identity_of(&cert, &der).expect_err("weak key");
+        assert!(matches!(err, IdentityError::WeakKey { .. }), "{err}");
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
             ));
         }
         if number > 0 {
+            let mut signers = Vec::with_capacity(block.transactions.len());
             for (index, (tx, result)) in block.transactions.iter().zip(&block.results).enumerate() {
                 if tx.id != TxId::of_payload(&tx.payload) || result.tx_id != tx.id {
                     return Err(mismatch(
@@ -103,12 +104,15 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
                 }
                 let identity = verify_certificate(&tx.signer, &cas)
                     .map_err(|e| mismatch(number, format!("transaction {}: {e}", tx.id)))?;
-                if !crypto::verify_tx_signature(&identity, tx) {
-                    return Err(mismatch(
-                        number,
-                        format!("transaction {}: bad signature", tx.id),
-                    ));
-                }
+                signers.push(identity);
+            }
+            let items: Vec<_> = signers.iter().zip(&block.transactions).collect();
+            let verdicts = crypto::verify_tx_signatures(&items);
+            if let Some(bad) = verdicts.iter().position(|good| !good) {
+                return Err(mismatch(
+                    number,
+                    format!("transaction {}: bad signature", block.transactions[bad].id),
+                ));
             }
         }
         for (ns, key, value) in block_state_writes(&block) {

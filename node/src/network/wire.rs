@@ -358,8 +358,11 @@ impl Wire {
             // their relay.
             let mut requests = Vec::with_capacity(batch.requests.len());
             let mut refused = 0;
-            for tx in batch.requests {
-                match self.admission.verify(signed_from_pb(tx)) {
+            let verdicts = self
+                .admission
+                .verify_all(batch.requests.into_iter().map(signed_from_pb).collect());
+            for verdict in verdicts {
+                match verdict {
                     Ok(request) => requests.push(Verified::checked_by_edge(
                         from,
                         Message::Request(request),
@@ -480,10 +483,10 @@ impl Wire {
     }
 
     fn pre_prepare_from_pb(&self, m: pb::PrePrepare) -> Result<PrePrepare<Transaction>, WireError> {
-        let batch = m
-            .batch
+        let batch = self
+            .admission
+            .verify_all(m.batch.into_iter().map(signed_from_pb).collect())
             .into_iter()
-            .map(|tx| self.admission.verify(signed_from_pb(tx)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PrePrepare {
             view: View(m.view),
