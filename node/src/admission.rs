@@ -1,18 +1,19 @@
 //! Verifies a client's signed transaction at the edge: size, encoding, chain id, certificate
-//! (issued by a network CA, cached by hash), role, creator binding and strict Ed25519
-//! signature. Only what passes becomes a [`Transaction`]; each refusal says what to fix.
+//! (issued by a network CA, cached by hash), role, creator binding and Ed25519 signature (by
+//! the cofactored rule of [`verify_tx_signatures`], in batches where transactions arrive
+//! together). Only what passes becomes a [`Transaction`]; each refusal says what to fix.
 //!
 //! A validator meets each transaction up to three times (from its client, relayed by the
 //! validator that admitted it, inside the primary's pre-prepare): the signature of exact bytes
 //! once verified is remembered by their hash, and not checked again (the check would give the
-//! same answer: same bytes, same key, strict verification).
+//! same answer: same bytes, same key, and a verdict that does not depend on the batch).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use weft_proto::{Genesis, Identity, IdentityError, verify_certificate};
 
-use crate::crypto::{transaction_hash, verify_tx_signatures};
+use crate::crypto::{transaction_hash, tx_signatures_all_verify, verify_tx_signatures};
 use crate::types::convert::{Payload, decode_payload};
 use crate::types::{Hash, SignedTransaction, Transaction};
 
@@ -126,38 +127,70 @@ impl Admission {
             .into_iter()
             .map(|signed| self.check_unsigned(signed))
             .collect();
-        let unknown: Vec<usize> = {
-            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            checked
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| match c {
-                    Ok(tx) if !verified.contains(&tx.hash) => Some(i),
-                    _ => None,
-                })
-                .collect()
+        let (unknown, verdicts) = {
+            let candidates: Vec<&Unsigned> = checked.iter().flatten().collect();
+            let unknown = self.not_yet_verified(&candidates);
+            let verdicts = verify_tx_signatures(&signature_items(&unknown));
+            let hashes: Vec<Hash> = unknown.iter().map(|tx| tx.hash).collect();
+            (hashes, verdicts)
         };
-        if !unknown.is_empty() {
-            let items: Vec<(&Identity, &SignedTransaction)> = unknown
-                .iter()
-                .filter_map(|i| checked[*i].as_ref().ok())
-                .map(|tx| (&tx.creator, &tx.signed))
-                .collect();
-            let verdicts = verify_tx_signatures(&items);
-            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, good) in unknown.into_iter().zip(verdicts) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let bad: HashSet<Hash> = unknown
+            .into_iter()
+            .zip(verdicts)
+            .filter_map(|(hash, good)| {
                 if good {
-                    if let Ok(tx) = &checked[i] {
-                        verified.insert(tx.hash);
-                    }
+                    verified.insert(hash);
+                    None
                 } else {
-                    checked[i] = Err(AdmissionError::BadSignature);
+                    Some(hash)
                 }
+            })
+            .collect();
+        drop(verified);
+        for verdict in &mut checked {
+            if verdict.as_ref().is_ok_and(|tx| bad.contains(&tx.hash)) {
+                *verdict = Err(AdmissionError::BadSignature);
             }
         }
         checked
             .into_iter()
             .map(|c| c.and_then(Unsigned::admit))
+            .collect()
+    }
+
+    /// Verifies transactions that stand or fall together (a pre-prepare's batch): the first
+    /// refusal refuses all, and the signatures not already known are checked in one batch
+    /// without looking for which one failed.
+    pub fn verify_whole(
+        &self,
+        batch: Vec<SignedTransaction>,
+    ) -> Result<Vec<Transaction>, AdmissionError> {
+        let checked = batch
+            .into_iter()
+            .map(|signed| self.check_unsigned(signed))
+            .collect::<Result<Vec<Unsigned>, _>>()?;
+        let all: Vec<&Unsigned> = checked.iter().collect();
+        let unknown = self.not_yet_verified(&all);
+        if !tx_signatures_all_verify(&signature_items(&unknown)) {
+            return Err(AdmissionError::BadSignature);
+        }
+        let hashes: Vec<Hash> = unknown.iter().map(|tx| tx.hash).collect();
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        for hash in hashes {
+            verified.insert(hash);
+        }
+        drop(verified);
+        checked.into_iter().map(Unsigned::admit).collect()
+    }
+
+    /// Those of `candidates` whose signature is not remembered as verified.
+    fn not_yet_verified<'a>(&self, candidates: &[&'a Unsigned]) -> Vec<&'a Unsigned> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        candidates
+            .iter()
+            .filter(|tx| !verified.contains(&tx.hash))
+            .copied()
             .collect()
     }
 
@@ -190,6 +223,11 @@ impl Admission {
             hash,
         })
     }
+}
+
+/// The signer and the transaction of each, for the signature checks.
+fn signature_items<'a>(txs: &[&'a Unsigned]) -> Vec<(&'a Identity, &'a SignedTransaction)> {
+    txs.iter().map(|tx| (&tx.creator, &tx.signed)).collect()
 }
 
 /// A transaction that passed every check but its signature's.

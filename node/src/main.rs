@@ -5,6 +5,12 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: a node allocates and frees small buffers for every
+/// message and transaction on several threads, and glibc's malloc spent about 16% of the
+/// cluster's CPU in `weft bench` (issue 6; BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -353,7 +353,7 @@ impl Wire {
                 message: signed.message.clone(),
                 signature: signed.signature.clone(),
             };
-            // Each transaction on its own: admission can differ between validators (a
+            // A verdict per transaction: admission can differ between validators (a
             // certificate that expired a moment ago), and one refusal must not cost the others
             // their relay.
             let mut requests = Vec::with_capacity(batch.requests.len());
@@ -485,9 +485,7 @@ impl Wire {
     fn pre_prepare_from_pb(&self, m: pb::PrePrepare) -> Result<PrePrepare<Transaction>, WireError> {
         let batch = self
             .admission
-            .verify_all(m.batch.into_iter().map(signed_from_pb).collect())
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            .verify_whole(m.batch.into_iter().map(signed_from_pb).collect())?;
         Ok(PrePrepare {
             view: View(m.view),
             sequence: Sequence(m.sequence),

@@ -2,7 +2,11 @@
 //! one key is that key's leaf and an empty subtree hashes to zero, so the tree's shape, and
 //! hence its root, depends only on the set of (key, value) pairs, never on the order of writes.
 //! An update costs O(depth) hashes (about log2 of the number of keys), and any key can be
-//! proven present against a root with the sibling hashes along its path.
+//! proven present against a root with the sibling hashes along its path. Children are shared
+//! (`Arc`): a copy of the tree (to check a block before adopting it) costs one node, not the
+//! whole state.
+
+use std::sync::Arc;
 
 use crate::crypto::CanonicalHasher;
 use crate::types::Hash;
@@ -50,8 +54,8 @@ enum Node {
         hash: Hash,
     },
     Branch {
-        left: Box<Node>,
-        right: Box<Node>,
+        left: Arc<Node>,
+        right: Arc<Node>,
         hash: Hash,
     },
 }
@@ -74,11 +78,18 @@ impl Node {
     fn branch(left: Node, right: Node) -> Node {
         let hash = branch_hash(&left.hash(), &right.hash());
         Node::Branch {
-            left: Box::new(left),
-            right: Box::new(right),
+            left: Arc::new(left),
+            right: Arc::new(right),
             hash,
         }
     }
+}
+
+/// A child to rebuild from: moved out when no snapshot shares it, else copied (one node; its
+/// own children stay shared). Cloning a tree is therefore cheap, and an update copies only
+/// the nodes on its path.
+fn owned(child: Arc<Node>) -> Node {
+    Arc::unwrap_or_clone(child)
 }
 
 /// Two leaves with different paths, placed under a branch at `depth`.
@@ -103,9 +114,9 @@ fn insert(node: Node, path: Hash, value: Hash, depth: usize) -> Node {
         }
         Node::Branch { left, right, .. } => {
             if bit(&path, depth) {
-                Node::branch(*left, insert(*right, path, value, depth + 1))
+                Node::branch(owned(left), insert(owned(right), path, value, depth + 1))
             } else {
-                Node::branch(insert(*left, path, value, depth + 1), *right)
+                Node::branch(insert(owned(left), path, value, depth + 1), owned(right))
             }
         }
     }
@@ -118,9 +129,9 @@ fn remove(node: Node, path: &Hash, depth: usize) -> Node {
         leaf @ Node::Leaf { .. } => leaf,
         Node::Branch { left, right, .. } => {
             let (left, right) = if bit(path, depth) {
-                (*left, remove(*right, path, depth + 1))
+                (owned(left), remove(owned(right), path, depth + 1))
             } else {
-                (remove(*left, path, depth + 1), *right)
+                (remove(owned(left), path, depth + 1), owned(right))
             };
             match (left, right) {
                 (Node::Empty, Node::Empty) => Node::Empty,
@@ -243,6 +254,40 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_copy_changes_apart_from_the_tree_it_was_copied_from() {
+        let build = |pairs: &[(&str, Option<&str>)]| {
+            let mut tree = StateTree::new();
+            for (key, value) in pairs {
+                tree.apply("cc", key.as_bytes(), value.map(str::as_bytes));
+            }
+            tree
+        };
+        let base: Vec<(&str, Option<&str>)> = (0..64)
+            .map(|i| (["a", "b", "c", "d"][i % 4], Some("v")))
+            .chain([("e", Some("1")), ("f", Some("2")), ("g", Some("3"))])
+            .collect();
+        let original = build(&base);
+        let root = original.root();
+        let mut copy = original.clone();
+        copy.apply("cc", b"e", Some(b"changed"));
+        copy.apply("cc", b"f", None);
+        copy.apply("cc", b"h", Some(b"new"));
+        assert_eq!(original.root(), root, "the original is untouched");
+        assert_eq!(original.len(), 7);
+        let mut expected = base.clone();
+        expected.extend([("e", Some("changed")), ("f", None), ("h", Some("new"))]);
+        assert_eq!(copy.root(), build(&expected).root());
+        // And the other way round.
+        let mut original = original;
+        original.apply("cc", b"a", None);
+        assert_eq!(
+            copy.root(),
+            build(&expected).root(),
+            "the copy is untouched"
+        );
+    }
 
     #[test]
     fn empty_tree_has_zero_root_and_single_key_is_its_leaf() {
