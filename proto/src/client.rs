@@ -41,6 +41,20 @@ pub enum ClientError {
     Unverified { number: u64, reason: String },
 }
 
+/// One transaction's answer within a `SubmitBatch`: its id, or the refusal as a status.
+pub fn submit_outcome(
+    outcome: pb::SubmitOutcome,
+) -> Result<Result<TxId, tonic::Status>, ClientError> {
+    let code = tonic::Code::from_i32(outcome.code);
+    if code == tonic::Code::Ok {
+        let id = TxId::from_slice(&outcome.tx_id).ok_or_else(|| {
+            ClientError::Malformed("a SubmitBatch outcome's tx_id is not 32 bytes".into())
+        })?;
+        return Ok(Ok(id));
+    }
+    Ok(Err(tonic::Status::new(code, outcome.message)))
+}
+
 /// The most blocks [`WeftClient::certified_block`] walks from a block to the certificate that
 /// covers it (validators certify every checkpoint block, tens of blocks apart).
 pub const MAX_CERTIFICATE_WALK: u64 = 1_000;
@@ -115,6 +129,30 @@ impl WeftClient {
         let (id, signed) = self.sign(chaincode, function, args);
         self.client.clone().submit(signed).await?;
         Ok(id)
+    }
+
+    /// Submits signed transactions in one call (`SubmitBatch`); one answer per transaction, in
+    /// order: its id when accepted, else the refusal Submit would have given.
+    pub async fn submit_batch(
+        &self,
+        signed: Vec<pb::SignedTx>,
+    ) -> Result<Vec<Result<TxId, tonic::Status>>, ClientError> {
+        let count = signed.len();
+        let response = self
+            .client
+            .clone()
+            .submit_batch(pb::SubmitBatchRequest {
+                transactions: signed,
+            })
+            .await?
+            .into_inner();
+        if response.outcomes.len() != count {
+            return Err(ClientError::Malformed(format!(
+                "SubmitBatch answered {} outcomes for {count} transactions",
+                response.outcomes.len()
+            )));
+        }
+        response.outcomes.into_iter().map(submit_outcome).collect()
     }
 
     /// Submits a signed transaction and waits for its commit; returns the commit status

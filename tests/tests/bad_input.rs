@@ -117,8 +117,9 @@ async fn barrier(fixture: &Fixture, before: &Snapshot) {
     assert_eq!(owner_of(&alice, GUARDED).await, "alice");
 }
 
-/// Submits `signed` with Submit and with SubmitAndWait; both must be refused with `code` and a
-/// message containing each of `contains`, counted under `reason`, with nothing committed.
+/// Submits `signed` with Submit, with SubmitAndWait and in a SubmitBatch; each must be refused
+/// with `code` and a message containing each of `contains`, counted under `reason`, with
+/// nothing committed.
 async fn expect_refused(
     fixture: &Fixture,
     signed: pb::SignedTx,
@@ -144,13 +145,30 @@ async fn expect_refused(
         );
     }
     match admin
-        .submit_signed_and_wait(signed, Duration::from_secs(10))
+        .submit_signed_and_wait(signed.clone(), Duration::from_secs(10))
         .await
     {
         Err(ClientError::Rpc(status)) => {
             assert_eq!(status.code(), code, "SubmitAndWait: {status:?}")
         }
         other => panic!("SubmitAndWait must refuse it with {code:?}, got {other:?}"),
+    }
+    let answers = admin
+        .submit_batch(vec![signed])
+        .await
+        .expect("SubmitBatch answers for each transaction");
+    match &answers[..] {
+        [Err(status)] => {
+            assert_eq!(status.code(), code, "SubmitBatch: {status:?}");
+            for text in contains {
+                assert!(
+                    status.message().contains(text),
+                    "SubmitBatch's message should contain {text:?}: {:?}",
+                    status.message()
+                );
+            }
+        }
+        other => panic!("SubmitBatch must refuse it with {code:?}, got {other:?}"),
     }
 
     assert_eq!(
@@ -161,8 +179,8 @@ async fn expect_refused(
     let counted_after = metric(&fixture.node.metrics().await, &rejected_series(reason));
     assert_eq!(
         counted_after,
-        counted_before + 2,
-        "{} should count both refusals",
+        counted_before + 3,
+        "{} should count the three refusals",
         rejected_series(reason)
     );
     barrier(fixture, &before).await;
@@ -508,6 +526,77 @@ async fn the_same_transaction_twice_is_already_exists() {
         - metric(&metrics_before, &series)
         - metric(&metrics_before, &pending);
     assert_eq!(refused, 3, "three duplicate submissions should be counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_batch_answers_each_transaction_and_commits_only_the_good_ones() {
+    let (f, _serial) = fixture().await;
+    let alice = f.network.client("alice").await;
+    let (good_id, good) = alice.sign("probe", "put", &args(&["batch-a", "1"]));
+    let (other_id, other) = alice.sign("probe", "put", &args(&["batch-b", "2"]));
+    let (_, mut forged) = alice.sign("probe", "put", &args(&["batch-c", "3"]));
+    forged.signature = good.signature.clone();
+    let (_, unknown) = alice.sign("no-such-chaincode", "put", &args(&["x"]));
+    let answers = alice
+        .submit_batch(vec![good.clone(), forged, good, unknown, other])
+        .await
+        .expect("SubmitBatch answers");
+    let codes: Vec<Code> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or_else(|s| s.code(), |_| Code::Ok))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            Code::Ok,
+            Code::Unauthenticated,
+            Code::AlreadyExists,
+            Code::NotFound,
+            Code::Ok
+        ],
+        "{answers:?}"
+    );
+    assert!(matches!(&answers[0], Ok(id) if *id == good_id));
+    assert!(matches!(&answers[4], Ok(id) if *id == other_id));
+    // The accepted two commit, once each.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in [good_id, other_id] {
+        loop {
+            match alice.transaction(id).await {
+                Ok(info) => {
+                    let result = info.result.expect("a result");
+                    assert_eq!(result.status, TxStatus::Valid as i32, "{}", result.message);
+                    break;
+                }
+                Err(e) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{id} did not commit: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let value = alice
+        .query("probe", "get", &args(&["batch-c"]))
+        .await
+        .expect("query");
+    assert_eq!(value, b"<none>", "the forged transaction wrote");
+
+    // Over the limit, the call itself is refused and nothing is accepted.
+    let too_many: Vec<pb::SignedTx> = (0..=1_000)
+        .map(|i| {
+            alice
+                .sign("probe", "put", &args(&["batch-many", &i.to_string()]))
+                .1
+        })
+        .collect();
+    match alice.submit_batch(too_many).await {
+        Err(ClientError::Rpc(status)) => {
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("at most 1000"), "{status:?}");
+        }
+        other => panic!("a batch of 1,001 must be refused whole, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! `weft bench` end to end (a debug build, so the figures mean nothing; the test checks that it
 //! measures): against a local cluster it starts, and against an existing network whose node
-//! processes it is told.
+//! processes it is told; sending with SubmitBatch (the default) and with one Submit each.
 
 use std::path::Path;
 
@@ -65,6 +65,7 @@ async fn bench_measures_a_cluster_it_starts_and_an_existing_one() {
     run.expect_success("weft bench on a local cluster");
     let json = results(&out);
     assert_eq!(json["validators"], 4);
+    assert_eq!(json["submit"], "batch", "SubmitBatch by default");
     let steps = json["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 2, "one step per rate of the sweep");
     for step in steps {
@@ -107,6 +108,8 @@ async fn bench_measures_a_cluster_it_starts_and_an_existing_one() {
         &operations.join(","),
         "--pids",
         &pids.join(","),
+        "--submit",
+        "unary",
         "--rate",
         "30",
         "--duration",
@@ -122,6 +125,7 @@ async fn bench_measures_a_cluster_it_starts_and_an_existing_one() {
     run.expect_success("weft bench on an existing network");
     let json = results(&out);
     assert_eq!(json["existing_network"], true);
+    assert_eq!(json["submit"], "unary");
     let steps = json["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 1);
     check_step(&steps[0], &["bench"]);

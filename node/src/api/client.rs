@@ -23,6 +23,8 @@ use crate::types::{Block, Hash, Transaction, TxId};
 
 /// Transactions up to this size are verified on the request's task (see `verify`).
 const INLINE_VERIFY_BYTES: usize = 64 * 1024;
+/// The most transactions one `SubmitBatch` may carry.
+pub const MAX_SUBMIT_BATCH: usize = 1_000;
 
 pub struct ClientService {
     shared: Arc<Shared>,
@@ -53,19 +55,46 @@ impl ClientService {
             .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
     }
 
+    /// Verifies transactions together (one signature batch) on a blocking thread: a batch
+    /// of hundreds takes milliseconds, too long for an async worker. One small transaction is
+    /// checked on this task, as in `verify`.
+    async fn verify_all(
+        &self,
+        mut txs: Vec<pb::SignedTx>,
+    ) -> Result<Vec<Result<Transaction, Status>>, Status> {
+        if txs.len() == 1 {
+            let one = txs.pop().expect("one transaction");
+            return Ok(vec![self.verify(one).await]);
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared
+                .admission
+                .verify_all(txs.into_iter().map(signed_from_pb).collect())
+                .into_iter()
+                .map(|verdict| verdict.map_err(|e| admission_status(e, &shared.metrics)))
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task failed: {e}")))
+    }
+
     /// Verifies, refuses duplicates and unknown chaincode, and queues for ordering.
     async fn accept(
         &self,
         tx: pb::SignedTx,
         wait: bool,
-    ) -> Result<
-        (
-            TxId,
-            Option<tokio::sync::oneshot::Receiver<crate::mempool::Committed>>,
-        ),
-        Status,
-    > {
+    ) -> Result<(TxId, Option<CommitReceiver>), Status> {
         let tx = self.verify(tx).await?;
+        self.accept_verified(tx, wait)
+    }
+
+    /// Refuses duplicates and unknown chaincode, and queues a verified transaction.
+    fn accept_verified(
+        &self,
+        tx: Transaction,
+        wait: bool,
+    ) -> Result<(TxId, Option<CommitReceiver>), Status> {
         let id = tx.id();
         let shared = &self.shared;
         let already_committed = |block: u64| {
@@ -109,6 +138,21 @@ impl ClientService {
     }
 }
 
+type CommitReceiver = tokio::sync::oneshot::Receiver<crate::mempool::Committed>;
+
+/// What Submit would have answered, for one transaction of a batch.
+fn outcome(tx_id: TxId, answer: Result<(), Status>) -> pb::SubmitOutcome {
+    let (code, message) = match answer {
+        Ok(()) => (tonic::Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_string()),
+    };
+    pb::SubmitOutcome {
+        tx_id: Bytes::copy_from_slice(tx_id.as_bytes()),
+        code: code as i32,
+        message,
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
@@ -126,6 +170,31 @@ impl pb::client_server::Client for ClientService {
         Ok(Response::new(pb::SubmitResponse {
             tx_id: Bytes::copy_from_slice(id.as_bytes()),
         }))
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let txs = request.into_inner().transactions;
+        if txs.len() > MAX_SUBMIT_BATCH {
+            self.shared.metrics.rejected("batch_too_large");
+            return Err(Status::invalid_argument(format!(
+                "a batch of {} transactions; send at most {MAX_SUBMIT_BATCH} per SubmitBatch",
+                txs.len()
+            )));
+        }
+        let ids: Vec<TxId> = txs.iter().map(|tx| TxId::of_payload(&tx.payload)).collect();
+        let verdicts = self.verify_all(txs).await?;
+        let outcomes = ids
+            .into_iter()
+            .zip(verdicts)
+            .map(|(id, verdict)| {
+                let answer = verdict.and_then(|tx| self.accept_verified(tx, false).map(|_| ()));
+                outcome(id, answer)
+            })
+            .collect();
+        Ok(Response::new(pb::SubmitBatchResponse { outcomes }))
     }
 
     async fn submit_and_wait(

@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// The start of each step left out of throughput, latency and CPU.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// How transactions go out: batch (what is due at one moment for one validator in one
+    /// SubmitBatch call) or unary (one Submit call each).
+    #[arg(long, value_enum, default_value = "batch")]
+    submit: load::SubmitMode,
     /// Most submissions without an answer at once; a send waits for room (reported as lag).
     #[arg(long, default_value_t = 20_000)]
     outstanding: usize,
@@ -380,6 +384,7 @@ async fn run_step(
         clients.to_vec(),
         txs,
         step.rate,
+        args.submit,
         args.outstanding,
         tracker.clone(),
         counters.clone(),
@@ -671,6 +676,7 @@ fn header(args: &BenchArgs, target: &Target, peak: f64, goals: &[Goal]) -> serde
         "existing_network": args.network.is_some(),
         "runtime": args.runtime.as_str(),
         "workload": args.workload.as_str(),
+        "submit": args.submit.as_str(),
         "create_percent": args.create_percent,
         "peak_committed_tx_per_s": peak,
         "goals": goals,
