@@ -8,7 +8,7 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use sha2::{Digest, Sha512};
 use weft_proto::hashing::{self, HeaderFields};
-use weft_proto::signing::tx_signing_bytes;
+use weft_proto::signing::TX_DOMAIN;
 
 use crate::types::{Block, BlockHeader, Hash, SignedTransaction, TxResult};
 
@@ -215,7 +215,9 @@ struct Equation {
 }
 
 impl Equation {
-    /// None when the signature is not 64 bytes, `s` is not canonical or `R` is not a point.
+    /// None when the signature is not 64 bytes, `s` is not canonical or `R` does not decode to
+    /// a point (an encoding with y at or above p decodes, as ZIP-215 allows; every validator
+    /// runs this same code, and only the key's holder could use it).
     fn parse(signer: &weft_proto::Identity, tx: &SignedTransaction) -> Option<Equation> {
         let signature: [u8; 64] = tx.signature.as_ref().try_into().ok()?;
         let (r_bytes, s_bytes) = signature.split_at(32);
@@ -227,7 +229,9 @@ impl Equation {
         let mut hash = Sha512::new();
         hash.update(r_bytes);
         hash.update(key.as_bytes());
-        hash.update(tx_signing_bytes(&tx.payload));
+        // The message is `tx_signing_bytes(payload)`, hashed in its two parts (no copy).
+        hash.update(TX_DOMAIN);
+        hash.update(&tx.payload);
         let wide: [u8; 64] = hash.finalize().into();
         Some(Equation {
             s,
@@ -293,6 +297,7 @@ mod tests {
     use crate::types::{TxId, TxStatus};
     use bytes::Bytes;
     use proptest::prelude::*;
+    use weft_proto::signing::tx_signing_bytes;
 
     fn h(n: u8) -> Hash {
         Hash([n; 32])

@@ -117,6 +117,18 @@ async fn barrier(fixture: &Fixture, before: &Snapshot) {
     assert_eq!(owner_of(&alice, GUARDED).await, "alice");
 }
 
+/// `call` refused with `code` and a message containing each of `contains`.
+fn assert_refusal(call: &str, status: &tonic::Status, code: Code, contains: &[&str]) {
+    assert_eq!(status.code(), code, "{call}: {status:?}");
+    for text in contains {
+        assert!(
+            status.message().contains(text),
+            "{call}'s message should contain {text:?}: {:?}",
+            status.message()
+        );
+    }
+}
+
 /// Submits `signed` with Submit, with SubmitAndWait and in a SubmitBatch; each must be refused
 /// with `code` and a message containing each of `contains`, counted under `reason`, with
 /// nothing committed.
@@ -136,14 +148,7 @@ async fn expect_refused(
         .submit(signed.clone())
         .await
         .expect_err("Submit must refuse it");
-    assert_eq!(status.code(), code, "Submit: {status:?}");
-    for text in contains {
-        assert!(
-            status.message().contains(text),
-            "Submit's message should contain {text:?}: {:?}",
-            status.message()
-        );
-    }
+    assert_refusal("Submit", &status, code, contains);
     match admin
         .submit_signed_and_wait(signed.clone(), Duration::from_secs(10))
         .await
@@ -158,16 +163,7 @@ async fn expect_refused(
         .await
         .expect("SubmitBatch answers for each transaction");
     match &answers[..] {
-        [Err(status)] => {
-            assert_eq!(status.code(), code, "SubmitBatch: {status:?}");
-            for text in contains {
-                assert!(
-                    status.message().contains(text),
-                    "SubmitBatch's message should contain {text:?}: {:?}",
-                    status.message()
-                );
-            }
-        }
+        [Err(status)] => assert_refusal("SubmitBatch", status, code, contains),
         other => panic!("SubmitBatch must refuse it with {code:?}, got {other:?}"),
     }
 

@@ -76,12 +76,14 @@ impl Node {
     }
 
     fn branch(left: Node, right: Node) -> Node {
+        Node::shared_branch(Arc::new(left), Arc::new(right))
+    }
+
+    /// A branch over children as they are: an update passes the sibling it did not touch
+    /// through unchanged (no copy, no allocation).
+    fn shared_branch(left: Arc<Node>, right: Arc<Node>) -> Node {
         let hash = branch_hash(&left.hash(), &right.hash());
-        Node::Branch {
-            left: Arc::new(left),
-            right: Arc::new(right),
-            hash,
-        }
+        Node::Branch { left, right, hash }
     }
 }
 
@@ -114,9 +116,11 @@ fn insert(node: Node, path: Hash, value: Hash, depth: usize) -> Node {
         }
         Node::Branch { left, right, .. } => {
             if bit(&path, depth) {
-                Node::branch(owned(left), insert(owned(right), path, value, depth + 1))
+                let right = insert(owned(right), path, value, depth + 1);
+                Node::shared_branch(left, Arc::new(right))
             } else {
-                Node::branch(insert(owned(left), path, value, depth + 1), owned(right))
+                let left = insert(owned(left), path, value, depth + 1);
+                Node::shared_branch(Arc::new(left), right)
             }
         }
     }
