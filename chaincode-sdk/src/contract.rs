@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use serde_json::json;
 
-use crate::{Chaincode, ChaincodeError, Creator, Event, Stub};
+use crate::{Chaincode, ChaincodeError, Creator, Event, ReadHint, Stub};
 
 /// What the probe's "get" returns for a key that does not exist.
 pub const NONE: &str = "<none>";
@@ -82,6 +82,16 @@ impl Chaincode for ProbeChaincode {
             return Ok(json!(results).to_string().into_bytes());
         }
         probe(stub, &function, &args).await
+    }
+
+    /// `get` reads its key, `getmany` its first two (the rest cost a round trip), so the suite
+    /// run on a peer reads through values the peer sent ahead as well as through requests.
+    fn read_hints(&self) -> Vec<ReadHint> {
+        vec![
+            ReadHint::arg("get", 0),
+            ReadHint::arg("getmany", 0),
+            ReadHint::arg("getmany", 1),
+        ]
     }
 }
 

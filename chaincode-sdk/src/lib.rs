@@ -54,6 +54,51 @@ pub trait Chaincode: Send + Sync + 'static {
     async fn init(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError>;
     /// Runs an ordered transaction, a query, or a call from another chaincode.
     async fn invoke(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError>;
+    /// Keys this chaincode's functions read, named from their arguments: the peer sends their
+    /// committed values with each batch, so reading them costs no round trip (a key that does
+    /// not exist yet, which no cache can answer, included). A hint changes no result, only
+    /// where a read is answered. A peer refuses to register a chaincode that declares more
+    /// than [`MAX_READ_HINTS`] or one without a function. None by default.
+    fn read_hints(&self) -> Vec<ReadHint> {
+        Vec::new()
+    }
+}
+
+/// The most read hints a chaincode may declare.
+pub const MAX_READ_HINTS: usize = weft_proto::MAX_READ_HINTS;
+
+/// "Transactions calling `function` read the key `prefix` + argument number `arg`" (counted
+/// from 0, taken as UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHint {
+    pub function: String,
+    pub arg: u32,
+    pub prefix: String,
+}
+
+impl ReadHint {
+    /// `function` reads the key that is its argument number `arg`.
+    pub fn arg(function: &str, arg: u32) -> ReadHint {
+        ReadHint {
+            function: function.to_string(),
+            arg,
+            prefix: String::new(),
+        }
+    }
+
+    /// The key is `prefix` followed by the argument.
+    pub fn with_prefix(mut self, prefix: &str) -> ReadHint {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    pub(crate) fn to_pb(&self) -> pb::ReadHint {
+        pb::ReadHint {
+            function: self.function.clone(),
+            arg: self.arg,
+            prefix: self.prefix.clone(),
+        }
+    }
 }
 
 /// What a transaction sees of the ledger: its arguments and signer, and this chaincode's state.

@@ -16,8 +16,8 @@ use weft_proto::pb;
 use weft_proto::pb::chaincode_message::Kind as Outgoing;
 use weft_proto::pb::chaincode_service_server::{ChaincodeService, ChaincodeServiceServer};
 
-use crate::Chaincode;
 use crate::shim::{self, OUTBOUND_CAPACITY, ShimConfig};
+use crate::{Chaincode, ReadHint};
 
 /// Where a chaincode serves and who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,12 @@ impl<C: Chaincode> ChaincodeService for Service<C> {
                 name: self.config.name.clone(),
                 version: self.config.version.clone(),
                 launch_token: token.clone(),
+                read_hints: self
+                    .chaincode
+                    .read_hints()
+                    .iter()
+                    .map(ReadHint::to_pb)
+                    .collect(),
             })),
         };
         outbound

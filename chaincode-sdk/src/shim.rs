@@ -8,6 +8,8 @@
 //! * QUERY and NESTED batches do not even read the cache: it may hold the writes of an INVOKE
 //!   batch the peer has not committed yet, and a nested call's view of state is the peer's.
 //! * Range scans always ask the peer and never fill the cache.
+//! * The values a batch carries for the read hints answer reads the cache cannot (they are what
+//!   a StateRequest for that batch would return), and fill the cache like a peer's answer.
 //! * Once a request of a transaction failed (peer error, stream gone), the transaction fails
 //!   with that error even if the chaincode ignored it: what it computed rests on a failed read.
 //! * Outcomes of QUERY batches report their writes like any other; the peer discards them.
@@ -31,7 +33,7 @@ use weft_proto::pb::peer_message::Kind as Incoming;
 
 use crate::overlay::{self, Writes};
 use crate::tx::{self, Backend, EntryPoint, NestedCall, TxInput, TxOutcome};
-use crate::{Chaincode, ChaincodeError, Creator};
+use crate::{Chaincode, ChaincodeError, Creator, ReadHint};
 
 /// How many values the read cache holds before it starts over.
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
@@ -97,6 +99,7 @@ pub async fn serve<C: Chaincode>(chaincode: C, config: ShimConfig) -> Result<(),
             name: config.name.clone(),
             version: config.version.clone(),
             launch_token: config.launch_token.clone(),
+            read_hints: chaincode.read_hints().iter().map(ReadHint::to_pb).collect(),
         })),
     };
     outbound
@@ -290,6 +293,7 @@ async fn execute<C: Chaincode>(
             link,
             batch_id,
             cache: cache.as_deref_mut(),
+            prefetched: prefetched_values(batch.prefetched),
         };
         AssertUnwindSafe(tx::run_batch(chaincode, entry, inputs, &mut backend))
             .catch_unwind()
@@ -320,6 +324,18 @@ async fn execute<C: Chaincode>(
             failed_batch(batch_id, count, &reason)
         }
     }
+}
+
+/// The values the peer sent with a batch for the chaincode's read hints, by key (a key that is
+/// not UTF-8 cannot be read by a chaincode, so it is dropped).
+fn prefetched_values(prefetched: Vec<pb::PrefetchedValue>) -> HashMap<String, Option<Vec<u8>>> {
+    prefetched
+        .into_iter()
+        .filter_map(|entry| {
+            let key = String::from_utf8(entry.key.to_vec()).ok()?;
+            Some((key, entry.value.map(|value| value.to_vec())))
+        })
+        .collect()
 }
 
 fn tx_input(context: pb::TxContext) -> Result<TxInput, ChaincodeError> {
@@ -527,11 +543,13 @@ impl Link {
     }
 }
 
-/// Committed state through the peer, with the read cache for INVOKE and INIT batches.
+/// Committed state through the peer, with the read cache for INVOKE and INIT batches and the
+/// values the peer sent with the batch for the read hints.
 struct PeerBackend<'a> {
     link: &'a Link,
     batch_id: u64,
     cache: Option<&'a mut ReadCache>,
+    prefetched: HashMap<String, Option<Vec<u8>>>,
 }
 
 fn unexpected(request: &str) -> ChaincodeError {
@@ -554,9 +572,15 @@ impl Backend for PeerBackend<'_> {
         let mut values = vec![None; keys.len()];
         let mut misses = Vec::new();
         for (index, key) in keys.iter().enumerate() {
-            match self.cache.as_ref().and_then(|cache| cache.get(key)) {
-                Some(value) => values[index] = value.clone(),
-                None => misses.push(index),
+            if let Some(value) = self.cache.as_ref().and_then(|cache| cache.get(key)) {
+                values[index] = value.clone();
+            } else if let Some(value) = self.prefetched.get(*key) {
+                if let Some(cache) = self.cache.as_deref_mut() {
+                    cache.insert(key.to_string(), value.clone());
+                }
+                values[index] = value.clone();
+            } else {
+                misses.push(index);
             }
         }
         if misses.is_empty() {

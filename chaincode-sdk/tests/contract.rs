@@ -368,6 +368,17 @@ impl FakePeer {
         epoch: u64,
         transactions: Vec<pb::TxContext>,
     ) -> (u64, oneshot::Receiver<pb::BatchResult>) {
+        self.send_prefetched(kind, epoch, transactions, Vec::new())
+    }
+
+    /// Sends a batch carrying values for read hints.
+    fn send_prefetched(
+        &self,
+        kind: pb::ExecutionKind,
+        epoch: u64,
+        transactions: Vec<pb::TxContext>,
+        prefetched: Vec<pb::PrefetchedValue>,
+    ) -> (u64, oneshot::Receiver<pb::BatchResult>) {
         let batch_id = {
             let mut next = self.next_batch.lock().expect("no panics while locked");
             *next += 1;
@@ -384,6 +395,7 @@ impl FakePeer {
             kind: kind as i32,
             cache_epoch: epoch,
             transactions,
+            prefetched,
         }));
         (batch_id, receiver)
     }
@@ -394,8 +406,19 @@ impl FakePeer {
         epoch: u64,
         transactions: Vec<pb::TxContext>,
     ) -> Result<pb::BatchResult> {
+        self.execute_prefetched(kind, epoch, transactions, Vec::new())
+            .await
+    }
+
+    async fn execute_prefetched(
+        &self,
+        kind: pb::ExecutionKind,
+        epoch: u64,
+        transactions: Vec<pb::TxContext>,
+        prefetched: Vec<pb::PrefetchedValue>,
+    ) -> Result<pb::BatchResult> {
         let count = transactions.len();
-        let (_, receiver) = self.send_batch(kind, epoch, transactions);
+        let (_, receiver) = self.send_prefetched(kind, epoch, transactions, prefetched);
         let result = tokio::time::timeout(WAIT, receiver)
             .await
             .context("timed out waiting for a batch result")?
@@ -675,6 +698,93 @@ async fn the_cache_serves_repeated_reads_until_the_epoch_changes() -> Result<()>
 }
 
 #[tokio::test]
+async fn the_chaincode_declares_its_read_hints_and_reads_prefetched_values_without_asking()
+-> Result<()> {
+    let (peer, _shim) = start_shim(TOKEN).await?;
+    let me = alice();
+    let hints = peer.lock().register.clone().expect("registered").read_hints;
+    let declared: Vec<(String, u32)> = hints.into_iter().map(|h| (h.function, h.arg)).collect();
+    assert_eq!(
+        declared,
+        vec![
+            ("get".to_string(), 0),
+            ("getmany".to_string(), 0),
+            ("getmany".to_string(), 1)
+        ]
+    );
+    // The fake peer's own state would answer otherwise: the values sent with the batch win.
+    peer.lock()
+        .kv
+        .insert("there".to_string(), b"from a request".to_vec());
+    let prefetched = vec![
+        pb::PrefetchedValue {
+            key: b"there".to_vec().into(),
+            value: Some(b"sent ahead".to_vec().into()),
+        },
+        pb::PrefetchedValue {
+            key: b"new".to_vec().into(),
+            value: None,
+        },
+        // Not UTF-8: no chaincode can read it; dropped.
+        pb::PrefetchedValue {
+            key: vec![0xff].into(),
+            value: None,
+        },
+    ];
+    let result = peer
+        .execute_prefetched(
+            pb::ExecutionKind::Query,
+            1,
+            vec![
+                tx(&me, "get", &["there"]),
+                tx(&me, "get", &["new"]),
+                // A write earlier in the transaction hides the value sent ahead.
+                tx(&me, "script", &["put there mine", "get there"]),
+            ],
+            prefetched.clone(),
+        )
+        .await?;
+    assert_eq!(outcome_text(&result.outcomes[0]), Ok("sent ahead".into()));
+    assert_eq!(outcome_text(&result.outcomes[1]), Ok("<none>".into()));
+    assert_eq!(
+        outcome_text(&result.outcomes[2]),
+        Ok(r#"["mine","mine"]"#.into())
+    );
+    assert!(
+        peer.state_requests().is_empty(),
+        "{:?}",
+        peer.state_requests()
+    );
+
+    // A key nothing was sent for still costs one request, and only that key is asked for.
+    let result = peer
+        .execute_prefetched(
+            pb::ExecutionKind::Invoke,
+            1,
+            vec![tx(&me, "getmany", &["there", "new", "other"])],
+            prefetched,
+        )
+        .await?;
+    assert_eq!(
+        outcome_text(&result.outcomes[0]),
+        Ok(r#"["sent ahead",null,null]"#.into())
+    );
+    assert_eq!(peer.state_requests(), vec![vec!["other".to_string()]]);
+
+    // An INVOKE batch's values fill the cache: the next batch reads them without being sent.
+    let again = peer
+        .execute(
+            pb::ExecutionKind::Invoke,
+            1,
+            vec![tx(&me, "get", &["there"])],
+        )
+        .await?;
+    assert_eq!(outcome_text(&again.outcomes[0]), Ok("sent ahead".into()));
+    assert_eq!(peer.state_requests().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn queries_and_nested_calls_neither_fill_nor_use_the_cache() -> Result<()> {
     let (peer, _shim) = start_shim(TOKEN).await?;
     let me = alice();
@@ -824,6 +934,7 @@ async fn an_unknown_execution_kind_fails_every_transaction() -> Result<()> {
             kind: 42,
             cache_epoch: 0,
             transactions: vec![tx(&me, "put", &["a", "1"]), tx(&me, "txid", &[])],
+            prefetched: Vec::new(),
         }));
         (batch_id, receiver)
     };

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::chaincode::session::StreamStats;
 
 /// Upper bounds of the commit latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -85,6 +87,8 @@ pub struct Metrics {
     pub pending: AtomicU64,
     pub chaincode_executions: AtomicU64,
     pub chaincode_errors: AtomicU64,
+    /// The chaincode streams' counters (shared with the sessions).
+    pub chaincode_streams: Arc<StreamStats>,
     pub commit_latency: Histogram,
     rejected: ByReason,
     /// PBFT: views entered after view 0.
@@ -186,6 +190,27 @@ impl Metrics {
             "Transactions whose chaincode failed, crashed or timed out.",
             "counter",
             load(&self.chaincode_errors),
+        );
+        gauge(
+            &mut out,
+            "weft_chaincode_state_requests_total",
+            "State reads chaincode asked for on its stream (one round trip each).",
+            "counter",
+            load(&self.chaincode_streams.state_requests),
+        );
+        gauge(
+            &mut out,
+            "weft_chaincode_state_request_keys_total",
+            "Keys those state reads named.",
+            "counter",
+            load(&self.chaincode_streams.state_request_keys),
+        );
+        gauge(
+            &mut out,
+            "weft_chaincode_prefetched_keys_total",
+            "Values sent with batches for the chaincode's read hints (reads that need no round trip).",
+            "counter",
+            load(&self.chaincode_streams.prefetched_keys),
         );
         self.commit_latency.render(
             "weft_commit_latency_seconds",

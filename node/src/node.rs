@@ -303,7 +303,8 @@ pub async fn start_with_store(
         };
         format!("{ip}:{}", grpc_address.port())
     });
-    let registrations = Arc::new(Registrations::default());
+    let metrics = Arc::new(Metrics::default());
+    let registrations = Arc::new(Registrations::new(metrics.chaincode_streams.clone()));
     let chaincodes = Arc::new(ChaincodeManager::new(
         choose_runtime(&config, &genesis.chain_id, &registrations).await?,
         ManagerConfig {
@@ -413,7 +414,7 @@ pub async fn start_with_store(
         executor: executor.clone(),
         admission,
         mempool: Mempool::new(config.api.max_pending),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         submit,
         certificates: certificates.clone(),
         consensus: pbft.then_some(status_rx),

@@ -34,3 +34,5 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// The request metadata key carrying the launch token when a peer dials a chaincode that runs
 /// as a service (`weft.v1.ChaincodeService/Attach`).
 pub const LAUNCH_TOKEN_METADATA: &str = "weft-launch-token";
+/// The most read hints (`weft.v1.Register.read_hints`) a peer uses for one chaincode.
+pub const MAX_READ_HINTS: usize = 64;

@@ -4,16 +4,19 @@
 //! invariant: every other function behaves exactly as the library's probe. Launched under the
 //! name "echo" (as a package named echo), it serves the library's `EchoChaincode` instead, the
 //! callee of the contract suite's nested calls; under the name "exits-at-launch" it exits
-//! before registering.
+//! before registering; under "too-many-hints" it declares one read hint more than a peer
+//! accepts.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chaincode_sdk::contract::{ECHO, EchoChaincode, ProbeChaincode};
-use chaincode_sdk::{Chaincode, ChaincodeError, Stub, async_trait};
+use chaincode_sdk::{Chaincode, ChaincodeError, MAX_READ_HINTS, ReadHint, Stub, async_trait};
 
 /// Packaged under this name, the probe prints a line and exits before it registers: what a
 /// chaincode that cannot start looks like to its peer.
 const EXITS_AT_LAUNCH: &str = "exits-at-launch";
+/// Packaged under this name, the probe declares more read hints than a peer accepts.
+const TOO_MANY_HINTS: &str = "too-many-hints";
 
 fn main() {
     let name = std::env::var(chaincode_sdk::ENV_CHAINCODE_NAME).unwrap_or_default();
@@ -24,7 +27,29 @@ fn main() {
         eprintln!("probe: cannot start: exiting at launch on purpose");
         std::process::exit(4);
     }
+    if name == TOO_MANY_HINTS {
+        chaincode_sdk::start(TooManyHints)
+    }
     chaincode_sdk::start(Probe)
+}
+
+struct TooManyHints;
+
+#[async_trait]
+impl Chaincode for TooManyHints {
+    async fn init(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError> {
+        ProbeChaincode.init(stub).await
+    }
+
+    async fn invoke(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError> {
+        ProbeChaincode.invoke(stub).await
+    }
+
+    fn read_hints(&self) -> Vec<ReadHint> {
+        (0..=MAX_READ_HINTS as u32)
+            .map(|arg| ReadHint::arg("getmany", arg))
+            .collect()
+    }
 }
 
 struct Probe;
@@ -48,6 +73,10 @@ fn number(value: &str, function: &str) -> Result<u64, ChaincodeError> {
 impl Chaincode for Probe {
     async fn init(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError> {
         ProbeChaincode.init(stub).await
+    }
+
+    fn read_hints(&self) -> Vec<ReadHint> {
+        ProbeChaincode.read_hints()
     }
 
     async fn invoke(&self, stub: &mut dyn Stub) -> Result<Vec<u8>, ChaincodeError> {

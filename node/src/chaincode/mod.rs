@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod external;
 pub mod process;
+pub mod read_hints;
 pub mod runtime;
 pub mod session;
 pub mod socket;

@@ -20,6 +20,7 @@ use weft_proto::pb;
 use weft_proto::pb::chaincode_message::Kind as InKind;
 use weft_proto::pb::peer_message::Kind as OutKind;
 
+use super::read_hints::ReadHints;
 use crate::state::StateView;
 use crate::types::{KvWrite, Transaction};
 
@@ -92,10 +93,24 @@ struct PendingBatch {
     done: oneshot::Sender<Result<Vec<Outcome>, SessionError>>,
 }
 
+/// What the chaincode streams of a peer asked of it, for the metrics: reads answered by a
+/// round trip against values sent ahead for read hints.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// StateRequests answered (one round trip each).
+    pub state_requests: AtomicU64,
+    /// Keys those StateRequests named.
+    pub state_request_keys: AtomicU64,
+    /// Values sent with batches for read hints.
+    pub prefetched_keys: AtomicU64,
+}
+
 /// One registered chaincode instance's stream.
 pub struct Session {
     name: String,
     version: String,
+    read_hints: ReadHints,
+    stats: Arc<StreamStats>,
     outbound: mpsc::Sender<Result<pb::PeerMessage, Status>>,
     batches: Mutex<HashMap<u64, PendingBatch>>,
     next_batch: AtomicU64,
@@ -134,6 +149,10 @@ impl Session {
         }
         let batch_id = self.next_batch.fetch_add(1, Ordering::SeqCst);
         let (done, result) = oneshot::channel();
+        let prefetched = self.read_hints.prefetch(transactions, view.as_ref());
+        self.stats
+            .prefetched_keys
+            .fetch_add(prefetched.len() as u64, Ordering::Relaxed);
         self.batches().insert(
             batch_id,
             PendingBatch {
@@ -148,6 +167,7 @@ impl Session {
             kind: kind.to_pb() as i32,
             cache_epoch,
             transactions: transactions.iter().map(tx_context).collect(),
+            prefetched,
         };
         let sent = self
             .outbound
@@ -204,6 +224,10 @@ impl Session {
                 }
             }
             InKind::StateRequest(request) => {
+                self.stats.state_requests.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .state_request_keys
+                    .fetch_add(request.keys.len() as u64, Ordering::Relaxed);
                 let response = match self.batch_view(request.batch_id) {
                     None => pb::StateResponse {
                         request_id: request.request_id,
@@ -376,13 +400,22 @@ pub struct PendingLaunch {
     pub registered: oneshot::Sender<Arc<Session>>,
 }
 
-/// Launch tokens issued and not yet claimed.
+/// Launch tokens issued and not yet claimed, and the counters every session adds to.
 #[derive(Default)]
 pub struct Registrations {
     pending: Mutex<HashMap<String, PendingLaunch>>,
+    stats: Arc<StreamStats>,
 }
 
 impl Registrations {
+    /// Registrations whose sessions count into `stats`.
+    pub fn new(stats: Arc<StreamStats>) -> Registrations {
+        Registrations {
+            pending: Mutex::default(),
+            stats,
+        }
+    }
+
     pub fn expect(&self, token: String, launch: PendingLaunch) {
         self.pending
             .lock()
@@ -472,11 +505,19 @@ where
         Some(Err(status)) => return Err(status),
         None => return Err(Status::cancelled("stream closed before Register")),
     };
+    let read_hints = ReadHints::from_pb(&register.read_hints).map_err(|error| {
+        Status::invalid_argument(format!(
+            "chaincode {} {}: {error}",
+            register.name, register.version
+        ))
+    })?;
     let launch = registrations.claim(&register)?;
     let (outbound, receiver) = mpsc::channel(256);
     let session = Arc::new(Session {
         name: register.name.clone(),
         version: register.version.clone(),
+        read_hints,
+        stats: registrations.stats.clone(),
         outbound,
         batches: Mutex::new(HashMap::new()),
         next_batch: AtomicU64::new(1),
@@ -514,4 +555,42 @@ where
         session.close();
     });
     Ok(ReceiverStream::new(receiver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_registration_with_too_many_read_hints_is_refused_with_the_limit() {
+        let hint = |arg: u32| pb::ReadHint {
+            function: "get".to_string(),
+            arg,
+            prefix: String::new(),
+        };
+        let register = pb::ChaincodeMessage {
+            kind: Some(InKind::Register(pb::Register {
+                name: "cc".to_string(),
+                version: "1".to_string(),
+                launch_token: "token".to_string(),
+                read_hints: (0..=weft_proto::MAX_READ_HINTS as u32).map(hint).collect(),
+            })),
+        };
+        let registrations = Registrations::default();
+        let refused = accept(
+            &registrations,
+            "peer0",
+            tokio_stream::iter(vec![Ok(register)]),
+        )
+        .await
+        .expect_err("too many hints");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("cc 1")
+                && refused.message().contains("65 read hints")
+                && refused.message().contains("at most 64"),
+            "{}",
+            refused.message()
+        );
+    }
 }
