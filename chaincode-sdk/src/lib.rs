@@ -57,14 +57,15 @@ pub trait Chaincode: Send + Sync + 'static {
     /// Keys this chaincode's functions read, named from their arguments: the peer sends their
     /// committed values with each batch, so reading them costs no round trip (a key that does
     /// not exist yet, which no cache can answer, included). A hint changes no result, only
-    /// where a read is answered. A peer refuses to register a chaincode that declares more
-    /// than [`MAX_READ_HINTS`] or one without a function. None by default.
+    /// where a read is answered. A peer uses the first [`MAX_READ_HINTS`] that name a function
+    /// and have a prefix of at most 1 KiB, and logs the others (their reads go by request).
+    /// None by default.
     fn read_hints(&self) -> Vec<ReadHint> {
         Vec::new()
     }
 }
 
-/// The most read hints a chaincode may declare.
+/// The most read hints a peer uses for one chaincode.
 pub const MAX_READ_HINTS: usize = weft_proto::MAX_READ_HINTS;
 
 /// "Transactions calling `function` read the key `prefix` + argument number `arg`" (counted

@@ -761,7 +761,12 @@ async fn the_chaincode_declares_its_read_hints_and_reads_prefetched_values_witho
         .execute_prefetched(
             pb::ExecutionKind::Invoke,
             1,
-            vec![tx(&me, "getmany", &["there", "new", "other"])],
+            vec![
+                tx(&me, "getmany", &["there", "new", "other"]),
+                // An earlier transaction's write hides the value sent ahead from later ones.
+                tx(&me, "put", &["new", "written"]),
+                tx(&me, "get", &["new"]),
+            ],
             prefetched,
         )
         .await?;
@@ -769,17 +774,22 @@ async fn the_chaincode_declares_its_read_hints_and_reads_prefetched_values_witho
         outcome_text(&result.outcomes[0]),
         Ok(r#"["sent ahead",null,null]"#.into())
     );
+    assert_eq!(outcome_text(&result.outcomes[2]), Ok("written".into()));
     assert_eq!(peer.state_requests(), vec![vec!["other".to_string()]]);
 
-    // An INVOKE batch's values fill the cache: the next batch reads them without being sent.
+    // An INVOKE batch's values fill the cache (its writes override them): the next batch
+    // reads them without anything sent ahead.
     let again = peer
         .execute(
             pb::ExecutionKind::Invoke,
             1,
-            vec![tx(&me, "get", &["there"])],
+            vec![tx(&me, "getmany", &["there", "new"])],
         )
         .await?;
-    assert_eq!(outcome_text(&again.outcomes[0]), Ok("sent ahead".into()));
+    assert_eq!(
+        outcome_text(&again.outcomes[0]),
+        Ok(r#"["sent ahead","written"]"#.into())
+    );
     assert_eq!(peer.state_requests().len(), 1);
     Ok(())
 }

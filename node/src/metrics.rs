@@ -208,7 +208,7 @@ impl Metrics {
         gauge(
             &mut out,
             "weft_chaincode_prefetched_keys_total",
-            "Values sent with batches for the chaincode's read hints (reads that need no round trip).",
+            "Values sent with batches for the chaincode's read hints (read or not).",
             "counter",
             load(&self.chaincode_streams.prefetched_keys),
         );
