@@ -4,14 +4,14 @@
 //! resulting block. Everything a validator decides here depends only on the ordered batch and
 //! the committed state, so every honest validator produces the same block.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use weft_proto::Role;
 use weft_proto::package::validate_name;
 use weft_proto::tx::{LIFECYCLE_CHAINCODE, LIFECYCLE_DEPLOY, LIFECYCLE_LIST};
+use weft_proto::{Role, TxId};
 
 use crate::chaincode::session::{
     ExecutionKind, NestedCall, NestedInvoker, Outcome, OutcomeStatus, SessionError,
@@ -40,15 +40,54 @@ pub enum QueryError {
     Ledger(#[from] LedgerError),
 }
 
+/// How many transactions' local failure details a validator remembers.
+const LOCAL_DETAILS: usize = 256;
+
 #[derive(Clone)]
 pub struct Executor {
     ledger: Arc<Ledger>,
     chaincodes: Arc<ChaincodeManager>,
+    /// Why recent transactions failed for reasons of this validator's own (its instance's id
+    /// and last log lines, a package or runtime missing here), newest last: kept off the
+    /// ledger, whose results must be the same on every validator, and told to a client that
+    /// waits for the transaction on this validator.
+    local_details: Arc<Mutex<VecDeque<(TxId, String)>>>,
 }
 
 impl Executor {
     pub fn new(ledger: Arc<Ledger>, chaincodes: Arc<ChaincodeManager>) -> Executor {
-        Executor { ledger, chaincodes }
+        Executor {
+            ledger,
+            chaincodes,
+            local_details: Arc::default(),
+        }
+    }
+
+    /// What this validator alone knows of why `tx_id` failed, if it failed for a reason of
+    /// its own recently.
+    pub fn local_detail(&self, tx_id: &TxId) -> Option<String> {
+        self.local_details
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .find(|(id, _)| id == tx_id)
+            .map(|(_, detail)| detail.clone())
+    }
+
+    /// The committed result of `tx` when its chaincode could not run it; the error's
+    /// validator-local part is remembered for [`Executor::local_detail`].
+    fn failed(&self, tx: &Transaction, chaincode: &str, error: &ChaincodeError) -> TxResult {
+        let (result, detail) = failure_result(tx, chaincode, error);
+        if let Some(detail) = detail {
+            tracing::warn!(tx_id = %tx.id(), detail = %detail, "transaction failed on this validator");
+            let mut details = self.local_details.lock().unwrap_or_else(|p| p.into_inner());
+            if details.len() == LOCAL_DETAILS {
+                details.pop_front();
+            }
+            details.push_back((tx.id(), detail));
+        }
+        result
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
@@ -199,7 +238,7 @@ impl Executor {
             }
             Err(error) => transactions
                 .iter()
-                .map(|tx| failure_result(tx, &error))
+                .map(|tx| self.failed(tx, &definition.name, &error))
                 .collect(),
         }
     }
@@ -306,7 +345,7 @@ impl Executor {
             .await;
         let outcome = match outcome {
             Ok(mut outcomes) => outcomes.remove(0),
-            Err(error) => return failure_result(tx, &error),
+            Err(error) => return self.failed(tx, &name, &error),
         };
         let mut result = result_of(tx, &name, outcome, Vec::new());
         if result.status == TxStatus::Valid {
@@ -371,7 +410,23 @@ fn is_instance_failure(error: &ChaincodeError) -> bool {
     matches!(error, ChaincodeError::Session { .. })
 }
 
-fn failure_result(tx: &Transaction, error: &ChaincodeError) -> TxResult {
+/// The committed result of `tx` when its chaincode could not run it, and the error's
+/// validator-local detail. The result must be the same on every validator that meets the same
+/// failure, so what names this validator's instance (process or container id, its log lines),
+/// its storage or its runtime stays out of the message.
+fn failure_result(
+    tx: &Transaction,
+    chaincode: &str,
+    error: &ChaincodeError,
+) -> (TxResult, Option<String>) {
+    let local = |what: &str| {
+        (
+            TxStatus::ChaincodeCrashed,
+            format!(
+                "chaincode {chaincode} {what}; the validator's log (and its answer to a client that waited on it there) says why"
+            ),
+        )
+    };
     let (status, message) = match error {
         ChaincodeError::Session {
             chaincode,
@@ -388,9 +443,17 @@ fn failure_result(tx: &Transaction, error: &ChaincodeError) -> TxResult {
                 "chaincode {chaincode} failed while running this transaction ({source}); it was restarted"
             ),
         ),
-        other => (TxStatus::ChaincodeCrashed, other.to_string()),
+        ChaincodeError::LaunchFailed { .. } => local("could not be started"),
+        ChaincodeError::NotInstalled(_) | ChaincodeError::Package(_) | ChaincodeError::Io(_) => {
+            local("is not installed on this validator")
+        }
+        ChaincodeError::Runtime(_) => local("could not be run by this validator's runtime"),
     };
-    TxResult::failed(tx.id(), status, message)
+    let detail = match error {
+        ChaincodeError::Session { .. } => None,
+        other => Some(other.to_string()),
+    };
+    (TxResult::failed(tx.id(), status, message), detail)
 }
 
 /// The result of a transaction from its chaincode's outcome and the writes of its calls.
@@ -556,5 +619,65 @@ impl NestedInvoker for SegmentInvoker {
             }
             OutcomeStatus::Error => Err(outcome.message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch_failed(instance: &str, logs: &str) -> ChaincodeError {
+        ChaincodeError::LaunchFailed {
+            chaincode: "cc:1.0".to_string(),
+            instance: instance.to_string(),
+            reason: "exited (exit code 4) before registering".to_string(),
+            logs: logs.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_local_failure_commits_the_same_result_everywhere_and_keeps_its_detail_local() {
+        let tx = Transaction::unsigned_for_tests("put", &[b"k"]);
+        // Two validators, two instances, two logs: one committed result.
+        let (here, detail_here) = failure_result(
+            &tx,
+            "cc",
+            &launch_failed("pid 101", "12:00:01 starting at 127.0.0.1:7051"),
+        );
+        let (there, detail_there) = failure_result(
+            &tx,
+            "cc",
+            &launch_failed("container 5f3a", "12:00:02 starting at 10.0.0.2:7051"),
+        );
+        assert_eq!(
+            crate::crypto::result_hash(&here),
+            crate::crypto::result_hash(&there)
+        );
+        assert_eq!(here.status, TxStatus::ChaincodeCrashed);
+        assert!(
+            here.message.contains("chaincode cc could not be started"),
+            "{}",
+            here.message
+        );
+        assert!(!here.message.contains("pid 101"), "{}", here.message);
+        let detail = detail_here.expect("the local detail is kept");
+        assert!(
+            detail.contains("pid 101") && detail.contains("starting at 127.0.0.1"),
+            "{detail}"
+        );
+        assert!(detail_there.is_some_and(|d| d.contains("container 5f3a")));
+
+        // A chaincode failing mid-transaction says so the same way everywhere: no local part.
+        let crashed = ChaincodeError::Session {
+            chaincode: "cc".to_string(),
+            source: SessionError::Closed,
+        };
+        let (result, detail) = failure_result(&tx, "cc", &crashed);
+        assert!(
+            result.message.contains("it was restarted"),
+            "{}",
+            result.message
+        );
+        assert_eq!(detail, None);
     }
 }

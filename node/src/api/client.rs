@@ -212,13 +212,23 @@ impl pb::client_server::Client for ClientService {
         let (id, receiver) = self.accept(tx, true).await?;
         let receiver = receiver.expect("accept with wait returns a receiver");
         match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(committed)) => Ok(Response::new(pb::CommitStatus {
-                tx_id: Bytes::copy_from_slice(id.as_bytes()),
-                block_number: committed.block,
-                status: status_to_pb(committed.result.status) as i32,
-                message: committed.result.message,
-                payload: committed.result.payload,
-            })),
+            Ok(Ok(committed)) => {
+                // The ledger's message is the same on every validator; what only this one
+                // knows (its chaincode instance's id and last log lines) is added here.
+                let message = match self.shared.executor.local_detail(&id) {
+                    Some(detail) => {
+                        format!("{}\non this validator: {detail}", committed.result.message)
+                    }
+                    None => committed.result.message,
+                };
+                Ok(Response::new(pb::CommitStatus {
+                    tx_id: Bytes::copy_from_slice(id.as_bytes()),
+                    block_number: committed.block,
+                    status: status_to_pb(committed.result.status) as i32,
+                    message,
+                    payload: committed.result.payload,
+                }))
+            }
             Ok(Err(_)) => Err(Status::unavailable(format!(
                 "the node stopped before transaction {id} committed; it may still commit: check with `weft ledger tx {id}`"
             ))),

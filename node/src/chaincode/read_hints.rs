@@ -148,10 +148,7 @@ impl ReadHints {
 mod tests {
     use std::collections::BTreeMap;
 
-    use weft_proto::{Identity, Role, TxId};
-
     use super::*;
-    use crate::types::SignedTransaction;
 
     fn hint(function: &str, arg: u32, prefix: &str) -> pb::ReadHint {
         pb::ReadHint {
@@ -162,26 +159,7 @@ mod tests {
     }
 
     fn tx(function: &str, args: &[&[u8]]) -> Transaction {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        Transaction {
-            signed: SignedTransaction {
-                id: TxId([0; 32]),
-                payload: Bytes::new(),
-                signer: Bytes::new(),
-                signature: Bytes::new(),
-            },
-            chaincode: "cc".to_string(),
-            function: function.to_string(),
-            args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
-            created_unix_ms: 0,
-            creator: Identity {
-                name: "alice".to_string(),
-                organization: "Org1".to_string(),
-                role: Role::Client,
-                verifying_key: key.verifying_key(),
-                certificate: Vec::new(),
-            },
-        }
+        Transaction::unsigned_for_tests(function, args)
     }
 
     struct MapView(BTreeMap<Bytes, Bytes>);

@@ -65,6 +65,32 @@ impl Transaction {
     pub fn id(&self) -> TxId {
         self.signed.id
     }
+
+    /// For unit tests that need a decoded transaction but no signature: `function(args)` of
+    /// chaincode "cc" by alice (a client), unsigned, with an all-zero id.
+    #[cfg(test)]
+    pub fn unsigned_for_tests(function: &str, args: &[&[u8]]) -> Transaction {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        Transaction {
+            signed: SignedTransaction {
+                id: TxId([0; 32]),
+                payload: Bytes::new(),
+                signer: Bytes::new(),
+                signature: Bytes::new(),
+            },
+            chaincode: "cc".to_string(),
+            function: function.to_string(),
+            args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
+            created_unix_ms: 0,
+            creator: Identity {
+                name: "alice".to_string(),
+                organization: "Org1".to_string(),
+                role: weft_proto::Role::Client,
+                verifying_key: key.verifying_key(),
+                certificate: Vec::new(),
+            },
+        }
+    }
 }
 
 /// Two transactions are the same when their signed bytes are: everything else is decoded from
