@@ -40,8 +40,12 @@ pub enum QueryError {
     Ledger(#[from] LedgerError),
 }
 
-/// How many transactions' local failure details a validator remembers.
-const LOCAL_DETAILS: usize = 256;
+/// Transaction ids with what only this validator knows of why they failed, newest last.
+type LocalDetails = VecDeque<(TxId, Arc<str>)>;
+
+/// How many transactions' local failure details a validator remembers (a few blocks' worth;
+/// transactions failing together share one detail).
+const LOCAL_DETAILS: usize = 4096;
 
 #[derive(Clone)]
 pub struct Executor {
@@ -51,7 +55,7 @@ pub struct Executor {
     /// and last log lines, a package or runtime missing here), newest last: kept off the
     /// ledger, whose results must be the same on every validator, and told to a client that
     /// waits for the transaction on this validator.
-    local_details: Arc<Mutex<VecDeque<(TxId, String)>>>,
+    local_details: Arc<Mutex<LocalDetails>>,
 }
 
 impl Executor {
@@ -72,22 +76,37 @@ impl Executor {
             .iter()
             .rev()
             .find(|(id, _)| id == tx_id)
-            .map(|(_, detail)| detail.clone())
+            .map(|(_, detail)| detail.to_string())
     }
 
-    /// The committed result of `tx` when its chaincode could not run it; the error's
-    /// validator-local part is remembered for [`Executor::local_detail`].
-    fn failed(&self, tx: &Transaction, chaincode: &str, error: &ChaincodeError) -> TxResult {
-        let (result, detail) = failure_result(tx, chaincode, error);
-        if let Some(detail) = detail {
-            tracing::warn!(tx_id = %tx.id(), detail = %detail, "transaction failed on this validator");
-            let mut details = self.local_details.lock().unwrap_or_else(|p| p.into_inner());
+    /// The committed results of `transactions` when their chaincode could not run them; the
+    /// error's validator-local part is logged once and remembered for
+    /// [`Executor::local_detail`] under each transaction's id.
+    fn failed(
+        &self,
+        transactions: &[Transaction],
+        chaincode: &str,
+        error: &ChaincodeError,
+    ) -> Vec<TxResult> {
+        let message = committed_failure(chaincode, error);
+        if let Some(detail) = local_detail(error) {
+            tracing::warn!(chaincode, transactions = transactions.len(), detail = %detail, "transactions failed on this validator");
+            self.remember_detail(transactions.iter().map(Transaction::id), detail.into());
+        }
+        transactions
+            .iter()
+            .map(|tx| TxResult::failed(tx.id(), message.0, message.1.clone()))
+            .collect()
+    }
+
+    fn remember_detail(&self, ids: impl Iterator<Item = TxId>, detail: Arc<str>) {
+        let mut details = self.local_details.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
             if details.len() == LOCAL_DETAILS {
                 details.pop_front();
             }
-            details.push_back((tx.id(), detail));
+            details.push_back((id, detail.clone()));
         }
-        result
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
@@ -236,10 +255,7 @@ impl Executor {
                 }
                 results
             }
-            Err(error) => transactions
-                .iter()
-                .map(|tx| self.failed(tx, &definition.name, &error))
-                .collect(),
+            Err(error) => self.failed(transactions, &definition.name, &error),
         }
     }
 
@@ -280,7 +296,13 @@ impl Executor {
         }
         let package = match self.chaincodes.package(&hash) {
             Ok(p) => p,
-            Err(e) => return fail(TxStatus::ChaincodeError, e.to_string()),
+            // Whether this validator holds the package is its own fact: the same words
+            // everywhere, the reason in its log and its answer to a waiting client.
+            Err(error) => {
+                return self
+                    .failed(std::slice::from_ref(tx), &name, &error)
+                    .remove(0);
+            }
         };
         if package.manifest.name != name || package.manifest.version != version {
             return fail(
@@ -345,7 +367,11 @@ impl Executor {
             .await;
         let outcome = match outcome {
             Ok(mut outcomes) => outcomes.remove(0),
-            Err(error) => return self.failed(tx, &name, &error),
+            Err(error) => {
+                return self
+                    .failed(std::slice::from_ref(tx), &name, &error)
+                    .remove(0);
+            }
         };
         let mut result = result_of(tx, &name, outcome, Vec::new());
         if result.status == TxStatus::Valid {
@@ -410,15 +436,11 @@ fn is_instance_failure(error: &ChaincodeError) -> bool {
     matches!(error, ChaincodeError::Session { .. })
 }
 
-/// The committed result of `tx` when its chaincode could not run it, and the error's
-/// validator-local detail. The result must be the same on every validator that meets the same
-/// failure, so what names this validator's instance (process or container id, its log lines),
-/// its storage or its runtime stays out of the message.
-fn failure_result(
-    tx: &Transaction,
-    chaincode: &str,
-    error: &ChaincodeError,
-) -> (TxResult, Option<String>) {
+/// The committed status and message of a transaction whose chaincode could not run it. They
+/// must be the same on every validator that meets the same failure, so nothing that names this
+/// validator's instance (process or container id, its log lines), storage, runtime or settings
+/// (its execution timeout) is in them: that is [`local_detail`].
+fn committed_failure(chaincode: &str, error: &ChaincodeError) -> (TxStatus, String) {
     let local = |what: &str| {
         (
             TxStatus::ChaincodeCrashed,
@@ -427,17 +449,17 @@ fn failure_result(
             ),
         )
     };
-    let (status, message) = match error {
+    match error {
         ChaincodeError::Session {
-            chaincode,
-            source: SessionError::Timeout(limit),
+            source: SessionError::Timeout(_),
+            ..
         } => (
             TxStatus::ExecutionTimeout,
             format!(
-                "chaincode {chaincode} did not finish this transaction within {limit:?}; it was restarted"
+                "chaincode {chaincode} did not finish this transaction within the execution timeout; it was restarted"
             ),
         ),
-        ChaincodeError::Session { chaincode, source } => (
+        ChaincodeError::Session { source, .. } => (
             TxStatus::ChaincodeCrashed,
             format!(
                 "chaincode {chaincode} failed while running this transaction ({source}); it was restarted"
@@ -448,12 +470,15 @@ fn failure_result(
             local("is not installed on this validator")
         }
         ChaincodeError::Runtime(_) => local("could not be run by this validator's runtime"),
-    };
-    let detail = match error {
+    }
+}
+
+/// What only this validator knows of a failure to run chaincode, if anything.
+fn local_detail(error: &ChaincodeError) -> Option<String> {
+    match error {
         ChaincodeError::Session { .. } => None,
         other => Some(other.to_string()),
-    };
-    (TxResult::failed(tx.id(), status, message), detail)
+    }
 }
 
 /// The result of a transaction from its chaincode's outcome and the writes of its calls.
@@ -604,7 +629,16 @@ impl NestedInvoker for SegmentInvoker {
                 Some(child),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|error| {
+                // What the calling chaincode sees may end up in its committed result: the same
+                // words on every validator, the local detail kept here under the caller's id.
+                if let Some(detail) = local_detail(&error) {
+                    tracing::warn!(chaincode = %call.chaincode, detail = %detail, "a nested call failed on this validator");
+                    self.executor
+                        .remember_detail(std::iter::once(tx.id()), detail.into());
+                }
+                committed_failure(&call.chaincode, &error).1
+            })?;
         let outcome = outcomes.remove(0);
         match outcome.status {
             OutcomeStatus::Ok => {
@@ -637,47 +671,61 @@ mod tests {
 
     #[test]
     fn a_local_failure_commits_the_same_result_everywhere_and_keeps_its_detail_local() {
-        let tx = Transaction::unsigned_for_tests("put", &[b"k"]);
-        // Two validators, two instances, two logs: one committed result.
-        let (here, detail_here) = failure_result(
-            &tx,
-            "cc",
-            &launch_failed("pid 101", "12:00:01 starting at 127.0.0.1:7051"),
-        );
-        let (there, detail_there) = failure_result(
-            &tx,
-            "cc",
-            &launch_failed("container 5f3a", "12:00:02 starting at 10.0.0.2:7051"),
-        );
-        assert_eq!(
-            crate::crypto::result_hash(&here),
-            crate::crypto::result_hash(&there)
-        );
-        assert_eq!(here.status, TxStatus::ChaincodeCrashed);
+        // Two validators, two instances, two logs: one committed status and message.
+        let here = launch_failed("pid 101", "12:00:01 starting at 127.0.0.1:7051");
+        let there = launch_failed("container 5f3a", "12:00:02 starting at 10.0.0.2:7051");
+        let committed = committed_failure("cc", &here);
+        assert_eq!(committed, committed_failure("cc", &there));
+        assert_eq!(committed.0, TxStatus::ChaincodeCrashed);
         assert!(
-            here.message.contains("chaincode cc could not be started"),
+            committed.1.contains("chaincode cc could not be started"),
             "{}",
-            here.message
+            committed.1
         );
-        assert!(!here.message.contains("pid 101"), "{}", here.message);
-        let detail = detail_here.expect("the local detail is kept");
+        assert!(!committed.1.contains("pid 101"), "{}", committed.1);
+        let detail = local_detail(&here).expect("the local detail is kept");
         assert!(
             detail.contains("pid 101") && detail.contains("starting at 127.0.0.1"),
             "{detail}"
         );
-        assert!(detail_there.is_some_and(|d| d.contains("container 5f3a")));
 
-        // A chaincode failing mid-transaction says so the same way everywhere: no local part.
+        // Every other local failure: the same words everywhere, the error text kept locally.
+        let others = [
+            ChaincodeError::NotInstalled("abc".to_string()),
+            ChaincodeError::Io("disk full at /var/lib/weft".to_string()),
+            ChaincodeError::Runtime(crate::chaincode::runtime::RuntimeError::Start {
+                chaincode: "cc".to_string(),
+                reason: "no such file /tmp/x".to_string(),
+            }),
+        ];
+        for error in &others {
+            let (status, message) = committed_failure("cc", error);
+            assert_eq!(status, TxStatus::ChaincodeCrashed);
+            assert!(
+                !message.contains("/var/lib") && !message.contains("/tmp/x"),
+                "{message}"
+            );
+            assert_eq!(local_detail(error), Some(error.to_string()));
+        }
+
+        // A timeout does not name this validator's own limit; a crash mid-transaction has no
+        // local part.
+        let timeout = ChaincodeError::Session {
+            chaincode: "cc".to_string(),
+            source: SessionError::Timeout(std::time::Duration::from_millis(1234)),
+        };
+        let (status, message) = committed_failure("cc", &timeout);
+        assert_eq!(status, TxStatus::ExecutionTimeout);
+        assert!(!message.contains("1.234"), "{message}");
         let crashed = ChaincodeError::Session {
             chaincode: "cc".to_string(),
             source: SessionError::Closed,
         };
-        let (result, detail) = failure_result(&tx, "cc", &crashed);
         assert!(
-            result.message.contains("it was restarted"),
-            "{}",
-            result.message
+            committed_failure("cc", &crashed)
+                .1
+                .contains("it was restarted")
         );
-        assert_eq!(detail, None);
+        assert_eq!(local_detail(&crashed), None);
     }
 }

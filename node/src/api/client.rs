@@ -19,7 +19,7 @@ use crate::node::Shared;
 use crate::types::convert::{
     block_to_pb, chain_info_to_pb, result_to_pb, signed_from_pb, signed_to_pb, status_to_pb,
 };
-use crate::types::{Block, Hash, Transaction, TxId};
+use crate::types::{Block, Hash, Transaction, TxId, TxStatus};
 
 /// Transactions up to this size are verified on the request's task (see `verify`).
 const INLINE_VERIFY_BYTES: usize = 64 * 1024;
@@ -215,7 +215,10 @@ impl pb::client_server::Client for ClientService {
             Ok(Ok(committed)) => {
                 // The ledger's message is the same on every validator; what only this one
                 // knows (its chaincode instance's id and last log lines) is added here.
-                let message = match self.shared.executor.local_detail(&id) {
+                let detail = (committed.result.status != TxStatus::Valid)
+                    .then(|| self.shared.executor.local_detail(&id))
+                    .flatten();
+                let message = match detail {
                     Some(detail) => {
                         format!("{}\non this validator: {detail}", committed.result.message)
                     }
