@@ -11,12 +11,18 @@ const REQUESTS: &str = "weft_chaincode_state_requests_total";
 const REQUEST_KEYS: &str = "weft_chaincode_state_request_keys_total";
 const PREFETCHED: &str = "weft_chaincode_prefetched_keys_total";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hinted_reads_cost_no_round_trip_and_give_the_same_results() {
+/// One node process on a fresh network of its own.
+async fn start_node() -> (Network, Node) {
     let tmp = tempfile::tempdir().expect("tempdir").keep();
     remove_after_exit(&tmp);
     let network = Network::generate(&tmp).await;
     let node = Node::start(&network, &[]).await;
+    (network, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hinted_reads_cost_no_round_trip_and_give_the_same_results() {
+    let (network, node) = start_node().await;
     for name in ["asset-transfer", "probe"] {
         network
             .cli_deploy(name, &chaincode_binary(name))
@@ -78,10 +84,7 @@ async fn hinted_reads_cost_no_round_trip_and_give_the_same_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hints_beyond_the_limit_are_dropped_with_a_warning_and_change_no_result() {
-    let tmp = tempfile::tempdir().expect("tempdir").keep();
-    remove_after_exit(&tmp);
-    let network = Network::generate(&tmp).await;
-    let node = Node::start(&network, &[]).await;
+    let (network, node) = start_node().await;
     let admin = network.client("admin").await;
     let binary = std::fs::read(chaincode_binary("probe")).expect("read the probe");
     // Declares getmany's arguments 0..=64 as hints: one more than a peer uses.

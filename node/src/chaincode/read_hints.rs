@@ -70,10 +70,6 @@ impl ReadHints {
         (ReadHints { hints: kept }, dropped)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.hints.is_empty()
-    }
-
     /// The keys the hints name for `transactions`, each once, in first-named order, as long as
     /// their bytes add up to at most `budget`. A transaction without the argument, or with one
     /// that is not UTF-8 (a chaincode could not use it as a key), is given nothing for that
