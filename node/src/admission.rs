@@ -3,8 +3,9 @@
 //! the cofactored rule of [`verify_tx_signatures`], in batches where transactions arrive
 //! together). Only what passes becomes a [`Transaction`]; each refusal says what to fix.
 //!
-//! A validator meets each transaction up to three times (from its client, relayed by the
-//! validator that admitted it, inside the primary's pre-prepare): the signature of exact bytes
+//! A validator meets each transaction up to three times (from its client, relayed to the
+//! primary by the validator that admitted it or resent to all on its request timer, inside
+//! the primary's pre-prepare): the signature of exact bytes
 //! once verified is remembered by their hash, and not checked again (the check would give the
 //! same answer: same bytes, same key, and a verdict that does not depend on the batch).
 

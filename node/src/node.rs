@@ -503,6 +503,7 @@ pub async fn start_with_store(
                 committee: certificates.committee().clone(),
                 evidence_written: 0,
                 relays: Default::default(),
+                resubmits: Vec::new(),
             };
             let channels = DriverChannels {
                 inbound: inbound_rx,

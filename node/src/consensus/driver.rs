@@ -4,6 +4,7 @@
 //! before any later action runs, so no signature leaves before the record that justifies it;
 //! a storage failure stops the driver (and the node) instead of letting it sign unrecorded.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -99,13 +100,31 @@ pub struct Driver {
     pub evidence_written: usize,
     /// The genesis validators, to check the commit certificates of fetched blocks.
     pub committee: Committee,
-    /// Client transactions admitted here and not yet relayed to the other validators.
+    /// Client transactions not yet relayed, per destination.
     pub relays: Relays,
+    /// Requests a state transfer passed over that the ledger does not hold: handed back to
+    /// the replica at the start of the next turn.
+    pub resubmits: Vec<Transaction>,
 }
 
-/// Client transactions to relay, sent together under one signature after each turn.
+/// Where a relayed batch goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum RelayTo {
+    /// One validator: the primary, for this validator's own clients' transactions.
+    Replica(ReplicaId),
+    /// Every other validator (pending transactions resent on the request timer).
+    All,
+}
+
+/// Client transactions to relay, sent together under one signature per destination after
+/// each turn.
 #[derive(Default)]
 pub struct Relays {
+    batches: BTreeMap<RelayTo, RelayBatch>,
+}
+
+#[derive(Default)]
+struct RelayBatch {
     transactions: Vec<Transaction>,
     bytes: usize,
 }
@@ -194,7 +213,10 @@ impl Driver {
             // bound), all handled before any of their actions run, so that their records
             // share one synced write and their relays one signature. Handling first and acting
             // after only delays actions; the replica's decisions do not depend on them.
-            let mut events = Vec::new();
+            let mut events: Vec<Event<Transaction>> = std::mem::take(&mut self.resubmits)
+                .into_iter()
+                .map(Event::ClientRequest)
+                .collect();
             tokio::select! {
                 _ = channels.shutdown.changed() => return Ok(()),
                 Some(messages) = channels.inbound.recv() => {
@@ -267,13 +289,19 @@ impl Driver {
         // atomic synced write (see `Journal::write`): a record written ahead of its place
         // only becomes durable sooner (as if the messages before it were lost), and no
         // signature leaves before the record that justifies it. Relays are gathered and leave
-        // next, before this turn's pre-prepares, so backups know the requests first.
+        // next, before this turn's pre-prepares.
         let mut entries = Vec::new();
         let mut rest = Vec::with_capacity(actions.len());
         for action in actions {
             match journal_entry(action) {
                 Ok(entry) => entries.push(entry),
-                Err(Action::Broadcast(Message::Request(request))) => self.relay(request),
+                Err(Action::Broadcast(Message::Request(request))) => {
+                    self.relay(RelayTo::All, request)
+                }
+                Err(Action::Send {
+                    to,
+                    message: Message::Request(request),
+                }) => self.relay(RelayTo::Replica(to), request),
                 Err(other) => rest.push(other),
             }
         }
@@ -287,7 +315,11 @@ impl Driver {
                         self.record(&[entry]).await?;
                     }
                 }
-                Action::Broadcast(Message::Request(request)) => self.relay(request),
+                Action::Broadcast(Message::Request(request)) => self.relay(RelayTo::All, request),
+                Action::Send {
+                    to,
+                    message: Message::Request(request),
+                } => self.relay(RelayTo::Replica(to), request),
                 Action::Send { to, message } => {
                     let signed = self.wire.sign(&message)?;
                     self.links.send(to, signed);
@@ -327,6 +359,24 @@ impl Driver {
                 Action::Committed { sequence, digest } => {
                     tracing::trace!(sequence = sequence.0, %digest, "committed");
                 }
+                Action::Resubmit { requests } => {
+                    let held = requests.len();
+                    for request in requests {
+                        let committed = self
+                            .ledger
+                            .tx_location(&request.id())
+                            .map_err(JournalError::Ledger)?
+                            .is_some();
+                        if !committed {
+                            self.resubmits.push(request);
+                        }
+                    }
+                    tracing::info!(
+                        held,
+                        resubmitted = self.resubmits.len(),
+                        "after a state transfer, the requests the transferred ledger does not hold go to the primary again"
+                    );
+                }
                 Action::Diverged {
                     sequence,
                     own,
@@ -355,26 +405,35 @@ impl Driver {
         Ok(())
     }
 
-    /// Gathers a client transaction admitted here, to relay with the rest of the turn's.
-    fn relay(&mut self, request: Transaction) {
+    /// Gathers a client transaction to relay to `to` with the rest of the turn's.
+    fn relay(&mut self, to: RelayTo, request: Transaction) {
+        let batch = self.relays.batches.entry(to).or_default();
         let signed = &request.signed;
-        self.relays.bytes += signed.payload.len() + signed.signer.len() + signed.signature.len();
-        self.relays.transactions.push(request);
-        if self.relays.transactions.len() >= MAX_RELAYED_REQUESTS
-            || self.relays.bytes >= RELAY_MAX_BYTES
-        {
-            self.flush_relays();
+        batch.bytes += signed.payload.len() + signed.signer.len() + signed.signature.len();
+        batch.transactions.push(request);
+        let full =
+            batch.transactions.len() >= MAX_RELAYED_REQUESTS || batch.bytes >= RELAY_MAX_BYTES;
+        if full && let Some(batch) = self.relays.batches.remove(&to) {
+            self.send_relay(to, batch);
         }
     }
 
-    /// Relays the client transactions gathered this turn to the other validators.
+    /// Relays the client transactions gathered this turn, one signed batch per destination.
     fn flush_relays(&mut self) {
-        if self.relays.transactions.is_empty() {
+        for (to, batch) in std::mem::take(&mut self.relays.batches) {
+            self.send_relay(to, batch);
+        }
+    }
+
+    fn send_relay(&self, to: RelayTo, batch: RelayBatch) {
+        if batch.transactions.is_empty() {
             return;
         }
-        let signed = self.wire.sign_requests(&self.relays.transactions);
-        self.relays = Relays::default();
-        self.links.broadcast(&signed);
+        let signed = self.wire.sign_requests(&batch.transactions);
+        match to {
+            RelayTo::Replica(replica) => self.links.send(replica, signed),
+            RelayTo::All => self.links.broadcast(&signed),
+        }
     }
 
     fn start_transfer(

@@ -83,7 +83,8 @@ pub fn pbft_config(
             .max(2 * ticks(params.batch_timeout)),
         state_transfer_retry_ticks: ticks(Duration::from_secs(10)),
         // Each validator admits at most `max_pending` through its own API and relays them to
-        // all: the pool holds what every validator may relay. Were it smaller, an overloaded
+        // the primary (to all when its request timer resends them): the pool holds what every
+        // validator may relay. Were it smaller, an overloaded
         // primary would refuse requests the backups keep waiting for, and their request timers
         // would change the view although nothing is faulty (seen in `weft bench` at 150% load).
         max_pending_requests: max_pending

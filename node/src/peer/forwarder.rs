@@ -1,5 +1,5 @@
 //! Forwarding client transactions to the validators. A transaction this peer admitted goes to
-//! the validator it currently uses; the validators spread it among themselves. It stays
+//! the validator it currently uses, which relays it to the primary. It stays
 //! pending here until its block is followed, and it is sent again, to every validator, when it
 //! does not commit within the network's request timeout, and to the new primary when the
 //! validators change view. A validator that does not answer is left for the next one. Sends

@@ -539,6 +539,14 @@ impl Simulation {
             Action::Committed { sequence, digest } => {
                 self.checker.committed(id, sequence, digest);
             }
+            // As the node's driver does: what the (transferred) ledger does not hold goes back.
+            Action::Resubmit { requests } => {
+                for request in requests {
+                    if !self.hosts[index].held.contains(&request.0) {
+                        local.push_back(Event::ClientRequest(request));
+                    }
+                }
+            }
             Action::Diverged { sequence, .. } => {
                 if self.checker.is_honest(id) {
                     self.checker.report(Violation::Diverged {

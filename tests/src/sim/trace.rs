@@ -165,6 +165,13 @@ impl Trace {
                 self.word(sequence.0);
                 self.hash(digest);
             }
+            Action::Resubmit { requests } => {
+                self.word(20);
+                self.word(requests.len() as u64);
+                for request in requests {
+                    self.word(request_word(request));
+                }
+            }
             Action::Diverged {
                 sequence,
                 own,
@@ -377,6 +384,9 @@ fn describe_action<R: Request>(action: &Action<R>) -> String {
         }
         Action::Committed { sequence, digest } => {
             format!("committed s{sequence} {}", short(digest))
+        }
+        Action::Resubmit { requests: held } => {
+            format!("resubmit what the ledger lacks of {}", requests(held))
         }
         Action::Diverged {
             sequence,

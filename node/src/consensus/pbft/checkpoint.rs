@@ -464,7 +464,10 @@ impl<R: Request> Replica<R> {
         );
         self.last_executed = sequence;
         self.last_reported = sequence;
-        self.requests.transferred_to(sequence);
+        let held = self.requests.transferred_to(sequence);
+        if !held.is_empty() {
+            out.push(Action::Resubmit { requests: held });
+        }
         if self
             .checkpoints
             .transfer_target

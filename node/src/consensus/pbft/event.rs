@@ -62,6 +62,11 @@ pub enum Action<R> {
         state_digest: StateDigest,
         peers: Vec<ReplicaId>,
     },
+    /// A state transfer passed over the sequences of `requests`, which this replica held
+    /// (pending, or in flight there): whether the transferred batches hold them only the
+    /// ledger knows. The driver hands each one the ledger does not hold back to the replica
+    /// as an `Event::ClientRequest`.
+    Resubmit { requests: Vec<R> },
     /// The batch with `digest` is committed at `sequence` (may come before earlier sequences
     /// commit; execution still follows sequence order).
     Committed { sequence: Sequence, digest: Hash },

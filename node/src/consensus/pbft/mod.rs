@@ -108,6 +108,10 @@ pub struct Replica<R: Request> {
     future: BTreeMap<ReplicaId, VecDeque<Verified<Message<R>>>>,
     /// When the request timer fires, if running.
     request_deadline: Option<u64>,
+    /// Halfway to `request_deadline`: when this replica sends the requests it still holds to
+    /// every replica (the paper's client retransmission), if not done yet in this run of the
+    /// timer.
+    request_resend_at: Option<u64>,
     /// When this replica last proposed a batch (as primary).
     last_proposed_at: u64,
     /// When this replica last broadcast a checkpoint message.
@@ -154,6 +158,7 @@ impl<R: Request> Replica<R> {
             signed: SignedRecords::default(),
             future: BTreeMap::new(),
             request_deadline: None,
+            request_resend_at: None,
             last_proposed_at: 0,
             checkpoint_announced_at: 0,
             helped: BTreeMap::new(),
@@ -287,6 +292,13 @@ impl<R: Request> Replica<R> {
         if self.active {
             self.try_propose(out);
             self.pad_to_checkpoint(out);
+            if self
+                .request_resend_at
+                .is_some_and(|resend_at| self.now >= resend_at)
+            {
+                self.request_resend_at = None;
+                self.resend_waiting(out);
+            }
             if self
                 .request_deadline
                 .is_some_and(|deadline| self.now >= deadline)

@@ -35,9 +35,10 @@ pub(super) fn check_batch<R: Request>(
 }
 
 impl<R: Request> Replica<R> {
-    /// A request from a client or forwarded by another replica. Backups forward it to the
-    /// primary and watch it with the request timer; the primary batches it. A known request is
-    /// refused, except that a client's retry of a pending one is forwarded again.
+    /// A request from a client or forwarded by another replica. A backup forwards its own
+    /// clients' requests to the primary and watches every request it holds with the request
+    /// timer; the primary batches them. A known request is refused, except that a client's
+    /// retry of a pending one is forwarded again.
     pub(super) fn on_request(&mut self, request: R, from_client: bool, out: &mut Outbox<R>) {
         match self.requests.known(&request.id()) {
             // A client retrying a request this backup still waits for: the forward may have
@@ -62,12 +63,27 @@ impl<R: Request> Replica<R> {
             self.reject(RejectReason::PendingRequestsFull);
             return;
         }
-        // A request a client gave to this replica goes to every other replica, not only the
-        // primary: each then runs its own request timer, so a primary that is down or censors
-        // is suspected by all, not by the one replica the client happened to reach. Requests
-        // that come from replicas are not forwarded again.
+        // A request a client gave to a backup goes to the primary only, as the paper's client
+        // sends it: the other backups meet it first in the pre-prepare, where its signature is
+        // checked with the rest of the batch, and hold nothing meanwhile. A primary that is
+        // down or censors is caught by the request timer: halfway to the timeout this replica
+        // sends what it still holds to every replica (`resend_waiting`), so that each times
+        // it and suspects the primary too, not only the replica the client happened to reach.
+        // While this replica changes view it sends the request to every replica: it goes to
+        // the new primary with the rest when the view is entered (`enter_view`), but a replica
+        // whose view change nobody joined (cut off for a while) may not enter one soon, and
+        // its clients' requests would wait unseen and untimed meanwhile. Requests that come
+        // from replicas are not forwarded.
         if from_client {
-            out.push(Action::Broadcast(Message::Request(request.clone())));
+            let message = Message::Request(request.clone());
+            if !self.active {
+                out.push(Action::Broadcast(message));
+            } else if !self.is_primary() {
+                out.push(Action::Send {
+                    to: self.primary(),
+                    message,
+                });
+            }
         }
         self.requests.add_pending(request, self.now);
         self.refresh_request_timer(false);
@@ -479,13 +495,58 @@ impl<R: Request> Replica<R> {
     }
 
     /// The request timer runs while this replica knows of a request that has not executed; it
-    /// restarts when something executes and stops when nothing is left to wait for.
+    /// restarts when something executes and stops when nothing is left to wait for. Each run
+    /// resends the pending requests once, halfway.
     pub(super) fn refresh_request_timer(&mut self, progressed: bool) {
         if !self.active || !self.requests.is_waiting() {
             self.request_deadline = None;
+            self.request_resend_at = None;
         } else if progressed || self.request_deadline.is_none() {
-            self.request_deadline =
-                Some(self.now.saturating_add(self.config.request_timeout_ticks));
+            let timeout = self.config.request_timeout_ticks;
+            self.request_deadline = Some(self.now.saturating_add(timeout));
+            self.request_resend_at = Some(self.now.saturating_add((timeout / 2).max(1)));
         }
+    }
+
+    /// Nothing executed for half a request timeout although requests wait: send every pending
+    /// one, and every one in a pre-prepare this replica has not seen prepared (which may have
+    /// reached this replica only), to every replica. If the primary lost a forward, it gets it
+    /// again; if it is down or censors, the replicas that had not seen the requests start
+    /// their own timers, so that f+1 of them suspect it even when all of its clients came
+    /// through one replica. A prepared batch needs no resend: 2f+1 replicas accepted its
+    /// pre-prepare, so f+1 correct ones time its requests already (and resending a stalled
+    /// window of full batches would flood the links just when they are slow). A replica that
+    /// already holds a request refuses the copy as a duplicate.
+    pub(super) fn resend_waiting(&mut self, out: &mut Outbox<R>) {
+        let unprepared = |sequence: Sequence| {
+            self.log
+                .get(sequence)
+                .is_none_or(|slot| slot.prepared.is_none())
+        };
+        let pending: Vec<R> = self
+            .requests
+            .pending()
+            .chain(
+                self.requests
+                    .in_flight()
+                    .filter(|(sequence, _)| unprepared(*sequence))
+                    .map(|(_, request)| request),
+            )
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        tracing::info!(
+            replica = self.id.0,
+            view = self.view.0,
+            requests = pending.len(),
+            "nothing executed for half a request timeout: sending the requests still waiting to every replica"
+        );
+        out.extend(
+            pending
+                .into_iter()
+                .map(|request| Action::Broadcast(Message::Request(request))),
+        );
     }
 }

@@ -142,14 +142,21 @@ impl<R: Request> RequestPool<R> {
     }
 
     /// After a state transfer to `sequence`: which requests the transferred batches held is
-    /// unknown here, so what was pending or in flight at or below it is dropped (the driver
-    /// re-submits what the transferred ledger does not hold; keeping them would make this
-    /// replica alone suspect the primary, or leave ids in flight forever).
-    pub fn transferred_to(&mut self, sequence: Sequence) {
-        self.in_flight.retain(|_, (at, _)| *at > sequence);
-        self.pending.clear();
+    /// unknown here, so what was pending, or in flight at or below it, leaves the pool and is
+    /// returned, for the driver to hand back those the transferred ledger does not hold
+    /// (keeping them would make this replica alone suspect the primary for requests that
+    /// executed, or leave ids in flight for ever; dropping them would lose its clients'
+    /// requests that the primary never got).
+    pub fn transferred_to(&mut self, sequence: Sequence) -> Vec<R> {
+        let mut held: Vec<R> = self.pending.drain(..).collect();
+        let (passed, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|(_, (at, _))| *at <= sequence);
+        self.in_flight = kept;
+        held.extend(passed.into_values().map(|(_, request)| request));
         self.pending_ids.clear();
         self.batch_started = None;
+        held
     }
 
     /// Requests in flight that `kept` does not keep go back to the front of the pending queue,
@@ -176,6 +183,13 @@ impl<R: Request> RequestPool<R> {
     /// The pending requests, oldest first (for re-forwarding to a new primary).
     pub fn pending(&self) -> impl Iterator<Item = &R> {
         self.pending.iter()
+    }
+
+    /// The requests in flight, with the sequence of the pre-prepare they are in.
+    pub fn in_flight(&self) -> impl Iterator<Item = (Sequence, &R)> {
+        self.in_flight
+            .values()
+            .map(|(sequence, request)| (*sequence, request))
     }
 
     /// Something this replica knows of has not executed yet.

@@ -238,6 +238,7 @@ impl<R: Request> Replica<R> {
         self.view = target;
         self.active = false;
         self.request_deadline = None;
+        self.request_resend_at = None;
         self.log.leave_view();
         self.view_changes.own = None;
         self.view_changes.new_view_deadline = None;

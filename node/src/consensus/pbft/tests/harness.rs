@@ -200,6 +200,8 @@ pub struct Node {
     pub transfers: Vec<(Sequence, StateDigest)>,
     /// Every message this replica signed and sent, with the tick it left at.
     pub sent: Vec<(u64, TestMessage)>,
+    /// The requests of every `Resubmit` this replica asked for.
+    pub resubmitted: Vec<u64>,
     pub max_executed: Sequence,
 }
 
@@ -348,6 +350,7 @@ impl Net {
                 views: Vec::new(),
                 transfers: Vec::new(),
                 sent: Vec::new(),
+                resubmitted: Vec::new(),
                 max_executed: Sequence::GENESIS,
             })
             .collect();
@@ -605,6 +608,25 @@ impl Net {
                 }
                 Action::Committed { sequence, digest } => {
                     self.nodes[id.0 as usize].committed.push((sequence, digest));
+                }
+                // As the driver does: what the (transferred) ledger does not hold goes back in.
+                Action::Resubmit { requests } => {
+                    let node = &mut self.nodes[id.0 as usize];
+                    node.resubmitted
+                        .extend(requests.iter().map(|request| request.0));
+                    for request in requests {
+                        let held = node
+                            .executed
+                            .values()
+                            .flatten()
+                            .any(|done| *done == request);
+                        if !held {
+                            self.queue.push_back(Item::Local {
+                                to: id,
+                                event: Event::ClientRequest(request),
+                            });
+                        }
+                    }
                 }
                 // Tests that forge checkpoints look for it in the actions they get back; the
                 // harness state machine is deterministic, so no honest run produces it.

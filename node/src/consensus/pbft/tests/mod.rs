@@ -1377,13 +1377,16 @@ fn duplicate_requests_are_ordered_once() {
     assert_eq!(net.replica(0).rejected(RejectReason::DuplicateRequest), 1);
     assert_eq!(net.replica(2).rejected(RejectReason::DuplicateRequest), 1);
 
-    // A client request goes from the replica that received it to every other replica, so all
-    // of them time it; a client's retry of a request a backup still waits for goes to the
-    // primary again, since the first copy may have been lost.
+    // A client request goes from the backup that received it to the primary only; a client's
+    // retry of a request a backup still waits for goes to the primary again, since the first
+    // copy may have been lost.
     let mut backup = replica(&test_config(), 1);
     assert_eq!(
         backup.handle(Event::ClientRequest(TestRequest(7))),
-        vec![Action::Broadcast(Message::Request(TestRequest(7)))]
+        vec![Action::Send {
+            to: ReplicaId(0),
+            message: Message::Request(TestRequest(7)),
+        }]
     );
     assert_eq!(
         backup.handle(Event::ClientRequest(TestRequest(7))),
@@ -1403,6 +1406,214 @@ fn duplicate_requests_are_ordered_once() {
         vec![]
     );
     assert_eq!(other.rejected(RejectReason::DuplicateRequest), 1);
+}
+
+/// Records every request delivered (from, to, id) and drops those `drop` picks.
+fn watch_requests(
+    net: &mut Net,
+    mut drop: impl FnMut(u32, u32, u64) -> bool + 'static,
+) -> std::rc::Rc<std::cell::RefCell<Vec<(u32, u32, u64)>>> {
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = seen.clone();
+    net.set_drop_rule(move |from, to, message| match message {
+        Message::Request(request) => {
+            log.borrow_mut().push((from.0, to.0, request.0));
+            drop(from.0, to.0, request.0)
+        }
+        _ => false,
+    });
+    seen
+}
+
+#[test]
+fn a_backups_client_request_goes_to_the_primary_only_and_the_others_meet_it_in_the_pre_prepare() {
+    let config = test_config();
+    let mut net = Net::new(&config);
+    let seen = watch_requests(&mut net, |_, _, _| false);
+    net.submit(1, 1);
+    for id in 0..4 {
+        assert_eq!(
+            net.node(id).executed_ids(),
+            vec![(1, vec![1])],
+            "replica {id}"
+        );
+    }
+    assert_eq!(*seen.borrow(), vec![(1, 0, 1)], "one copy, to the primary");
+    // Nothing waits: the request timer is stopped and nothing is sent again.
+    net.ticks(3 * config.request_timeout_ticks);
+    assert_eq!(seen.borrow().len(), 1);
+    for id in 0..4 {
+        assert!(net.node(id).sent_view_changes().is_empty(), "replica {id}");
+    }
+    // The primary's own client's request goes nowhere but into its batch.
+    net.submit(0, 2);
+    assert_eq!(seen.borrow().len(), 1);
+    let last = net.node(3).executed_ids().last().cloned();
+    assert_eq!(last.map(|(_, batch)| batch), Some(vec![2]));
+}
+
+#[test]
+fn a_client_request_that_arrives_during_a_view_change_goes_to_every_replica() {
+    let config = test_config();
+    let mut backup = replica(&config, 1);
+    let _ = backup.handle(message(2, Message::Request(TestRequest(1))));
+    for _ in 0..config.request_timeout_ticks {
+        let _ = backup.handle(Event::Tick);
+    }
+    assert!(backup.is_view_changing(), "request 1 timed out");
+    // No primary to forward to yet, and nobody may join this view change soon.
+    assert_eq!(
+        backup.handle(Event::ClientRequest(TestRequest(2))),
+        vec![Action::Broadcast(Message::Request(TestRequest(2)))]
+    );
+}
+
+#[test]
+fn requests_a_state_transfer_passes_over_go_back_to_the_driver() {
+    let config = test_config();
+    let mut backup = replica(&config, 1);
+    let _ = backup.handle(Event::Restored(PersistedState {
+        records: Vec::new(),
+        last_executed: Sequence::GENESIS,
+        stable_checkpoint: None,
+    }));
+    let _ = backup.handle(Event::ClientRequest(TestRequest(9)));
+    let digest = [7u8; 32];
+    for from in [0, 2] {
+        let _ = backup.handle(message(from, Message::Checkpoint(checkpoint(2, digest))));
+    }
+    let actions = backup.handle(Event::StateTransferred {
+        sequence: Sequence(2),
+        state_digest: digest,
+    });
+    // Whether the transferred batches hold request 9 only the ledger knows: the driver asks
+    // it, and hands the request back if not (the harness does the same).
+    assert!(actions.contains(&Action::Resubmit {
+        requests: vec![TestRequest(9)]
+    }));
+    assert_eq!(backup.requests.known(&TestRequest(9).id()), None);
+}
+
+#[test]
+fn a_lost_forward_is_sent_again_halfway_to_the_request_timeout_without_a_view_change() {
+    let config = test_config();
+    let mut net = Net::new(&config);
+    let mut dropped = false;
+    // The first copy to reach the primary is lost.
+    let seen = watch_requests(&mut net, move |_, to, _| {
+        let lose = to == 0 && !dropped;
+        dropped |= lose;
+        lose
+    });
+    net.submit(2, 5);
+    assert!(net.node(0).executed_ids().is_empty());
+    let half = config.request_timeout_ticks / 2;
+    net.ticks(half - 1);
+    assert_eq!(
+        seen.borrow().len(),
+        1,
+        "nothing is resent before half the timeout"
+    );
+    net.tick();
+    // Halfway, replica 2 sends what it holds to every replica; the primary orders it.
+    let resent: Vec<(u32, u32, u64)> = seen.borrow()[1..].to_vec();
+    assert_eq!(resent, vec![(2, 0, 5), (2, 1, 5), (2, 3, 5)]);
+    for id in 0..4 {
+        assert_eq!(
+            net.node(id).executed_ids(),
+            vec![(1, vec![5])],
+            "replica {id}"
+        );
+    }
+    net.ticks(3 * config.request_timeout_ticks);
+    for id in 0..4 {
+        assert!(net.node(id).sent_view_changes().is_empty(), "replica {id}");
+        assert_eq!(net.replica(id).view(), View(0));
+    }
+}
+
+#[test]
+fn a_down_or_censoring_primary_is_suspected_when_its_requests_came_through_one_backup() {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Primary {
+        /// Down from the start: the forward is lost.
+        Down,
+        /// Up, but every request sent to it is lost (it never orders them).
+        Censors,
+        /// Pre-prepares the request to the backup that forwarded it only, then goes down.
+        DownAfterPrePreparingToOne,
+    }
+    let cases = [
+        ("the primary is down", Primary::Down),
+        ("the primary censors", Primary::Censors),
+        (
+            "the primary pre-prepared it to one backup, then went down",
+            Primary::DownAfterPrePreparingToOne,
+        ),
+    ];
+    for (name, primary) in cases {
+        let config = test_config();
+        let mut net = Net::new(&config);
+        if primary == Primary::Down {
+            net.crash(0);
+        }
+        if primary == Primary::DownAfterPrePreparingToOne {
+            net.set_drop_rule(|_, to, message| {
+                matches!(message, Message::PrePrepare(_)) && to.0 != 1
+            });
+            net.submit(1, 7);
+            assert!(
+                net.node(1)
+                    .persisted
+                    .iter()
+                    .any(|r| r.phase == Phase::Prepare)
+            );
+            net.crash(0);
+        }
+        let seen = watch_requests(&mut net, |_, to, _| to == 0);
+        if primary != Primary::DownAfterPrePreparingToOne {
+            net.submit(1, 7);
+        }
+        // Only replica 1 knows of the request: alone it could not move the others (f+1 view
+        // changes make a replica join). Halfway to the timeout it sends the request to all,
+        // so 2 and 3 time it too, and the three leave the view.
+        let up: &[u32] = if primary == Primary::Censors {
+            &[0, 1, 2, 3]
+        } else {
+            &[1, 2, 3]
+        };
+        net.tick_until(6 * config.request_timeout_ticks, |net| {
+            live_in_view(net, up, 1)
+                && up
+                    .iter()
+                    .all(|id| net.node(*id).executed_ids() == vec![(1, vec![7])])
+        });
+        // Once per run of the timer: to each replica (lost to the primary) once.
+        let from_1: Vec<(u32, u32, u64)> = seen
+            .borrow()
+            .iter()
+            .filter(|(from, _, _)| *from == 1)
+            .copied()
+            .collect();
+        let expected: Vec<(u32, u32, u64)> = match primary {
+            Primary::Censors => vec![(1, 0, 7), (1, 0, 7), (1, 2, 7), (1, 3, 7)],
+            _ => vec![(1, 2, 7), (1, 3, 7)],
+        };
+        assert_eq!(from_1, expected, "{name}");
+        let first_view_change = (1..4)
+            .filter_map(|id| {
+                net.node(id)
+                    .sent_view_changes()
+                    .first()
+                    .map(|(tick, _)| *tick)
+            })
+            .min();
+        assert!(
+            first_view_change >= Some(config.request_timeout_ticks),
+            "{name}: nobody suspects the primary before the request timeout ({first_view_change:?})"
+        );
+        net.assert_agreement();
+    }
 }
 
 #[test]
@@ -1871,15 +2082,14 @@ fn the_pending_bound_refuses_relayed_requests_never_the_replicas_own_clients() {
     let _ = backup.handle(message(2, Message::Request(TestRequest(max))));
     assert_eq!(backup.requests.known(&TestRequest(max).id()), None);
     // Its own client's request was admitted by its API (which bounds those): kept, and
-    // relayed to the others.
+    // forwarded to the primary.
     let actions = backup.handle(Event::ClientRequest(TestRequest(max + 1)));
     assert_eq!(
         backup.requests.known(&TestRequest(max + 1).id()),
         Some(super::requests::Known::Pending)
     );
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::Broadcast(Message::Request(r)) if r.0 == max + 1))
-    );
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send { to: ReplicaId(0), message: Message::Request(r) } if r.0 == max + 1
+    )));
 }
