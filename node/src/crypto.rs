@@ -2,6 +2,8 @@
 //! canonical encodings themselves live in `weft_proto::hashing`, shared with clients that check
 //! what a peer serves: one definition of every hash.
 
+use std::collections::BTreeMap;
+
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -245,7 +247,10 @@ impl Equation {
 
     /// Whether `[8](Σ z_i ([s_i]B - R_i - [k_i]A_i)) = 0` with weights `z_i` of 128 bits drawn
     /// from every equation's bytes: for one equation, exactly its cofactored check; for
-    /// several, all of theirs except with probability about 2^-128.
+    /// several, all of theirs except with probability about 2^-128. The terms of one key are
+    /// summed first (`Σ [k_i z_i]A` over the signatures of key A: the same sum, with one point
+    /// per key instead of one per signature), so a batch whose transactions come from few
+    /// signers costs about n + 1 points in the multiscalar multiplication instead of 2n + 1.
     fn all_hold(equations: &[&Equation]) -> bool {
         if let [one] = equations {
             let sum =
@@ -254,12 +259,17 @@ impl Equation {
         }
         let weights = weights(equations);
         let basepoint: Scalar = equations.iter().zip(&weights).map(|(e, z)| e.s * z).sum();
+        let mut keys: BTreeMap<[u8; 32], (&EdwardsPoint, Scalar)> = BTreeMap::new();
+        for (e, z) in equations.iter().zip(&weights) {
+            let (_, scalar) = keys.entry(e.key).or_insert((&e.a, Scalar::ZERO));
+            *scalar -= e.k * z;
+        }
         let scalars = std::iter::once(basepoint)
             .chain(weights.iter().map(|z| -z))
-            .chain(equations.iter().zip(&weights).map(|(e, z)| -(e.k * z)));
+            .chain(keys.values().map(|(_, scalar)| *scalar));
         let points = std::iter::once(&ED25519_BASEPOINT_POINT)
             .chain(equations.iter().map(|e| &e.r))
-            .chain(equations.iter().map(|e| &e.a));
+            .chain(keys.values().map(|(point, _)| *point));
         EdwardsPoint::vartime_multiscalar_mul(scalars, points)
             .mul_by_cofactor()
             .is_identity()

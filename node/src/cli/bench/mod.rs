@@ -671,6 +671,8 @@ fn header(args: &BenchArgs, target: &Target, peak: f64, goals: &[Goal]) -> serde
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "memory_gib": memory_kib as f64 / (1024.0 * 1024.0),
+            "cpu_model": cpu_model(),
+            "sha256_mib_per_s": sha256_speed(),
         },
         "validators": target.endpoints.len(),
         "existing_network": args.network.is_some(),
@@ -681,6 +683,33 @@ fn header(args: &BenchArgs, target: &Target, peak: f64, goals: &[Goal]) -> serde
         "peak_committed_tx_per_s": peak,
         "goals": goals,
     })
+}
+
+/// The processor's model name as the kernel reports it (empty where it does not).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// One core's SHA-256 speed over 64 MiB, taken after the run: machines of one kind (and one
+/// machine from day to day) differ, and results compare only where this does too.
+fn sha256_speed() -> f64 {
+    use sha2::Digest;
+    let block = vec![0x5au8; 1024 * 1024];
+    let started = std::time::Instant::now();
+    let mut hasher = sha2::Sha256::new();
+    for _ in 0..64 {
+        hasher.update(&block);
+    }
+    std::hint::black_box(hasher.finalize());
+    64.0 / started.elapsed().as_secs_f64()
 }
 
 async fn finished_reason(task: tokio::task::JoinHandle<Result<()>>) -> String {
