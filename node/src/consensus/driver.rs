@@ -361,6 +361,7 @@ impl Driver {
                 }
                 Action::Resubmit { requests } => {
                     let held = requests.len();
+                    let mut resubmitted = 0;
                     for request in requests {
                         let committed = self
                             .ledger
@@ -369,11 +370,12 @@ impl Driver {
                             .is_some();
                         if !committed {
                             self.resubmits.push(request);
+                            resubmitted += 1;
                         }
                     }
                     tracing::info!(
                         held,
-                        resubmitted = self.resubmits.len(),
+                        resubmitted,
                         "after a state transfer, the requests the transferred ledger does not hold go to the primary again"
                     );
                 }

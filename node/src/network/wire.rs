@@ -167,7 +167,8 @@ impl Wire {
         self.sign_kind(Kind::BlockSigned(vote))
     }
 
-    /// Client transactions this validator admitted, relayed to the others under one signature.
+    /// Client transactions relayed under one signature: to the primary (those this validator
+    /// admitted), or to every validator (those it resends on its request timer).
     pub fn sign_requests(&self, requests: &[Transaction]) -> pb::SignedConsensusMessage {
         self.sign_kind(Kind::Requests(pb::RequestBatch {
             requests: requests.iter().map(|tx| signed_to_pb(&tx.signed)).collect(),

@@ -125,6 +125,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.warmup
     );
     ensure!(args.outstanding > 0, "--outstanding must be above zero");
+    // Before any process starts: the machine's speed, recorded with the results.
+    sha256_speed();
     let mut target = match &args.network {
         Some(network) => {
             Target::existing(
@@ -698,18 +700,22 @@ fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
-/// One core's SHA-256 speed over 64 MiB, taken after the run: machines of one kind (and one
-/// machine from day to day) differ, and results compare only where this does too.
+/// One core's SHA-256 speed over 64 MiB, measured once per bench before any load (the first
+/// call; later ones give the same figure): machines of one kind (and one machine from day to
+/// day) differ, and results compare only where this does too.
 fn sha256_speed() -> f64 {
-    use sha2::Digest;
-    let block = vec![0x5au8; 1024 * 1024];
-    let started = std::time::Instant::now();
-    let mut hasher = sha2::Sha256::new();
-    for _ in 0..64 {
-        hasher.update(&block);
-    }
-    std::hint::black_box(hasher.finalize());
-    64.0 / started.elapsed().as_secs_f64()
+    static SPEED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SPEED.get_or_init(|| {
+        use sha2::Digest;
+        let block = vec![0x5au8; 1024 * 1024];
+        let started = std::time::Instant::now();
+        let mut hasher = sha2::Sha256::new();
+        for _ in 0..64 {
+            hasher.update(&block);
+        }
+        std::hint::black_box(hasher.finalize());
+        64.0 / started.elapsed().as_secs_f64()
+    })
 }
 
 async fn finished_reason(task: tokio::task::JoinHandle<Result<()>>) -> String {

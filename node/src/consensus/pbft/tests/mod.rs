@@ -1425,6 +1425,17 @@ fn watch_requests(
     seen
 }
 
+/// Replica `id`, restored with nothing persisted (as a first start).
+fn started_at_genesis(config: &Config, id: u32) -> TestReplica {
+    let mut started = replica(config, id);
+    let _ = started.handle(Event::Restored(PersistedState {
+        records: Vec::new(),
+        last_executed: Sequence::GENESIS,
+        stable_checkpoint: None,
+    }));
+    started
+}
+
 #[test]
 fn a_backups_client_request_goes_to_the_primary_only_and_the_others_meet_it_in_the_pre_prepare() {
     let config = test_config();
@@ -1471,12 +1482,7 @@ fn a_client_request_that_arrives_during_a_view_change_goes_to_every_replica() {
 #[test]
 fn requests_a_state_transfer_passes_over_go_back_to_the_driver() {
     let config = test_config();
-    let mut backup = replica(&config, 1);
-    let _ = backup.handle(Event::Restored(PersistedState {
-        records: Vec::new(),
-        last_executed: Sequence::GENESIS,
-        stable_checkpoint: None,
-    }));
+    let mut backup = started_at_genesis(&config, 1);
     let _ = backup.handle(Event::ClientRequest(TestRequest(9)));
     let digest = [7u8; 32];
     for from in [0, 2] {
@@ -2067,12 +2073,7 @@ fn the_harness_catches_a_proof_carried_without_its_signed_form() {
 #[test]
 fn the_pending_bound_refuses_relayed_requests_never_the_replicas_own_clients() {
     let config = test_config();
-    let mut backup = replica(&config, 1);
-    let _ = backup.handle(Event::Restored(PersistedState {
-        records: Vec::new(),
-        last_executed: Sequence::GENESIS,
-        stable_checkpoint: None,
-    }));
+    let mut backup = started_at_genesis(&config, 1);
     let max = config.max_pending_requests as u64;
     for id in 0..max {
         let _ = backup.handle(message(2, Message::Request(TestRequest(id))));
