@@ -148,6 +148,21 @@ fn journal_entry(action: Action<Transaction>) -> Result<JournalEntry, Action<Tra
     }
 }
 
+/// Where a request the replica sends goes, and the request, or the action back if it sends
+/// none (requests travel in signed relay batches, not one signed message each).
+// The "error" is the action itself, moved back to the caller (not an error value).
+#[allow(clippy::result_large_err)]
+fn relay_of(action: Action<Transaction>) -> Result<(RelayTo, Transaction), Action<Transaction>> {
+    match action {
+        Action::Broadcast(Message::Request(request)) => Ok((RelayTo::All, request)),
+        Action::Send {
+            to,
+            message: Message::Request(request),
+        } => Ok((RelayTo::Replica(to), request)),
+        other => Err(other),
+    }
+}
+
 /// Hands the runs a state transfer fetched to the commit loop, in order.
 struct ToCommitLoop {
     commit: mpsc::Sender<CommitWork>,
@@ -295,14 +310,10 @@ impl Driver {
         for action in actions {
             match journal_entry(action) {
                 Ok(entry) => entries.push(entry),
-                Err(Action::Broadcast(Message::Request(request))) => {
-                    self.relay(RelayTo::All, request)
-                }
-                Err(Action::Send {
-                    to,
-                    message: Message::Request(request),
-                }) => self.relay(RelayTo::Replica(to), request),
-                Err(other) => rest.push(other),
+                Err(other) => match relay_of(other) {
+                    Ok((to, request)) => self.relay(to, request),
+                    Err(other) => rest.push(other),
+                },
             }
         }
         self.record(&entries).await?;
@@ -315,11 +326,16 @@ impl Driver {
                         self.record(&[entry]).await?;
                     }
                 }
-                Action::Broadcast(Message::Request(request)) => self.relay(RelayTo::All, request),
-                Action::Send {
-                    to,
-                    message: Message::Request(request),
-                } => self.relay(RelayTo::Replica(to), request),
+                // Taken out above too; relayed the same way should one remain.
+                relayed @ (Action::Broadcast(Message::Request(_))
+                | Action::Send {
+                    message: Message::Request(_),
+                    ..
+                }) => {
+                    if let Ok((to, request)) = relay_of(relayed) {
+                        self.relay(to, request);
+                    }
+                }
                 Action::Send { to, message } => {
                     let signed = self.wire.sign(&message)?;
                     self.links.send(to, signed);
