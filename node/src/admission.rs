@@ -10,7 +10,7 @@
 //! same answer: same bytes, same key, and a verdict that does not depend on the batch).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use weft_proto::{Genesis, Identity, IdentityError, verify_certificate};
 
@@ -55,7 +55,9 @@ pub enum AdmissionError {
 pub struct Admission {
     chain_id: String,
     cas: Vec<Vec<u8>>,
-    certificates: Mutex<HashMap<[u8; 32], Identity>>,
+    /// Shared by every transaction of the same signer: a transaction holds its creator by
+    /// reference, not a copy of the certificate, names and decoded key per transaction.
+    certificates: Mutex<HashMap<[u8; 32], Arc<Identity>>>,
     verified: Mutex<VerifiedSignatures>,
 }
 
@@ -91,7 +93,7 @@ impl Admission {
     }
 
     /// Verifies a certificate against the network's CAs, using the cache.
-    pub fn identity(&self, der: &[u8]) -> Result<Identity, IdentityError> {
+    pub fn identity(&self, der: &[u8]) -> Result<Arc<Identity>, IdentityError> {
         let key = weft_proto::signing::sha256(der);
         if let Some(id) = self
             .certificates
@@ -101,7 +103,7 @@ impl Admission {
         {
             return Ok(id.clone());
         }
-        let id = verify_certificate(der, &self.cas)?;
+        let id = Arc::new(verify_certificate(der, &self.cas)?);
         let mut cache = self.certificates.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CERT_CACHE {
             cache.clear();
@@ -228,14 +230,16 @@ impl Admission {
 
 /// The signer and the transaction of each, for the signature checks.
 fn signature_items<'a>(txs: &[&'a Unsigned]) -> Vec<(&'a Identity, &'a SignedTransaction)> {
-    txs.iter().map(|tx| (&tx.creator, &tx.signed)).collect()
+    txs.iter()
+        .map(|tx| (tx.creator.as_ref(), &tx.signed))
+        .collect()
 }
 
 /// A transaction that passed every check but its signature's.
 struct Unsigned {
     signed: SignedTransaction,
     payload: Payload,
-    creator: Identity,
+    creator: Arc<Identity>,
     /// Of the signed bytes: the key of the verified-signature cache.
     hash: Hash,
 }
@@ -302,6 +306,21 @@ mod tests {
             admission.verify(signed_from_pb(other_forged)),
             Err(AdmissionError::BadSignature)
         ));
+    }
+
+    #[test]
+    fn transactions_of_one_signer_share_its_identity() {
+        let (admission, alice, chain) = network();
+        let sign = |function: &str| {
+            signed_from_pb(weft_proto::tx::sign_transaction(&alice, &chain, "cc", function, &[]).1)
+        };
+        let verdicts = admission.verify_all(vec![sign("a"), sign("b")]);
+        let one = admission.verify(sign("c")).expect("admissible");
+        let [Ok(a), Ok(b)] = &verdicts[..] else {
+            panic!("both admissible: {verdicts:?}");
+        };
+        assert_eq!(a.creator.name, "alice");
+        assert!(Arc::ptr_eq(&a.creator, &b.creator) && Arc::ptr_eq(&a.creator, &one.creator));
     }
 
     #[test]

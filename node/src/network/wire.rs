@@ -698,6 +698,7 @@ mod tests {
                 .map(|s| {
                     admission
                         .identity(&s.identity().certificate)
+                        .map(|identity| Identity::clone(&identity))
                         .expect("validator identity")
                 })
                 .collect();

@@ -57,6 +57,27 @@ pub fn signed_from_pb(tx: pb::SignedTx) -> SignedTransaction {
     }
 }
 
+/// A client's transaction, copied out of the request it arrived in into one allocation of its
+/// own. Decoded fields are slices of the buffer they were decoded from (prost with `bytes`):
+/// a transaction kept for seconds (pool, log, block) would otherwise keep its whole receive
+/// buffer (8 KiB or more, for a call of one or two transactions) alive. Messages between
+/// validators are not copied: a batch's transactions share one buffer that holds only them.
+pub fn signed_from_client_pb(tx: pb::SignedTx) -> SignedTransaction {
+    let mut all =
+        bytes::BytesMut::with_capacity(tx.payload.len() + tx.signer.len() + tx.signature.len());
+    all.extend_from_slice(&tx.payload);
+    all.extend_from_slice(&tx.signer);
+    all.extend_from_slice(&tx.signature);
+    let mut all = all.freeze();
+    let payload = all.split_to(tx.payload.len());
+    let signer = all.split_to(tx.signer.len());
+    signed_from_pb(pb::SignedTx {
+        payload,
+        signer,
+        signature: all,
+    })
+}
+
 pub fn signed_to_pb(tx: &SignedTransaction) -> pb::SignedTx {
     pb::SignedTx {
         payload: tx.payload.clone(),
@@ -322,5 +343,32 @@ mod tests {
         let mut wire = block_to_pb(&block);
         wire.results.push(pb::TxResult::default());
         assert!(block_from_pb(wire).is_err());
+    }
+
+    #[test]
+    fn a_clients_transaction_keeps_none_of_the_request_buffer_alive() {
+        // Three fields sliced from one large buffer, as a decoded request's are.
+        let request = Bytes::from(vec![7u8; 64 * 1024]);
+        let tx = pb::SignedTx {
+            payload: request.slice(100..400),
+            signer: request.slice(1_000..1_300),
+            signature: request.slice(2_000..2_064),
+        };
+        let inside = |b: &Bytes| {
+            let start = request.as_ptr() as usize;
+            let at = b.as_ptr() as usize;
+            at >= start && at < start + request.len()
+        };
+        let shared = signed_from_pb(tx.clone());
+        assert!(inside(&shared.payload), "the fixture must share the buffer");
+        let copied = signed_from_client_pb(tx.clone());
+        assert_eq!(copied, shared);
+        assert_eq!(copied.id, TxId::of_payload(&tx.payload));
+        for field in [&copied.payload, &copied.signer, &copied.signature] {
+            assert!(
+                !inside(field),
+                "a field still points into the request buffer"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod convert;
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use weft_proto::Identity;
@@ -58,7 +59,8 @@ pub struct Transaction {
     pub function: String,
     pub args: Vec<Bytes>,
     pub created_unix_ms: u64,
-    pub creator: Identity,
+    /// Shared with every transaction of the same signer (the admission's certificate cache).
+    pub creator: Arc<Identity>,
 }
 
 impl Transaction {
@@ -82,13 +84,13 @@ impl Transaction {
             function: function.to_string(),
             args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
             created_unix_ms: 0,
-            creator: Identity {
+            creator: Arc::new(Identity {
                 name: "alice".to_string(),
                 organization: "Org1".to_string(),
                 role: weft_proto::Role::Client,
                 verifying_key: key.verifying_key(),
                 certificate: Vec::new(),
-            },
+            }),
         }
     }
 }
