@@ -129,15 +129,20 @@ pub fn open(bytes: &[u8]) -> Result<Package, PackageError> {
             .map_err(|e| PackageError::Archive(e.to_string()))?
             .to_string_lossy()
             .to_string();
-        let mut contents = Vec::new();
+        let slot = match path.as_str() {
+            MANIFEST_NAME => &mut manifest,
+            BINARY_NAME => &mut binary,
+            _ => continue,
+        };
+        // Sized from the entry's header (capped by what the decoder may yield at all): growing
+        // by doubling would hold two copies of a binary of tens of megabytes at its last step,
+        // and every validator opens the package when it deploys or launches the chaincode.
+        let declared = usize::try_from(entry.size()).unwrap_or(usize::MAX);
+        let mut contents = Vec::with_capacity(declared.min(MAX_PACKAGE_BYTES * 2));
         entry
             .read_to_end(&mut contents)
             .map_err(|e| PackageError::Archive(e.to_string()))?;
-        match path.as_str() {
-            MANIFEST_NAME => manifest = Some(contents),
-            BINARY_NAME => binary = Some(contents),
-            _ => {}
-        }
+        *slot = Some(contents);
     }
     let manifest: Manifest =
         serde_json::from_slice(&manifest.ok_or(PackageError::Missing(MANIFEST_NAME))?)
@@ -210,6 +215,15 @@ mod tests {
         assert_eq!(package.hash, hex::encode(sha256(&bytes)));
         assert!(open(b"not gzip").is_err());
         assert!(build("../evil", "1", b"x").is_err());
+    }
+
+    #[test]
+    fn an_opened_binary_is_held_in_an_allocation_of_its_own_size() {
+        // Not a power of two: a buffer grown by doubling would be larger than its contents.
+        let binary: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
+        let package = open(&build("big", "1.0", &binary).expect("build")).expect("open");
+        assert_eq!(package.binary, binary);
+        assert_eq!(package.binary.capacity(), binary.len());
     }
 
     #[test]
