@@ -5,15 +5,27 @@ mod cli;
 
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: a node allocates and frees small buffers for every
-/// message and transaction on several threads, and glibc's malloc spent about 16% of the
-/// cluster's CPU in `weft bench` (issue 6; BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
+/// Allocations from 64 KiB up (encoded batches and blocks, RocksDB's memtable arenas) are
+/// mapped on their own and returned to the system when freed. glibc otherwise raises this
+/// threshold as such blocks are freed and serves them from its heaps, where a validator under
+/// saturation kept freed memory: resident size grew about 2 MiB/s for as long as the load
+/// lasted, with the live heap flat (issue 6, BENCHMARKS.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_large_blocks_when_freed() {
+    const THRESHOLD: libc::c_int = 64 * 1024;
+    // SAFETY: mallopt only sets a parameter of the allocator; it is called before any thread
+    // is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    return_large_blocks_when_freed();
     let args = cli::Cli::parse();
     cli::init_tracing(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
