@@ -134,12 +134,27 @@ pub fn open(bytes: &[u8]) -> Result<Package, PackageError> {
             BINARY_NAME => &mut binary,
             _ => continue,
         };
-        // Sized from the entry's header (capped by what the decoder may yield at all): growing
-        // by doubling would hold two copies of a binary of tens of megabytes at its last step,
-        // and every validator opens the package when it deploys or launches the chaincode.
+        // Only regular files: a sparse entry's holes are made up by the reader, not read
+        // through the size-limited decoder.
+        if !entry.header().entry_type().is_file() {
+            return Err(PackageError::Archive(format!(
+                "{path} is not a regular file: build the package with `weft chaincode package`"
+            )));
+        }
+        // Sized from the entry's header, refused past what the decoder may yield at all:
+        // growing by doubling would hold two copies of a binary of tens of megabytes at its
+        // last step, and every validator opens the package when it deploys or launches it.
+        let limit = MAX_PACKAGE_BYTES * 2;
         let declared = usize::try_from(entry.size()).unwrap_or(usize::MAX);
-        let mut contents = Vec::with_capacity(declared.min(MAX_PACKAGE_BYTES * 2));
-        entry
+        if declared > limit {
+            return Err(PackageError::TooLarge);
+        }
+        let mut contents = Vec::new();
+        contents
+            .try_reserve_exact(declared)
+            .map_err(|_| PackageError::TooLarge)?;
+        (&mut entry)
+            .take(limit as u64)
             .read_to_end(&mut contents)
             .map_err(|e| PackageError::Archive(e.to_string()))?;
         *slot = Some(contents);

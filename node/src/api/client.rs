@@ -17,7 +17,7 @@ use super::admission_status;
 use crate::mempool::MempoolError;
 use crate::node::Shared;
 use crate::types::convert::{
-    block_to_pb, chain_info_to_pb, result_to_pb, signed_from_client_pb, signed_to_pb, status_to_pb,
+    block_to_pb, chain_info_to_pb, result_to_pb, signed_copied_from_pb, signed_to_pb, status_to_pb,
 };
 use crate::types::{Block, Hash, Transaction, TxId, TxStatus};
 
@@ -41,7 +41,7 @@ impl ClientService {
         let check = move || {
             shared
                 .admission
-                .verify(signed_from_client_pb(tx))
+                .verify(signed_copied_from_pb(tx))
                 .map_err(|e| admission_status(e, &shared.metrics))
         };
         // One signature over a small payload (tens of microseconds) is checked on this task:
@@ -70,7 +70,7 @@ impl ClientService {
         tokio::task::spawn_blocking(move || {
             shared
                 .admission
-                .verify_all(txs.into_iter().map(signed_from_client_pb).collect())
+                .verify_all(txs.into_iter().map(signed_copied_from_pb).collect())
                 .into_iter()
                 .map(|verdict| verdict.map_err(|e| admission_status(e, &shared.metrics)))
                 .collect()

@@ -27,7 +27,7 @@ use crate::consensus::pbft::{
     PrePrepare, Prepare, PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence,
     SignedForm, StableCheckpoint, Verified, View, ViewChange,
 };
-use crate::types::convert::{signed_from_pb, signed_to_pb};
+use crate::types::convert::{signed_copied_from_pb, signed_from_pb, signed_to_pb};
 use crate::types::{Hash, Transaction};
 
 /// A PBFT message of this network: requests are verified transactions.
@@ -359,9 +359,13 @@ impl Wire {
             // their relay.
             let mut requests = Vec::with_capacity(batch.requests.len());
             let mut refused = 0;
-            let verdicts = self
-                .admission
-                .verify_all(batch.requests.into_iter().map(signed_from_pb).collect());
+            let verdicts = self.admission.verify_all(
+                batch
+                    .requests
+                    .into_iter()
+                    .map(signed_copied_from_pb)
+                    .collect(),
+            );
             for verdict in verdicts {
                 match verdict {
                     Ok(request) => requests.push(Verified::checked_by_edge(
@@ -428,7 +432,7 @@ impl Wire {
 
     fn decode(&self, from: ReplicaId, kind: Kind) -> Result<PbftMessage, WireError> {
         Ok(match kind {
-            Kind::Request(tx) => Message::Request(self.admission.verify(signed_from_pb(tx))?),
+            Kind::Request(tx) => Message::Request(self.admission.verify(signed_copied_from_pb(tx))?),
             Kind::PrePrepare(m) => Message::PrePrepare(self.pre_prepare_from_pb(m)?),
             Kind::Prepare(m) => Message::Prepare(Prepare {
                 view: View(m.view),

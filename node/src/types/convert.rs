@@ -57,12 +57,13 @@ pub fn signed_from_pb(tx: pb::SignedTx) -> SignedTransaction {
     }
 }
 
-/// A client's transaction, copied out of the request it arrived in into one allocation of its
-/// own. Decoded fields are slices of the buffer they were decoded from (prost with `bytes`):
-/// a transaction kept for seconds (pool, log, block) would otherwise keep its whole receive
-/// buffer (8 KiB or more, for a call of one or two transactions) alive. Messages between
-/// validators are not copied: a batch's transactions share one buffer that holds only them.
-pub fn signed_from_client_pb(tx: pb::SignedTx) -> SignedTransaction {
+/// A transaction copied out of the message it arrived in into one allocation of its own.
+/// Decoded fields are slices of the buffer they were decoded from (prost with `bytes`), and a
+/// receive buffer is shared by whatever one read brought (8 KiB or more): a transaction kept
+/// for seconds (pool, log, block) would keep all of it alive. For what arrives alone or in
+/// small groups: a client's calls, relayed requests. A pre-prepare's transactions stay slices:
+/// its message is about as large as they are, and it is kept while they are.
+pub fn signed_copied_from_pb(tx: pb::SignedTx) -> SignedTransaction {
     let mut all =
         bytes::BytesMut::with_capacity(tx.payload.len() + tx.signer.len() + tx.signature.len());
     all.extend_from_slice(&tx.payload);
@@ -346,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clients_transaction_keeps_none_of_the_request_buffer_alive() {
+    fn a_copied_transaction_keeps_none_of_the_receive_buffer_alive() {
         // Three fields sliced from one large buffer, as a decoded request's are.
         let request = Bytes::from(vec![7u8; 64 * 1024]);
         let tx = pb::SignedTx {
@@ -361,7 +362,7 @@ mod tests {
         };
         let shared = signed_from_pb(tx.clone());
         assert!(inside(&shared.payload), "the fixture must share the buffer");
-        let copied = signed_from_client_pb(tx.clone());
+        let copied = signed_copied_from_pb(tx.clone());
         assert_eq!(copied, shared);
         assert_eq!(copied.id, TxId::of_payload(&tx.payload));
         for field in [&copied.payload, &copied.signer, &copied.signature] {
