@@ -25,10 +25,12 @@ enum Existing {
     Required,
 }
 
-/// What RocksDB may keep in memory, whatever the load (issue 6 asks a peer to stay under
-/// 300 MiB resident). RocksDB's defaults give each of the six columns its own 32 MiB block
-/// cache and up to two 64 MiB memtables: a validator's resident size grew with its write rate
-/// for minutes. One memtable fills in a few seconds at saturation at this size.
+/// RocksDB's memory held down (issue 6 asks a peer to stay under 300 MiB resident): its
+/// defaults give each of the six columns its own 32 MiB block cache and up to two 64 MiB
+/// memtables, and a validator's resident size grew with its write rate for minutes. Not a
+/// hard bound: index and filter blocks live outside the cache and grow with the data, and
+/// the all-columns limit triggers a flush, it does not stall writes. One memtable fills in a
+/// few seconds at saturation at this size.
 const MEMTABLE_BYTES: usize = 16 << 20;
 /// All columns' memtables together: past it, the largest is flushed.
 const ALL_MEMTABLES_BYTES: usize = 64 << 20;
