@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use weft_proto::pb;
-use weft_proto::{ConsensusKind, Genesis, Identity, Role, Signer};
+use weft_proto::{ConsensusKind, Genesis, Role, Signer};
 
 use crate::admission::Admission;
 use crate::api::admin::AdminService;
@@ -336,47 +336,47 @@ pub async fn start_with_store(
     let mut tasks = Vec::new();
 
     // The validator network (PBFT only): signing and verifying at the edge, and the links.
-    let validator_network = if pbft {
-        let me = ReplicaId(replica_index as u32);
-        let mut identities = Vec::with_capacity(replica_count);
-        for validator in &genesis.validators {
-            let der =
-                weft_proto::identity::pem_to_der(&validator.certificate).ok_or_else(|| {
-                    NodeError::Setup(format!(
-                        "genesis validator {}: the certificate is not PEM",
-                        validator.id
-                    ))
-                })?;
-            let identity = admission
-                .identity(&der)
-                .map_err(|source| NodeError::Identity {
-                    path: format!("genesis validator {}", validator.id),
-                    source,
-                })?;
-            identities.push(Identity::clone(&identity));
-        }
-        let wire = Arc::new(Wire::new(
-            &genesis,
-            me,
-            signer.clone(),
-            identities,
-            admission.clone(),
-        ));
-        let tls = Arc::new(
-            ValidatorTls::load(&config.node.identity, &genesis)
-                .map_err(|e| NodeError::Setup(e.to_string()))?,
-        );
-        let links = Arc::new(PeerLinks::start(
-            &tls,
-            replica_count,
-            me,
-            1024,
-            shutdown_rx.clone(),
-        ));
-        Some((me, wire, links, tls))
-    } else {
-        None
-    };
+    let validator_network =
+        if pbft {
+            let me = ReplicaId(replica_index as u32);
+            let mut identities = Vec::with_capacity(replica_count);
+            for validator in &genesis.validators {
+                let der =
+                    weft_proto::identity::pem_to_der(&validator.certificate).ok_or_else(|| {
+                        NodeError::Setup(format!(
+                            "genesis validator {}: the certificate is not PEM",
+                            validator.id
+                        ))
+                    })?;
+                identities.push(admission.identity(&der).map_err(|source| {
+                    NodeError::Identity {
+                        path: format!("genesis validator {}", validator.id),
+                        source,
+                    }
+                })?);
+            }
+            let wire = Arc::new(Wire::new(
+                &genesis,
+                me,
+                signer.clone(),
+                identities,
+                admission.clone(),
+            ));
+            let tls = Arc::new(
+                ValidatorTls::load(&config.node.identity, &genesis)
+                    .map_err(|e| NodeError::Setup(e.to_string()))?,
+            );
+            let links = Arc::new(PeerLinks::start(
+                &tls,
+                replica_count,
+                me,
+                1024,
+                shutdown_rx.clone(),
+            ));
+            Some((me, wire, links, tls))
+        } else {
+            None
+        };
     let own_key = match (&validator_network, role) {
         (_, NodeRole::Peer) => None,
         (Some((_, wire, links, _)), NodeRole::Validator) => {

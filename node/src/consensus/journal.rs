@@ -160,7 +160,6 @@ mod tests {
     use crate::consensus::pbft::{RecordDetail, ReplicaId};
     use crate::storage::MemoryStore;
     use crate::types::Hash;
-    use weft_proto::Identity;
 
     fn journal() -> (Journal, Arc<MemoryStore>) {
         let (genesis, signers) = crate::test_support::validator_network(4, "journal");
@@ -170,7 +169,6 @@ mod tests {
             .map(|s| {
                 admission
                     .identity(&s.identity().certificate)
-                    .map(|identity| Identity::clone(&identity))
                     .expect("identity")
             })
             .collect();

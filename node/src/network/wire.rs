@@ -112,7 +112,7 @@ pub struct Wire {
     chain_id: String,
     me: ReplicaId,
     signer: Signer,
-    validators: Vec<Identity>,
+    validators: Vec<Arc<Identity>>,
     /// The node's one admission (shared with its client API), so that a transaction verified
     /// on one path is not verified again on another.
     admission: Arc<Admission>,
@@ -124,7 +124,7 @@ impl Wire {
         genesis: &Genesis,
         me: ReplicaId,
         signer: Signer,
-        validators: Vec<Identity>,
+        validators: Vec<Arc<Identity>>,
         admission: Arc<Admission>,
     ) -> Wire {
         Wire {
@@ -702,7 +702,6 @@ mod tests {
                 .map(|s| {
                     admission
                         .identity(&s.identity().certificate)
-                        .map(|identity| Identity::clone(&identity))
                         .expect("validator identity")
                 })
                 .collect();
