@@ -20,6 +20,7 @@ use crate::chaincode::{ChaincodeError, ChaincodeManager, Definition};
 use crate::ledger::{Ledger, LedgerError};
 use crate::state::view::OverlayView;
 use crate::state::{BlockOverlay, StateView};
+use crate::storage::StoreError;
 use crate::types::{
     Block, ChaincodeEvent, KvWrite, NamespaceWrites, Transaction, TxResult, TxStatus,
 };
@@ -188,7 +189,16 @@ impl Executor {
             }
         }
         let signed = kept.into_iter().map(|tx| tx.signed).collect();
-        self.ledger.append(sequence, signed, results)
+        // The append ends in a synced write: off the async workers, which meanwhile carry
+        // consensus messages and client requests.
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.append(sequence, signed, results))
+            .await
+            .map_err(|e| {
+                LedgerError::Store(StoreError::Backend(format!(
+                    "appending block {sequence} did not finish: {e}"
+                )))
+            })?
     }
 
     /// Runs transactions of one chaincode as one batch; if the instance crashes or hangs, runs

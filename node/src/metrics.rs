@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::chaincode::session::StreamStats;
 
 /// Upper bounds of the commit latency buckets, in seconds.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 #[derive(Default)]
@@ -90,11 +90,20 @@ pub struct Metrics {
     /// The chaincode streams' counters (shared with the sessions).
     pub chaincode_streams: Arc<StreamStats>,
     pub commit_latency: Histogram,
+    /// PBFT: from this replica's first record of a batch (proposing it, or accepting the
+    /// primary's pre-prepare) to the batch committing here.
+    pub ordering: Histogram,
+    /// Committed batches waiting for the blocks before them to execute.
+    pub execution_queue: Histogram,
+    /// Executing a committed batch through chaincode and appending its block.
+    pub block_execution: Histogram,
     rejected: ByReason,
     /// PBFT: views entered after view 0.
     pub view_changes: AtomicU64,
     /// PBFT: checkpoints that became stable.
     pub checkpoints: AtomicU64,
+    /// PBFT: times this validator re-sent its messages because nothing moved.
+    pub retransmissions: AtomicU64,
     /// PBFT: state transfers completed.
     pub state_transfers: AtomicU64,
     /// PBFT: proofs found that a primary signed two different pre-prepares for one sequence.
@@ -217,6 +226,21 @@ impl Metrics {
             "Time from admission to commit of transactions this peer admitted.",
             &mut out,
         );
+        self.ordering.render(
+            "weft_pbft_ordering_seconds",
+            "Time from this validator's first record of a batch (proposing it, or accepting the primary's pre-prepare) to the batch committing here.",
+            &mut out,
+        );
+        self.execution_queue.render(
+            "weft_execution_queue_seconds",
+            "Time a committed batch waits for the blocks before it to execute.",
+            &mut out,
+        );
+        self.block_execution.render(
+            "weft_block_execution_seconds",
+            "Time to execute a committed batch through chaincode and append its block.",
+            &mut out,
+        );
         self.rejected.render(
             "weft_requests_rejected_total",
             "Client requests refused, by reason.",
@@ -240,6 +264,12 @@ impl Metrics {
                 "Checkpoints that became stable.",
                 "counter",
                 &self.checkpoints,
+            ),
+            (
+                "weft_pbft_retransmissions_total",
+                "Times this validator re-sent its messages because nothing moved.",
+                "counter",
+                &self.retransmissions,
             ),
             (
                 "weft_pbft_state_transfers_total",
@@ -322,8 +352,14 @@ mod tests {
         m.committed_valid.fetch_add(3, Ordering::Relaxed);
         m.commit_latency.observe(Duration::from_millis(7));
         m.commit_latency.observe(Duration::from_millis(700));
+        m.block_execution.observe(Duration::from_micros(1_500));
         m.rejected("bad_signature");
         let text = m.render();
+        assert!(text.contains("weft_block_execution_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("weft_block_execution_seconds_bucket{le=\"0.0025\"} 1"));
+        assert!(text.contains("weft_block_execution_seconds_count 1"));
+        assert!(text.contains("weft_pbft_ordering_seconds_count 0"));
+        assert!(text.contains("weft_execution_queue_seconds_count 0"));
         assert!(text.contains("weft_transactions_committed_total 3"));
         assert!(text.contains("weft_commit_latency_seconds_bucket{le=\"0.005\"} 0"));
         assert!(text.contains("weft_commit_latency_seconds_bucket{le=\"0.01\"} 1"));

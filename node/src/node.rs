@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -504,6 +505,7 @@ pub async fn start_with_store(
                 evidence_written: 0,
                 relays: Default::default(),
                 resubmits: Vec::new(),
+                ordering_started: Default::default(),
             };
             let channels = DriverChannels {
                 inbound: inbound_rx,
@@ -679,6 +681,11 @@ async fn commit_loop(
         match item {
             CommitWork::Execute(batch) => {
                 let sequence = batch.sequence;
+                let started = Instant::now();
+                shared
+                    .metrics
+                    .execution_queue
+                    .observe(started.saturating_duration_since(batch.ordered_at));
                 let ids: Vec<_> = batch.transactions.iter().map(|t| t.id()).collect();
                 match shared
                     .executor
@@ -686,6 +693,7 @@ async fn commit_loop(
                     .await
                 {
                     Ok(block) => {
+                        shared.metrics.block_execution.observe(started.elapsed());
                         // Wake waiters first: `dropped` forgets the rest (already committed).
                         record_block(&shared, &block);
                         shared.mempool.dropped(ids);

@@ -39,6 +39,21 @@ fn check_step(step: &serde_json::Value, processes: &[&str]) {
         );
     }
     assert!(number("max_node_peak_rss_mib") > 0.0, "{step}");
+    // Where the time went inside the validators: every stage observed, its mean positive.
+    let stages = step["stages"].as_array().expect("stages");
+    for name in [
+        "admitted_to_committed",
+        "ordering",
+        "execution_queue",
+        "block_execution",
+    ] {
+        let stage = stages
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap_or_else(|| panic!("stage {name} in {step}"));
+        assert!(stage["count"].as_u64().unwrap_or(0) > 0, "{stage}");
+        assert!(stage["mean_ms"].as_f64().unwrap_or(0.0) > 0.0, "{stage}");
+    }
 }
 
 #[tokio::test]

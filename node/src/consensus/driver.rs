@@ -14,7 +14,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
 use super::journal::{Journal, JournalEntry, JournalError};
-use super::pbft::{Action, Event, Message, Replica, ReplicaId, Sequence};
+use super::pbft::{Action, Event, Message, Phase, Replica, ReplicaId, Sequence};
 use super::{CommitWork, Feedback, OrderedBatch};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -105,6 +105,9 @@ pub struct Driver {
     /// Requests a state transfer passed over that the ledger does not hold: handed back to
     /// the replica at the start of the next turn.
     pub resubmits: Vec<Transaction>,
+    /// When this replica first recorded each batch it is ordering, by sequence: how long
+    /// ordering took is measured when the batch commits.
+    pub ordering_started: BTreeMap<u64, Instant>,
 }
 
 /// Where a relayed batch goes.
@@ -309,7 +312,10 @@ impl Driver {
         let mut rest = Vec::with_capacity(actions.len());
         for action in actions {
             match journal_entry(action) {
-                Ok(entry) => entries.push(entry),
+                Ok(entry) => {
+                    self.note_ordering_start(&entry);
+                    entries.push(entry);
+                }
                 Err(other) => match relay_of(other) {
                     Ok((to, request)) => self.relay(to, request),
                     Err(other) => rest.push(other),
@@ -345,11 +351,13 @@ impl Driver {
                     self.links.broadcast(&signed);
                 }
                 Action::Execute { sequence, batch } => {
+                    self.observe_ordering(sequence);
                     channels
                         .commit
                         .send(CommitWork::Execute(OrderedBatch {
                             sequence: sequence.0,
                             transactions: batch,
+                            ordered_at: Instant::now(),
                         }))
                         .await
                         .map_err(|_| DriverError::CommitLoopGone)?;
@@ -409,6 +417,28 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// A batch's ordering starts here at its first record: the primary's pre-prepare, or a
+    /// backup's prepare (it accepted the pre-prepare).
+    fn note_ordering_start(&mut self, entry: &JournalEntry) {
+        if let JournalEntry::Record(record) = entry
+            && matches!(record.phase, Phase::PrePrepare | Phase::Prepare)
+        {
+            self.ordering_started
+                .entry(record.sequence.0)
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    /// The batch at `sequence` committed here: how long its ordering took. Sequences below it
+    /// that never executed here (a state transfer applied them, or a view change replaced
+    /// them) are forgotten.
+    fn observe_ordering(&mut self, sequence: Sequence) {
+        if let Some(started) = self.ordering_started.remove(&sequence.0) {
+            self.metrics.ordering.observe(started.elapsed());
+        }
+        self.ordering_started = self.ordering_started.split_off(&sequence.0);
     }
 
     /// Writes journal entries (one atomic synced write) and counts the stable checkpoints.
@@ -625,6 +655,9 @@ impl Driver {
             }
         });
         self.metrics.view.store(replica.view().0, Ordering::Relaxed);
+        self.metrics
+            .retransmissions
+            .store(replica.retransmissions(), Ordering::Relaxed);
         for (reason, count) in replica.rejections() {
             self.metrics.set_consensus_rejected(reason.as_str(), *count);
         }

@@ -4,7 +4,8 @@
 //! restarted replica never signs a conflicting digest (I6); the record stays within the window
 //! because the stable checkpoint prunes it.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::pbft::{PersistRecord, PersistedState, Phase, Sequence, StableCheckpoint, View};
 use crate::network::wire::{Wire, WireError};
@@ -36,41 +37,95 @@ pub enum JournalEntry {
 pub struct Journal {
     store: Arc<dyn Store>,
     wire: Arc<Wire>,
+    /// The keys of the records in the store, so that a stable checkpoint finds what it prunes
+    /// without reading every record back (each a batch and its certificates). Loaded from the
+    /// store at restore or at the first write; `None` again after a failed write, whose effect
+    /// on the store is unknown.
+    held: Mutex<Option<BTreeSet<RecordKey>>>,
 }
 
 const VIEW_CHANGE: u8 = 5;
 const NEW_VIEW: u8 = 6;
 
-/// prefix, phase (1 byte), view (u64 BE), sequence (u64 BE): pruning reads these back from the
-/// key alone, without decoding (and re-verifying) the record.
-fn record_key(record: &PersistRecord<Transaction>) -> Vec<u8> {
-    let phase: u8 = match record.phase {
-        Phase::PrePrepare => 1,
-        Phase::Prepare => 2,
-        Phase::Commit => 3,
-        Phase::Checkpoint => 4,
-        Phase::ViewChange => VIEW_CHANGE,
-        Phase::NewView => NEW_VIEW,
-    };
-    let mut key = RECORD_PREFIX.to_vec();
-    key.push(phase);
-    key.extend_from_slice(&record.view.0.to_be_bytes());
-    key.extend_from_slice(&record.sequence.0.to_be_bytes());
-    key
+/// Where a record is kept: prefix, phase (1 byte), view (u64 BE), sequence (u64 BE). Pruning
+/// reads these back from the key alone, without decoding (and re-verifying) the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RecordKey {
+    phase: u8,
+    view: View,
+    sequence: Sequence,
 }
 
-/// (phase, view, sequence) from a record key; `None` for a key of another shape.
-fn parse_key(key: &[u8]) -> Option<(u8, View, Sequence)> {
-    let rest = key.strip_prefix(RECORD_PREFIX)?;
-    let (&phase, rest) = rest.split_first()?;
-    let view = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-    let sequence = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
-    Some((phase, View(view), Sequence(sequence)))
+impl RecordKey {
+    fn of(record: &PersistRecord<Transaction>) -> RecordKey {
+        let phase: u8 = match record.phase {
+            Phase::PrePrepare => 1,
+            Phase::Prepare => 2,
+            Phase::Commit => 3,
+            Phase::Checkpoint => 4,
+            Phase::ViewChange => VIEW_CHANGE,
+            Phase::NewView => NEW_VIEW,
+        };
+        RecordKey {
+            phase,
+            view: record.view,
+            sequence: record.sequence,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(RECORD_PREFIX.len() + 17);
+        key.extend_from_slice(RECORD_PREFIX);
+        key.push(self.phase);
+        key.extend_from_slice(&self.view.0.to_be_bytes());
+        key.extend_from_slice(&self.sequence.0.to_be_bytes());
+        key
+    }
+
+    /// `None` for a key of another shape.
+    fn parse(key: &[u8]) -> Option<RecordKey> {
+        let rest = key.strip_prefix(RECORD_PREFIX)?;
+        let (&phase, rest) = rest.split_first()?;
+        let view = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let sequence = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+        Some(RecordKey {
+            phase,
+            view: View(view),
+            sequence: Sequence(sequence),
+        })
+    }
+
+    /// Whether a checkpoint stable at `stable` in view `view` makes this record unnecessary:
+    /// view-change and new-view records of earlier views, every other record at or below it.
+    fn pruned_by(&self, stable: Sequence, view: View) -> bool {
+        match self.phase {
+            VIEW_CHANGE | NEW_VIEW => self.view < view,
+            _ => self.sequence <= stable,
+        }
+    }
 }
 
 impl Journal {
     pub fn new(store: Arc<dyn Store>, wire: Arc<Wire>) -> Journal {
-        Journal { store, wire }
+        Journal {
+            store,
+            wire,
+            held: Mutex::new(None),
+        }
+    }
+
+    fn held_lock(&self) -> MutexGuard<'_, Option<BTreeSet<RecordKey>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys of the records in the store, read from it.
+    fn stored_keys(&self) -> Result<BTreeSet<RecordKey>, JournalError> {
+        Ok(self
+            .store
+            .consensus_entries(RECORD_PREFIX)?
+            .iter()
+            .filter_map(|(key, _)| RecordKey::parse(key))
+            .collect())
     }
 
     /// Writes one turn of the driver, in the order the replica asked, as one atomic synced
@@ -83,49 +138,64 @@ impl Journal {
         if entries.is_empty() {
             return Ok(());
         }
-        let any_stable = entries.iter().any(|e| matches!(e, JournalEntry::Stable(_)));
-        let mut held: Vec<Vec<u8>> = if any_stable {
-            self.store
-                .consensus_entries(RECORD_PREFIX)?
-                .into_iter()
-                .map(|(key, _)| key.to_vec())
-                .collect()
-        } else {
-            Vec::new()
+        let writes = {
+            let mut guard = self.held_lock();
+            let held = match &mut *guard {
+                Some(held) => held,
+                empty => empty.insert(self.stored_keys()?),
+            };
+            let writes = self.plan(held, entries, view);
+            if writes.is_err() {
+                *guard = None;
+            }
+            writes?
         };
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || store.write_consensus(&writes))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the journal write did not finish: {e}")))
+            .and_then(|result| result);
+        if written.is_err() {
+            *self.held_lock() = None;
+        }
+        written?;
+        Ok(())
+    }
+
+    /// The store writes of one turn, `held` brought up to date with them.
+    fn plan(
+        &self,
+        held: &mut BTreeSet<RecordKey>,
+        entries: &[JournalEntry],
+        view: View,
+    ) -> Result<Vec<ConsensusWrite>, JournalError> {
         let mut writes = Vec::with_capacity(entries.len());
         for entry in entries {
             match entry {
                 JournalEntry::Record(record) => {
-                    let key = record_key(record);
+                    let key = RecordKey::of(record);
                     writes.push(ConsensusWrite::Put {
-                        key: key.clone(),
+                        key: key.bytes(),
                         value: self.wire.encode_record(record)?,
                     });
-                    held.push(key);
+                    held.insert(key);
                 }
                 JournalEntry::Stable(stable) => {
                     writes.push(ConsensusWrite::Put {
                         key: STABLE_KEY.to_vec(),
                         value: self.wire.encode_stable(stable)?,
                     });
-                    let obsolete = |key: &Vec<u8>| match parse_key(key) {
-                        Some((VIEW_CHANGE | NEW_VIEW, at, _)) => at < view,
-                        Some((_, _, sequence)) => sequence <= stable.sequence,
-                        None => false,
-                    };
-                    for key in held.iter().filter(|k| obsolete(k)) {
-                        writes.push(ConsensusWrite::Delete { key: key.clone() });
-                    }
-                    held.retain(|k| !obsolete(k));
+                    held.retain(|key| {
+                        let pruned = key.pruned_by(stable.sequence, view);
+                        if pruned {
+                            writes.push(ConsensusWrite::Delete { key: key.bytes() });
+                        }
+                        !pruned
+                    });
                 }
             }
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write_consensus(&writes))
-            .await
-            .map_err(|e| StoreError::Backend(format!("the journal write did not finish: {e}")))??;
-        Ok(())
+        Ok(writes)
     }
 
     /// What the replica persisted before it stopped. `last_executed` is the ledger's last
@@ -134,12 +204,17 @@ impl Journal {
         &self,
         last_executed: Sequence,
     ) -> Result<PersistedState<Transaction>, JournalError> {
-        let records = self
-            .store
-            .consensus_entries(RECORD_PREFIX)?
-            .into_iter()
-            .map(|(_, value)| self.wire.decode_record(&value))
+        let entries = self.store.consensus_entries(RECORD_PREFIX)?;
+        let records = entries
+            .iter()
+            .map(|(_, value)| self.wire.decode_record(value))
             .collect::<Result<Vec<_>, _>>()?;
+        *self.held_lock() = Some(
+            entries
+                .iter()
+                .filter_map(|(key, _)| RecordKey::parse(key))
+                .collect(),
+        );
         let stable_checkpoint = self
             .store
             .get_consensus(STABLE_KEY)?
@@ -160,8 +235,15 @@ mod tests {
     use crate::consensus::pbft::{RecordDetail, ReplicaId};
     use crate::storage::MemoryStore;
     use crate::types::Hash;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 
     fn journal() -> (Journal, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        (journal_over(store.clone()), store)
+    }
+
+    fn journal_over(store: Arc<dyn Store>) -> Journal {
         let (genesis, signers) = crate::test_support::validator_network(4, "journal");
         let admission = Admission::new(&genesis);
         let identities = signers
@@ -180,8 +262,165 @@ mod tests {
             identities,
             Arc::new(admission),
         ));
-        let store = Arc::new(MemoryStore::new());
-        (Journal::new(store.clone(), wire), store)
+        Journal::new(store, wire)
+    }
+
+    /// A memory store that counts the reads of every consensus entry and can fail the next
+    /// consensus write.
+    #[derive(Default)]
+    struct WatchedStore {
+        inner: MemoryStore,
+        entry_reads: AtomicUsize,
+        fail_next_write: AtomicBool,
+    }
+
+    impl Store for WatchedStore {
+        fn height(&self) -> Result<u64, StoreError> {
+            self.inner.height()
+        }
+        fn block(&self, number: u64) -> Result<Option<crate::types::Block>, StoreError> {
+            self.inner.block(number)
+        }
+        fn block_number(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+            self.inner.block_number(hash)
+        }
+        fn tx_location(
+            &self,
+            id: &crate::types::TxId,
+        ) -> Result<Option<crate::types::TxLocation>, StoreError> {
+            self.inner.tx_location(id)
+        }
+        fn get_state(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+            self.inner.get_state(namespace, key)
+        }
+        fn state_range(
+            &self,
+            namespace: &str,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+            self.inner.state_range(namespace, start, end, limit)
+        }
+        fn for_each_state(
+            &self,
+            visit: &mut crate::storage::StateVisitor<'_>,
+        ) -> Result<(), StoreError> {
+            self.inner.for_each_state(visit)
+        }
+        fn commit_block(&self, block: &crate::types::Block) -> Result<(), StoreError> {
+            self.inner.commit_block(block)
+        }
+        fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+            self.inner.get_consensus(key)
+        }
+        fn write_consensus(&self, writes: &[ConsensusWrite]) -> Result<(), StoreError> {
+            if self.fail_next_write.swap(false, AtomicOrdering::SeqCst) {
+                return Err(StoreError::Backend("the disk is full".into()));
+            }
+            self.inner.write_consensus(writes)
+        }
+        fn consensus_entries(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+            self.entry_reads.fetch_add(1, AtomicOrdering::SeqCst);
+            self.inner.consensus_entries(prefix)
+        }
+        fn put_certificate(&self, number: u64, certificate: &[u8]) -> Result<(), StoreError> {
+            self.inner.put_certificate(number, certificate)
+        }
+        fn certificate(&self, number: u64) -> Result<Option<Bytes>, StoreError> {
+            self.inner.certificate(number)
+        }
+        fn last_certified(&self) -> Result<Option<u64>, StoreError> {
+            self.inner.last_certified()
+        }
+    }
+
+    fn stable_at(sequence: u64) -> JournalEntry {
+        JournalEntry::Stable(StableCheckpoint {
+            sequence: Sequence(sequence),
+            state_digest: [sequence as u8; 32],
+            proof: Vec::new(),
+        })
+    }
+
+    /// (phase, sequence) of every record the store holds, read as a restarted replica would.
+    fn stored(store: Arc<dyn Store>) -> Vec<(Phase, u64)> {
+        let mut kept: Vec<(Phase, u64)> = journal_over(store)
+            .restore(Sequence(0))
+            .expect("restore")
+            .records
+            .iter()
+            .map(|r| (r.phase, r.sequence.0))
+            .collect();
+        kept.sort();
+        kept
+    }
+
+    #[tokio::test]
+    async fn stable_checkpoints_prune_from_the_keys_held_in_memory_without_reading_the_records() {
+        let store = Arc::new(WatchedStore::default());
+        let journal = journal_over(store.clone());
+        journal.restore(Sequence(0)).expect("restore");
+        assert_eq!(store.entry_reads.load(AtomicOrdering::SeqCst), 1);
+        for period in 1..=5u64 {
+            let turn: Vec<JournalEntry> = (period * 10 - 9..=period * 10)
+                .map(|sequence| JournalEntry::Record(record(Phase::Commit, 0, sequence)))
+                .collect();
+            journal.write(&turn, View(0)).await.expect("records");
+            journal
+                .write(&[stable_at(period * 10 - 5)], View(0))
+                .await
+                .expect("stable");
+        }
+        assert_eq!(
+            store.entry_reads.load(AtomicOrdering::SeqCst),
+            1,
+            "five stable checkpoints read no record back"
+        );
+        assert_eq!(
+            stored(store.clone()),
+            (46..=50).map(|s| (Phase::Commit, s)).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_the_next_stable_checkpoint_prunes_what_the_store_holds() {
+        let store = Arc::new(WatchedStore::default());
+        let journal = journal_over(store.clone());
+        let records = |range: std::ops::RangeInclusive<u64>| -> Vec<JournalEntry> {
+            range
+                .map(|sequence| JournalEntry::Record(record(Phase::Commit, 0, sequence)))
+                .collect()
+        };
+        journal
+            .write(&records(1..=4), View(0))
+            .await
+            .expect("first");
+        store.fail_next_write.store(true, AtomicOrdering::SeqCst);
+        let mut failed = records(5..=6);
+        failed.push(stable_at(3));
+        journal
+            .write(&failed, View(0))
+            .await
+            .expect_err("the store refused the write");
+        assert_eq!(
+            stored(store.clone()),
+            (1..=4).map(|s| (Phase::Commit, s)).collect::<Vec<_>>()
+        );
+        let reads = store.entry_reads.load(AtomicOrdering::SeqCst);
+        journal
+            .write(&[stable_at(2)], View(0))
+            .await
+            .expect("after the failure");
+        assert_eq!(
+            store.entry_reads.load(AtomicOrdering::SeqCst),
+            reads + 1,
+            "the keys are read from the store again"
+        );
+        assert_eq!(
+            stored(store.clone()),
+            [(Phase::Commit, 3), (Phase::Commit, 4)]
+        );
     }
 
     fn record(phase: Phase, view: u64, sequence: u64) -> PersistRecord<Transaction> {
@@ -196,9 +435,17 @@ mod tests {
 
     #[test]
     fn keys_carry_phase_view_and_sequence() {
-        let key = record_key(&record(Phase::NewView, 7, 0));
-        assert_eq!(parse_key(&key), Some((NEW_VIEW, View(7), Sequence(0))));
-        assert_eq!(parse_key(b"pbft/stable"), None);
+        let key = RecordKey::of(&record(Phase::NewView, 7, 0));
+        assert_eq!(
+            key,
+            RecordKey {
+                phase: NEW_VIEW,
+                view: View(7),
+                sequence: Sequence(0)
+            }
+        );
+        assert_eq!(RecordKey::parse(&key.bytes()), Some(key));
+        assert_eq!(RecordKey::parse(b"pbft/stable"), None);
     }
 
     #[tokio::test]

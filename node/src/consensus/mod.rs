@@ -6,7 +6,7 @@ pub mod journal;
 pub mod pbft;
 pub mod solo;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weft_proto::ConsensusParams;
 
@@ -17,6 +17,8 @@ use crate::types::{Block, Hash, Transaction};
 pub struct OrderedBatch {
     pub sequence: u64,
     pub transactions: Vec<Transaction>,
+    /// When its order became final here (the commit loop measures how long it waited).
+    pub ordered_at: Instant,
 }
 
 /// What the commit loop is asked to do, in order.

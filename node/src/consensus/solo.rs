@@ -35,6 +35,7 @@ pub async fn run(
             .send(CommitWork::Execute(OrderedBatch {
                 sequence,
                 transactions: batch,
+                ordered_at: std::time::Instant::now(),
             }))
             .await
             .is_err()

@@ -36,12 +36,24 @@ const MEMTABLE_BYTES: usize = 16 << 20;
 const ALL_MEMTABLES_BYTES: usize = 64 << 20;
 /// One block cache shared by every column.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Each memtable's whole-key Bloom filter, as a share of its size (about 16 bits per entry
+/// at this node's entry sizes). Most point reads look for keys that are not there: every
+/// ordered transaction's id in the transaction index (is it committed already?) and the
+/// keys a transaction creates. Without it each such read searched the memtable's skip list
+/// to the end: 5% of all CPU samples at 2,500 tx/s (issue 6; 1% with the filters).
+const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
+/// The table files' Bloom filters, bits per key (about 1% false positives): the same reads
+/// against flushed data skip every file that cannot hold the key.
+const TABLE_BLOOM_BITS_PER_KEY: f64 = 10.0;
 
 fn column_options(cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_write_buffer_size(MEMTABLE_BYTES);
+    options.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+    options.set_memtable_whole_key_filtering(true);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
+    table.set_bloom_filter(TABLE_BLOOM_BITS_PER_KEY, false);
     options.set_block_based_table_factory(&table);
     options
 }

@@ -219,17 +219,28 @@ impl Target {
     /// The sum of a metric over the validators' operations endpoints; None unless every one
     /// answered (a count that misses a validator is not a measurement).
     pub async fn metric_sum(&self, series: &str) -> Option<f64> {
+        let texts = self.metrics().await?;
+        Some(
+            texts
+                .iter()
+                .map(|text| weft_orchestration::health::metric(text, series))
+                .sum(),
+        )
+    }
+
+    /// Every validator's /metrics text; None unless every one answered.
+    pub async fn metrics(&self) -> Option<Vec<String>> {
         if self.operations.is_empty() {
             return None;
         }
-        let mut sum = 0.0;
+        let mut texts = Vec::with_capacity(self.operations.len());
         for address in &self.operations {
             match http_get(address, "/metrics").await {
-                Ok((200, text)) => sum += weft_orchestration::health::metric(&text, series),
+                Ok((200, text)) => texts.push(text),
                 _ => return None,
             }
         }
-        Some(sum)
+        Some(texts)
     }
 
     /// Finds this network's running chaincode containers on the local engine (the Docker

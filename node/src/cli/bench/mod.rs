@@ -11,6 +11,7 @@ mod load;
 mod observe;
 mod procstat;
 mod report;
+mod stages;
 mod workload;
 
 use std::path::PathBuf;
@@ -264,6 +265,14 @@ async fn bench(args: &BenchArgs, target: &mut Target) -> Result<()> {
         )
         .await?;
         println!("{}", step.line());
+        if !step.stages.is_empty() {
+            println!(
+                "{:<14} inside the validators: {}; re-sent when quiet {}",
+                "",
+                stages::line(&step.stages),
+                step.retransmissions.unwrap_or(0.0)
+            );
+        }
         peak = peak.max(step.committed_tx_per_s);
         // Saturated: the cluster commits less than 90% of what was sent, or the load
         // generator could not even send 90% of the offered rate (said, not hidden).
@@ -380,6 +389,11 @@ async fn run_step(
         .write()
         .map_err(|_| anyhow::anyhow!("tracker lock poisoned"))? = Some(tracker.clone());
     let view_changes_before = target.metric_sum("weft_pbft_view_changes_total").await;
+    let retransmissions_before = target.metric_sum("weft_pbft_retransmissions_total").await;
+    let stages_before = target
+        .metrics()
+        .await
+        .map(|texts| stages::Reading::from_texts(&texts));
     let counters = Arc::new(load::Counters::default());
     let started = Instant::now();
     let mut offering = tokio::spawn(load::offer(
@@ -449,6 +463,19 @@ async fn run_step(
         (Some(before), Some(after)) => Some(after - before),
         _ => None,
     };
+    let retransmissions = match (
+        retransmissions_before,
+        target.metric_sum("weft_pbft_retransmissions_total").await,
+    ) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    let stages = match (stages_before, target.metrics().await) {
+        (Some(before), Some(after)) => {
+            stages::between(&before, &stages::Reading::from_texts(&after))
+        }
+        _ => Vec::new(),
+    };
     let achieved_rate =
         tracker.len() as f64 / offered.ended.duration_since(offered.started).as_secs_f64();
 
@@ -492,6 +519,8 @@ async fn run_step(
         committed_tx_per_s: tps,
         latency,
         view_changes,
+        retransmissions,
+        stages,
         blocks: tracker.blocks.load(Ordering::Relaxed),
         mean_block_transactions: tracker.block_transactions.load(Ordering::Relaxed) as f64
             / tracker.blocks.load(Ordering::Relaxed).max(1) as f64,

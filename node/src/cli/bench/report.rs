@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::observe::Stamp;
+use super::stages::StageTime;
 
 /// Submit-to-commit latency percentiles, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -60,6 +61,12 @@ pub struct Step {
     /// None when not every validator's metrics answered (an existing network without
     /// --operations).
     pub view_changes: Option<f64>,
+    /// Times the validators re-sent their messages because nothing moved (None as for
+    /// view_changes).
+    pub retransmissions: Option<f64>,
+    /// Where the time went inside the validators over the step, warmup and drain included
+    /// (empty when not every validator's metrics answered).
+    pub stages: Vec<StageTime>,
     /// Blocks that carried this step's transactions, and their mean size.
     pub blocks: usize,
     pub mean_block_transactions: f64,
@@ -316,6 +323,8 @@ mod tests {
                 max_ms: p50 * 6.0,
             },
             view_changes: Some(0.0),
+            retransmissions: Some(0.0),
+            stages: Vec::new(),
             blocks: 0,
             mean_block_transactions: 0.0,
             max_send_lag_ms: 0.0,

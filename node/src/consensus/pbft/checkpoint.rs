@@ -253,6 +253,7 @@ impl<R: Request> Replica<R> {
             return;
         }
         self.checkpoint_announced_at = self.now;
+        self.retransmissions += 1;
         if let Some(checkpoint) = self.own_latest_checkpoint(out) {
             out.push(Action::Broadcast(checkpoint));
         }

@@ -116,6 +116,8 @@ pub struct Replica<R: Request> {
     last_proposed_at: u64,
     /// When this replica last broadcast a checkpoint message.
     checkpoint_announced_at: u64,
+    /// How many times this replica re-sent its messages for want of a new checkpoint.
+    retransmissions: u64,
     /// The latest checkpoint each lagging replica announced and was helped for.
     helped: BTreeMap<ReplicaId, Sequence>,
     rejections: BTreeMap<RejectReason, u64>,
@@ -161,6 +163,7 @@ impl<R: Request> Replica<R> {
             request_resend_at: None,
             last_proposed_at: 0,
             checkpoint_announced_at: 0,
+            retransmissions: 0,
             helped: BTreeMap::new(),
             rejections: BTreeMap::new(),
             evidence: Vec::new(),
@@ -247,6 +250,12 @@ impl<R: Request> Replica<R> {
     /// How many inputs were refused, by reason.
     pub fn rejections(&self) -> &BTreeMap<RejectReason, u64> {
         &self.rejections
+    }
+
+    /// How many times this replica re-sent its messages because it took no new checkpoint
+    /// for `retransmit_ticks`.
+    pub fn retransmissions(&self) -> u64 {
+        self.retransmissions
     }
 
     pub fn rejected(&self, reason: RejectReason) -> u64 {

@@ -660,6 +660,12 @@ fn messages_lost_while_the_network_is_quiet_are_sent_again() {
         vec![(1, vec![1])],
         "the re-sent commits let replica 3 decide sequence 1"
     );
+    for id in 0..3 {
+        assert!(
+            net.replica(id).retransmissions() >= 1,
+            "replica {id} counted its re-sends"
+        );
+    }
     net.assert_agreement();
 }
 
