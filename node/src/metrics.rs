@@ -102,7 +102,9 @@ pub struct Metrics {
     pub view_changes: AtomicU64,
     /// PBFT: checkpoints that became stable.
     pub checkpoints: AtomicU64,
-    /// PBFT: times this validator re-sent its messages because nothing moved.
+    /// PBFT: times this validator's re-send timer fired (no new checkpoint of its own for
+    /// `retransmit_ticks`): it re-sent its latest checkpoint and its messages for the
+    /// sequences above its stable checkpoint.
     pub retransmissions: AtomicU64,
     /// PBFT: state transfers completed.
     pub state_transfers: AtomicU64,
@@ -267,7 +269,7 @@ impl Metrics {
             ),
             (
                 "weft_pbft_retransmissions_total",
-                "Times this validator re-sent its messages because nothing moved.",
+                "Times this validator re-sent its latest checkpoint and its messages above the stable checkpoint because it took no new checkpoint for the re-send interval.",
                 "counter",
                 &self.retransmissions,
             ),

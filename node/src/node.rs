@@ -505,7 +505,7 @@ pub async fn start_with_store(
                 evidence_written: 0,
                 relays: Default::default(),
                 resubmits: Vec::new(),
-                ordering_started: Default::default(),
+                ordering: Default::default(),
             };
             let channels = DriverChannels {
                 inbound: inbound_rx,

@@ -359,10 +359,7 @@ impl Manager {
                 }
             }
         }
-        let buckets: Vec<(f64, f64)> = buckets
-            .into_iter()
-            .map(|(bound, count)| (bound.parse().unwrap_or(f64::INFINITY), count))
-            .collect();
+        let buckets = by_bound(buckets);
         let now = Instant::now();
         let previous = self
             .last_load
@@ -421,6 +418,18 @@ impl Manager {
             }
         }
     }
+}
+
+/// Histogram buckets read by their `le` label, as `(upper bound in s, count)` in increasing
+/// order of bound: the labels' own order ("+Inf" before "0.005", "10" before "2.5") would
+/// put the catch-all bucket first and make every p99 infinite.
+fn by_bound(buckets: BTreeMap<String, f64>) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = buckets
+        .into_iter()
+        .map(|(bound, count)| (bound.parse().unwrap_or(f64::INFINITY), count))
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
 }
 
 /// The p99 commit latency, in ms, of what committed between two readings of the cumulative
@@ -561,5 +570,25 @@ mod tests {
         // 100 new commits: 70 within 100 ms, all 100 within 1 s.
         assert_eq!(p99_ms(&now, &before), Some(1000.0));
         assert_eq!(p99_ms(&before, &before), None);
+    }
+
+    #[test]
+    fn buckets_read_by_label_are_put_in_the_order_of_their_bounds() {
+        let read = |counts: [f64; 4]| {
+            by_bound(BTreeMap::from([
+                ("+Inf".to_string(), counts[0]),
+                ("0.005".to_string(), counts[1]),
+                ("10".to_string(), counts[2]),
+                ("2.5".to_string(), counts[3]),
+            ]))
+        };
+        let before = read([0.0; 4]);
+        assert_eq!(
+            before.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+            [0.005, 2.5, 10.0, f64::INFINITY]
+        );
+        // 100 commits, all within 5 ms: the p99 is 5 ms, not the catch-all bucket.
+        let now = read([100.0, 100.0, 100.0, 100.0]);
+        assert_eq!(p99_ms(&now, &before), Some(5.0));
     }
 }

@@ -39,20 +39,23 @@ fn check_step(step: &serde_json::Value, processes: &[&str]) {
         );
     }
     assert!(number("max_node_peak_rss_mib") > 0.0, "{step}");
-    // Where the time went inside the validators: every stage observed, its mean positive.
+    // Where the time went inside the validators: every stage observed, and a positive mean
+    // where a stage cannot take under a microsecond (a batch may find the commit loop idle).
     let stages = step["stages"].as_array().expect("stages");
-    for name in [
-        "admitted_to_committed",
-        "ordering",
-        "execution_queue",
-        "block_execution",
+    for (name, takes_time) in [
+        ("admitted_to_committed", true),
+        ("ordering", true),
+        ("execution_queue", false),
+        ("block_execution", true),
     ] {
         let stage = stages
             .iter()
             .find(|s| s["stage"] == name)
             .unwrap_or_else(|| panic!("stage {name} in {step}"));
         assert!(stage["count"].as_u64().unwrap_or(0) > 0, "{stage}");
-        assert!(stage["mean_ms"].as_f64().unwrap_or(0.0) > 0.0, "{stage}");
+        if takes_time {
+            assert!(stage["mean_ms"].as_f64().unwrap_or(0.0) > 0.0, "{stage}");
+        }
     }
 }
 

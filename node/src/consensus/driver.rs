@@ -14,7 +14,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
 use super::journal::{Journal, JournalEntry, JournalError};
-use super::pbft::{Action, Event, Message, Phase, Replica, ReplicaId, Sequence};
+use super::pbft::{Action, Event, Message, Phase, Replica, ReplicaId, Sequence, View};
 use super::{CommitWork, Feedback, OrderedBatch};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -105,9 +105,36 @@ pub struct Driver {
     /// Requests a state transfer passed over that the ledger does not hold: handed back to
     /// the replica at the start of the next turn.
     pub resubmits: Vec<Transaction>,
-    /// When this replica first recorded each batch it is ordering, by sequence: how long
-    /// ordering took is measured when the batch commits.
-    pub ordering_started: BTreeMap<u64, Instant>,
+    /// When this replica started ordering each batch: measured when the batch commits.
+    pub ordering: OrderingTimes,
+}
+
+/// When this replica first recorded each batch it is ordering, by sequence. A sequence
+/// proposed again in a later view (after a view change) starts again there: what is measured
+/// is the ordering in the view that committed the batch, not the view change before it.
+#[derive(Default)]
+pub struct OrderingTimes {
+    started: BTreeMap<u64, (View, Instant)>,
+}
+
+impl OrderingTimes {
+    fn start(&mut self, view: View, sequence: Sequence, now: Instant) {
+        match self.started.get(&sequence.0) {
+            Some((at, _)) if *at >= view => {}
+            _ => {
+                self.started.insert(sequence.0, (view, now));
+            }
+        }
+    }
+
+    /// How long the batch at `sequence` took to order, if this replica saw it start. The
+    /// sequences below it that never committed here (a state transfer applied them) are
+    /// forgotten.
+    fn finish(&mut self, sequence: Sequence, now: Instant) -> Option<Duration> {
+        let started = self.started.remove(&sequence.0);
+        self.started = self.started.split_off(&sequence.0);
+        started.map(|(_, at)| now.saturating_duration_since(at))
+    }
 }
 
 /// Where a relayed batch goes.
@@ -425,20 +452,16 @@ impl Driver {
         if let JournalEntry::Record(record) = entry
             && matches!(record.phase, Phase::PrePrepare | Phase::Prepare)
         {
-            self.ordering_started
-                .entry(record.sequence.0)
-                .or_insert_with(Instant::now);
+            self.ordering
+                .start(record.view, record.sequence, Instant::now());
         }
     }
 
-    /// The batch at `sequence` committed here: how long its ordering took. Sequences below it
-    /// that never executed here (a state transfer applied them, or a view change replaced
-    /// them) are forgotten.
+    /// The batch at `sequence` committed here: how long its ordering took.
     fn observe_ordering(&mut self, sequence: Sequence) {
-        if let Some(started) = self.ordering_started.remove(&sequence.0) {
-            self.metrics.ordering.observe(started.elapsed());
+        if let Some(took) = self.ordering.finish(sequence, Instant::now()) {
+            self.metrics.ordering.observe(took);
         }
-        self.ordering_started = self.ordering_started.split_off(&sequence.0);
     }
 
     /// Writes journal entries (one atomic synced write) and counts the stable checkpoints.
@@ -671,5 +694,47 @@ impl Driver {
             self.links.stats().dropped.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_is_timed_from_the_first_record_in_the_view_that_commits_the_batch() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut times = OrderingTimes::default();
+        times.start(View(0), Sequence(5), at(0));
+        // The commit record of the same view does not restart it.
+        times.start(View(0), Sequence(5), at(3));
+        assert_eq!(
+            times.finish(Sequence(5), at(10)),
+            Some(Duration::from_millis(10))
+        );
+        assert_eq!(times.finish(Sequence(5), at(11)), None, "timed once");
+
+        // Proposed in view 0, then again in view 1 after a view change.
+        times.start(View(0), Sequence(6), at(20));
+        times.start(View(1), Sequence(6), at(2_000));
+        assert_eq!(
+            times.finish(Sequence(6), at(2_010)),
+            Some(Duration::from_millis(10))
+        );
+    }
+
+    #[test]
+    fn a_commit_forgets_the_sequences_below_it_that_never_committed_here() {
+        let t0 = Instant::now();
+        let mut times = OrderingTimes::default();
+        for sequence in 1..=4 {
+            times.start(View(0), Sequence(sequence), t0);
+        }
+        // A state transfer applied 1 and 2; 3 commits here.
+        assert!(times.finish(Sequence(3), t0).is_some());
+        assert_eq!(times.finish(Sequence(1), t0), None);
+        assert_eq!(times.finish(Sequence(2), t0), None);
+        assert!(times.finish(Sequence(4), t0).is_some(), "above it is kept");
     }
 }

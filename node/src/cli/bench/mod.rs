@@ -267,7 +267,7 @@ async fn bench(args: &BenchArgs, target: &mut Target) -> Result<()> {
         println!("{}", step.line());
         if !step.stages.is_empty() {
             println!(
-                "{:<14} inside the validators: {}; re-sent when quiet {}",
+                "{:<14} inside the validators: {}; re-send timer fired {}",
                 "",
                 stages::line(&step.stages),
                 step.retransmissions.unwrap_or(0.0)

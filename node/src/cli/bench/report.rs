@@ -61,7 +61,7 @@ pub struct Step {
     /// None when not every validator's metrics answered (an existing network without
     /// --operations).
     pub view_changes: Option<f64>,
-    /// Times the validators re-sent their messages because nothing moved (None as for
+    /// Times the validators' re-send timer fired, no new checkpoint in time (None as for
     /// view_changes).
     pub retransmissions: Option<f64>,
     /// Where the time went inside the validators over the step, warmup and drain included

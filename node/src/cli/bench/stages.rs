@@ -108,24 +108,37 @@ impl Histogram {
     }
 }
 
-/// The stage histograms, each summed over the validators, at one moment.
+/// The stage histograms of every validator at one moment.
 #[derive(Clone, Debug, Default)]
-pub struct Reading(Vec<Histogram>);
+pub struct Reading(Vec<Vec<Histogram>>);
 
 impl Reading {
-    /// From every validator's /metrics text.
+    /// From every validator's /metrics text, in the same order at every reading.
     pub fn from_texts(texts: &[String]) -> Reading {
         Reading(
-            STAGES
+            texts
                 .iter()
-                .map(|(_, name)| {
-                    texts.iter().fold(Histogram::default(), |total, text| {
-                        total.combine(&Histogram::parse(text, name), 1.0)
-                    })
+                .map(|text| {
+                    STAGES
+                        .iter()
+                        .map(|(_, name)| Histogram::parse(text, name))
+                        .collect()
                 })
                 .collect(),
         )
     }
+}
+
+/// What one validator's histogram gained between two readings; None when the two cannot be
+/// compared: its counters went back (the validator restarted) or its buckets changed.
+fn gained(before: &Histogram, after: &Histogram) -> Option<Histogram> {
+    let same_buckets = before.buckets.is_empty()
+        || before
+            .buckets
+            .iter()
+            .map(|(bound, _)| bound)
+            .eq(after.buckets.iter().map(|(bound, _)| bound));
+    (same_buckets && after.count >= before.count).then(|| after.combine(before, -1.0))
 }
 
 /// One stage over a step.
@@ -140,13 +153,21 @@ pub struct StageTime {
     pub p99_at_most_ms: Option<f64>,
 }
 
-/// What each stage took between two readings.
+/// What each stage took between two readings, summed over the validators whose two
+/// readings compare.
 pub fn between(before: &Reading, after: &Reading) -> Vec<StageTime> {
     STAGES
         .iter()
-        .zip(before.0.iter().zip(&after.0))
-        .map(|((stage, _), (before, after))| {
-            let step = after.combine(before, -1.0);
+        .enumerate()
+        .map(|(index, (stage, _))| {
+            let step = before
+                .0
+                .iter()
+                .zip(&after.0)
+                .filter_map(|(before, after)| gained(before.get(index)?, after.get(index)?))
+                .fold(Histogram::default(), |total, gained| {
+                    total.combine(&gained, 1.0)
+                });
             StageTime {
                 stage,
                 count: step.count.max(0.0) as u64,
@@ -228,6 +249,29 @@ mod tests {
             (0, 0.0, None)
         );
         assert!(line(&stages).contains("ordering 30.0 ms (p99 <= 50 ms, 2)"));
+    }
+
+    #[test]
+    fn a_validator_that_restarted_during_the_step_is_left_out() {
+        let before = Reading::from_texts(&[
+            text(|m| {
+                for _ in 0..5 {
+                    m.ordering.observe(Duration::from_millis(3));
+                }
+            }),
+            text(|_| {}),
+        ]);
+        let after = Reading::from_texts(&[
+            // Restarted: its counters began again from zero.
+            text(|m| m.ordering.observe(Duration::from_millis(900))),
+            text(|m| m.ordering.observe(Duration::from_millis(8))),
+        ]);
+        let ordering = between(&before, &after)
+            .into_iter()
+            .find(|s| s.stage == "ordering")
+            .expect("stage");
+        assert_eq!(ordering.count, 1, "{ordering:?}");
+        assert!((ordering.mean_ms - 8.0).abs() < 1e-6, "{ordering:?}");
     }
 
     #[test]
