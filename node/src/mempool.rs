@@ -113,6 +113,17 @@ impl Mempool {
         self.lock().len()
     }
 
+    /// How many more transactions it admits now (others may take the room first: `admit`
+    /// checks again).
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.len())
+    }
+
+    /// The refusal `admit` gives when there is no room.
+    pub fn full(&self) -> MempoolError {
+        MempoolError::Full(self.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -126,14 +137,19 @@ mod tests {
     fn refuses_duplicates_and_bounds_size() {
         let pool = Mempool::new(2);
         let a = TxId([1; 32]);
+        assert_eq!(pool.room(), 2);
         pool.admit(a, false).expect("first");
+        assert_eq!(pool.room(), 1);
         assert!(matches!(pool.admit(a, true), Err(MempoolError::AlreadyPending(id)) if id == a));
         pool.admit(TxId([2; 32]), false).expect("second");
+        assert_eq!(pool.room(), 0);
+        assert_eq!(pool.full(), MempoolError::Full(2));
         assert!(matches!(
             pool.admit(TxId([3; 32]), false),
             Err(MempoolError::Full(2))
         ));
         pool.abandon(&a);
         assert_eq!(pool.len(), 1);
+        assert_eq!(pool.room(), 1);
     }
 }

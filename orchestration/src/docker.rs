@@ -96,7 +96,19 @@ fn failed(what: String) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     move |e| EngineError(format!("{what}: {e}"))
 }
 
-fn not_found(e: &bollard::errors::Error) -> bool {
+/// The engine refused because something depends on the object (409 Conflict).
+pub fn conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
+/// The engine has no such object (404).
+pub fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -645,9 +657,22 @@ pub async fn remove_blueprint(
     Ok((containers.len(), networks.len(), volumes.len()))
 }
 
-/// Removes the images carrying `label` that no container (running or not) uses. Returns how
-/// many it removed.
-pub async fn remove_unused_images(docker: &Docker, label: &str) -> Result<usize, EngineError> {
+/// What [`remove_unused_images`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSweep {
+    /// Images removed.
+    pub removed: usize,
+    /// Images the engine would not remove because something now depends on them: an image
+    /// built on top of one, or a container created from one after the listing (a peer that
+    /// was starting). In use, so not garbage; a later sweep removes them once they are not.
+    pub in_use: usize,
+}
+
+/// Removes the images carrying `label` that no container (running or not) uses. Lists only
+/// top-level images: an intermediate image goes with the image built on it. An image that
+/// another image still depends on is tried again after the rest are gone, and kept (counted
+/// in [`ImageSweep::in_use`]) if it still cannot go.
+pub async fn remove_unused_images(docker: &Docker, label: &str) -> Result<ImageSweep, EngineError> {
     let all = ListContainersOptionsBuilder::default().all(true).build();
     let in_use: std::collections::HashSet<String> = docker
         .list_containers(Some(all))
@@ -660,20 +685,39 @@ pub async fn remove_unused_images(docker: &Docker, label: &str) -> Result<usize,
     let images = docker
         .list_images(Some(
             ListImagesOptionsBuilder::default()
-                .all(true)
                 .filters(&filters)
                 .build(),
         ))
         .await
         .map_err(failed("listing images".into()))?;
-    let mut removed = 0;
-    for image in images.into_iter().filter(|i| !in_use.contains(&i.id)) {
-        let options = RemoveImageOptionsBuilder::default().force(true).build();
-        match docker.remove_image(&image.id, Some(options), None).await {
-            Ok(_) => removed += 1,
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(EngineError(format!("removing image {}: {e}", image.id))),
+    let mut pending: Vec<String> = images
+        .into_iter()
+        .map(|i| i.id)
+        .filter(|id| !in_use.contains(id))
+        .collect();
+    let mut sweep = ImageSweep::default();
+    // Each pass removes what nothing depends on; a parent whose children went in this pass
+    // can go in the next. Stops when a pass removes nothing.
+    loop {
+        let mut kept = Vec::new();
+        let before = sweep.removed;
+        for id in pending {
+            let options = RemoveImageOptionsBuilder::default().force(true).build();
+            match docker.remove_image(&id, Some(options), None).await {
+                Ok(_) => sweep.removed += 1,
+                Err(e) if not_found(&e) => {}
+                Err(e) if conflict(&e) => {
+                    tracing::debug!(image = %id, error = %e, "image still in use; kept for now");
+                    kept.push(id);
+                }
+                Err(e) => return Err(EngineError(format!("removing image {id}: {e}"))),
+            }
+        }
+        pending = kept;
+        if pending.is_empty() || sweep.removed == before {
+            break;
         }
     }
-    Ok(removed)
+    sweep.in_use = pending.len();
+    Ok(sweep)
 }

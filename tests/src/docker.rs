@@ -120,7 +120,11 @@ pub fn static_chaincode_binary(name: &str) -> PathBuf {
     if !copy.is_file() {
         std::fs::create_dir_all(&dir).expect("create the copy directory");
         crate::remove_after_exit(&dir);
-        let tmp = dir.join(format!("{name}.tmp"));
+        // Tests of one process may copy at once: each through a file of its own, renamed
+        // into place (atomic; the last rename wins with the same bytes).
+        static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{name}.{n}.tmp"));
         std::fs::copy(&built, &tmp).expect("copy the static chaincode");
         let _ = Command::new("strip")
             .arg(&tmp)

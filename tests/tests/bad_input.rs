@@ -89,6 +89,24 @@ fn rejected_series(reason: &str) -> String {
     format!("weft_requests_rejected_total{{reason=\"{reason}\"}}")
 }
 
+/// Waits until `id` is committed (found by GetTransaction), and checks that it is VALID.
+async fn committed_valid(client: &WeftClient, id: TxId, deadline: std::time::Instant) {
+    loop {
+        match client.transaction(id).await {
+            Ok(info) => {
+                let result = info.result.expect("a result");
+                assert_eq!(result.status, TxStatus::Valid as i32, "{}", result.message);
+                return;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "{id} did not commit: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Commits one valid transaction and checks it is alone in the next block: anything wrongly
 /// admitted before it would have been ordered first.
 async fn barrier(fixture: &Fixture, before: &Snapshot) {
@@ -557,20 +575,7 @@ async fn a_submit_batch_answers_each_transaction_and_commits_only_the_good_ones(
     // The accepted two commit, once each.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for id in [good_id, other_id] {
-        loop {
-            match alice.transaction(id).await {
-                Ok(info) => {
-                    let result = info.result.expect("a result");
-                    assert_eq!(result.status, TxStatus::Valid as i32, "{}", result.message);
-                    break;
-                }
-                Err(e) => assert!(
-                    std::time::Instant::now() < deadline,
-                    "{id} did not commit: {e}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        committed_valid(&alice, id, deadline).await;
     }
     let value = alice
         .query("probe", "get", &args(&["batch-c"]))
@@ -699,4 +704,90 @@ async fn a_spinning_chaincode_times_out_and_is_restarted() {
     )
     .await;
     probe_serves_again(f, "after-spin").await;
+}
+
+/// A validator whose mempool is full refuses what it has no room for before checking its
+/// signature (an overloaded validator spends no verification on what it refuses): a forged
+/// transaction is refused as RESOURCE_EXHAUSTED, counted under "mempool" and not
+/// "bad_signature", while two slow transactions fill the mempool; once they have committed,
+/// the same transaction is checked and refused as UNAUTHENTICATED. Its own node: the
+/// mempool's bound differs from the shared fixture's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mempool_refuses_before_checking_signatures() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let network = Network::generate(tmp.path()).await;
+    let node = Node::start(
+        &network,
+        &[
+            ("WEFT_API_MAX_PENDING", "2"),
+            ("WEFT_CHAINCODE_EXECUTE_TIMEOUT", "20s"),
+        ],
+    )
+    .await;
+    network
+        .cli_deploy("probe", &chaincode_binary("probe"))
+        .await
+        .expect_success("deploy probe");
+    let alice = network.client("alice").await;
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        slow.push(
+            alice
+                .submit("probe", "sleep", &args(&["3000"]))
+                .await
+                .expect("a slow transaction is accepted"),
+        );
+    }
+    let (_, good) = alice.sign("probe", "put", &args(&["full", "1"]));
+    let (_, mut forged) = alice.sign("probe", "put", &args(&["full", "2"]));
+    forged.signature = good.signature.clone();
+    let before = node.metrics().await;
+
+    let status = alice
+        .raw()
+        .submit(forged.clone())
+        .await
+        .expect_err("a full mempool refuses");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("retry shortly"), "{status:?}");
+    let answers = alice
+        .submit_batch(vec![forged.clone(), good])
+        .await
+        .expect("SubmitBatch answers for each transaction");
+    let codes: Vec<Code> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or_else(|s| s.code(), |_| Code::Ok))
+        .collect();
+    assert_eq!(codes, [Code::ResourceExhausted; 2], "{answers:?}");
+    let during = node.metrics().await;
+    let counted = |metrics: &str, reason: &str| metric(metrics, &rejected_series(reason));
+    assert_eq!(counted(&during, "mempool") - counted(&before, "mempool"), 3);
+    assert_eq!(
+        counted(&during, "bad_signature"),
+        counted(&before, "bad_signature"),
+        "nothing was verified"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in slow {
+        committed_valid(&alice, id, deadline).await;
+    }
+    // The mempool lets go of a transaction as its block is handed on, a moment after the
+    // ledger shows it: until then the answer may still be that there is no room.
+    let status = loop {
+        let status = alice
+            .raw()
+            .submit(forged.clone())
+            .await
+            .expect_err("a forged transaction is refused");
+        if status.code() != Code::ResourceExhausted || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        counted(&node.metrics().await, "bad_signature"),
+        counted(&before, "bad_signature") + 1
+    );
 }

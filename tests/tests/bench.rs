@@ -84,6 +84,15 @@ async fn bench_measures_a_cluster_it_starts_and_an_existing_one() {
     let json = results(&out);
     assert_eq!(json["validators"], 4);
     assert_eq!(json["submit"], "batch", "SubmitBatch by default");
+    let machine = &json["machine"];
+    assert!(machine["sha256_mib_per_s"].as_f64().expect("SHA-256 speed") > 0.0);
+    let single = machine["ed25519_verify_us"]["single"]
+        .as_f64()
+        .expect("one signature");
+    let batched = machine["ed25519_verify_us"]["in_batches_of_64"]
+        .as_f64()
+        .expect("in batches");
+    assert!(single > 0.0 && batched > 0.0, "{machine}");
     let steps = json["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 2, "one step per rate of the sweep");
     for step in steps {

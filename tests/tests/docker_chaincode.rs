@@ -394,18 +394,31 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
         return;
     }
     let mut f = start("upgrade", &[]).await;
-    f.deploy_probe("1.0").await;
+    // Versions of this test's own, so that its images are no other test's (tests run side
+    // by side, and one whose container uses an image keeps it from gc).
+    let suffix = f
+        .network
+        .chain_id
+        .rsplit('-')
+        .next()
+        .expect("suffix")
+        .to_string();
+    let (first, second) = (format!("1.0-{suffix}"), format!("2.0-{suffix}"));
+    f.deploy_probe(&first).await;
     f.probe_serves("v1").await;
     let v1 = f.container();
-    assert_eq!(v1["Config"]["Labels"]["weft.version"], "1.0");
+    assert_eq!(v1["Config"]["Labels"]["weft.version"], first.as_str());
 
-    f.deploy_probe("2.0").await;
+    f.deploy_probe(&second).await;
     f.probe_serves("v2").await;
     let v2 = f.container();
-    assert_eq!(v2["Config"]["Labels"]["weft.version"], "2.0");
+    assert_eq!(v2["Config"]["Labels"]["weft.version"], second.as_str());
     assert_ne!(v1["Id"], v2["Id"]);
-    let images = images_labelled("weft.chaincode=probe");
-    assert!(images.len() >= 2, "one image per package: {images:?}");
+    let ours = [&first, &second].map(|v| images_labelled(&format!("weft.version={v}")));
+    assert!(
+        ours.iter().all(|images| images.len() == 1),
+        "one image per package: {ours:?}"
+    );
 
     let status = f.node.stop();
     assert!(status.success(), "the node stops cleanly: {status}");
@@ -418,12 +431,109 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
     let gc = weft(&["chaincode", "gc", "--network", &f.network.chain_id]).await;
     let printed = gc.expect_success("weft chaincode gc");
     assert!(printed.contains("chaincode image(s)"), "{printed}");
-    assert_eq!(
-        images_labelled("weft.chaincode=probe"),
-        Vec::<String>::new(),
-        "no container uses the probe images any more: gc removed them"
-    );
+    for version in [&first, &second] {
+        assert_eq!(
+            images_labelled(&format!("weft.version={version}")),
+            Vec::<String>::new(),
+            "no container uses the probe {version} image any more: gc removed it"
+        );
+    }
     assert_eq!(f.containers(), Vec::<String>::new());
+}
+
+/// Removes the test's image (and the container) when dropped, whatever the test did.
+struct ImageSweep(Vec<String>);
+
+impl Drop for ImageSweep {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", name])
+                .output();
+        }
+        for name in self.0.iter().rev() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", name])
+                .output();
+        }
+    }
+}
+
+/// `docker build` (classic builder) of a Dockerfile with one file, labelled.
+fn build_image(dir: &std::path::Path, dockerfile: &str, file: &str, label: &str, tag: &str) {
+    std::fs::create_dir_all(dir).expect("context dir");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    std::fs::write(dir.join(file), tag).expect("file");
+    let output = std::process::Command::new("docker")
+        .args(["build", "-q", "--label", label, "-t", tag])
+        .arg(dir)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build");
+    assert!(
+        output.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_an_unused_image_that_another_image_in_use_is_built_on() {
+    if !engine_answers("gc_keeps_an_unused_image_that_another_image_in_use_is_built_on") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let unique = unique_chain_id("gc-parent");
+    let label = format!("weft.chaincode={unique}");
+    let (parent, child, container) = (
+        format!("weft-test-{unique}:parent"),
+        format!("weft-test-{unique}:child"),
+        format!("weft-test-{unique}"),
+    );
+    let _sweep = ImageSweep(vec![container.clone(), child.clone(), parent.clone()]);
+    // A chaincode image nothing runs, and an image built on it (which inherits its labels)
+    // that a container uses.
+    build_image(
+        &tmp.path().join("parent"),
+        "FROM scratch\nCOPY f /f\n",
+        "f",
+        &label,
+        &parent,
+    );
+    build_image(
+        &tmp.path().join("child"),
+        &format!("FROM {parent}\nCOPY g /g\n"),
+        "g",
+        &label,
+        &child,
+    );
+    docker(&["create", "--name", &container, &child, "/f"]);
+
+    // The scope names no network with containers: only unused images are swept.
+    let scope = format!("{unique}-none");
+    let gc = weft(&["chaincode", "gc", "--network", &scope]).await;
+    let printed = gc.expect_success("gc with an image in use built on an unused one");
+    assert!(printed.contains("kept"), "{printed}");
+    for image in [&parent, &child] {
+        let inspected = std::process::Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .expect("docker image inspect");
+        assert!(
+            inspected.status.success(),
+            "{image} stays: the child is in use, the parent is under it: {printed}"
+        );
+    }
+
+    // Once nothing uses the child, one gc removes it and then its parent.
+    docker(&["rm", &container]);
+    let gc = weft(&["chaincode", "gc", "--network", &scope]).await;
+    let printed = gc.expect_success("gc once nothing is in use");
+    assert_eq!(
+        images_labelled(&label),
+        Vec::<String>::new(),
+        "child first, then its parent: {printed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,9 +329,7 @@ async fn remove_container(docker: &Docker, id: &str) {
     let options = RemoveContainerOptionsBuilder::default().force(true).build();
     match docker.remove_container(id, Some(options)).await {
         Ok(()) => {}
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
+        Err(e) if weft_orchestration::docker::not_found(&e) => {}
         Err(e) => {
             tracing::warn!(container = %short(id), error = %e, "could not remove chaincode container")
         }
@@ -407,11 +405,21 @@ impl ChaincodeRuntime for DockerRuntime {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
+        let created = match self
             .docker
-            .create_container(Some(options), body)
+            .create_container(Some(options.clone()), body.clone())
             .await
-            .map_err(|e| start_error(format!("creating container {name}: {e}")))?;
+        {
+            // `weft chaincode gc` removed the image between the check above and this create
+            // (it was unused then): build it again, once.
+            Err(e) if weft_orchestration::docker::not_found(&e) => {
+                tracing::info!(chaincode = %spec.name, image = %image, "the image went away before its container was created; building it again");
+                self.ensure_image(spec).await?;
+                self.docker.create_container(Some(options), body).await
+            }
+            created => created,
+        }
+        .map_err(|e| start_error(format!("creating container {name}: {e}")))?;
         let id = created.id;
         if let Err(e) = self.docker.start_container(&id, None).await {
             remove_container(&self.docker, &id).await;
@@ -538,11 +546,14 @@ impl Instance for DockerInstance {
     }
 }
 
-/// What `gc` removed.
+/// What `gc` removed, and the unused images it had to keep.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Collected {
     pub containers: usize,
     pub images: usize,
+    /// Images something came to depend on while gc ran (a container a starting peer created,
+    /// an image built on one): not garbage any more.
+    pub images_in_use: usize,
 }
 
 /// Which chaincode containers `gc` removes: all, or those of one network and/or one peer.
@@ -556,7 +567,10 @@ pub struct GcScope {
 /// starts its chaincode again on next use), then every chaincode image that no remaining
 /// chaincode container uses.
 pub async fn collect_garbage(docker: &Docker, scope: &GcScope) -> Result<Collected, RuntimeError> {
-    let api = |what: &str, e: bollard::errors::Error| unavailable(format!("{what}: {e}"));
+    let api = |what: &str, e: bollard::errors::Error| RuntimeError::Engine {
+        what: what.to_string(),
+        reason: e.to_string(),
+    };
     let list = |wanted: Vec<String>| {
         let filters = HashMap::from([("label", wanted)]);
         docker.list_containers(Some(
@@ -583,9 +597,14 @@ pub async fn collect_garbage(docker: &Docker, scope: &GcScope) -> Result<Collect
             collected.containers += 1;
         }
     }
-    collected.images = weft_orchestration::docker::remove_unused_images(docker, labels::CHAINCODE)
+    let images = weft_orchestration::docker::remove_unused_images(docker, labels::CHAINCODE)
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| RuntimeError::Engine {
+            what: "removing unused chaincode images".into(),
+            reason: e.to_string(),
+        })?;
+    collected.images = images.removed;
+    collected.images_in_use = images.in_use;
     Ok(collected)
 }
 

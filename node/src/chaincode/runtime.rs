@@ -67,6 +67,9 @@ pub enum RuntimeError {
         runtime: RuntimeKind,
         reason: String,
     },
+    /// The engine answers but refused a request.
+    #[error("the Docker engine refused {what}: {reason} (its log says more: journalctl -u docker)")]
+    Engine { what: String, reason: String },
 }
 
 /// Everything a runtime needs to start one chaincode instance.

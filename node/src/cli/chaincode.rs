@@ -207,6 +207,12 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
                 collected.images,
                 settings.endpoint()
             );
+            if collected.images_in_use > 0 {
+                println!(
+                    "kept {} unused chaincode image(s) that a container or image created while gc ran depends on: run gc again once they are unused",
+                    collected.images_in_use
+                );
+            }
             Ok(())
         }
         ChaincodeCommand::List { peer } => {

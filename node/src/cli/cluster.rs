@@ -292,9 +292,15 @@ async fn remove_chaincode_containers(cluster: &Cluster) -> Result<()> {
         )
         .await?;
         say(&format!(
-            "removed {} chaincode containers, {} unused chaincode images and {peer_images} unused peer images",
-            collected.containers, collected.images
+            "removed {} chaincode containers, {} unused chaincode images and {} unused peer images",
+            collected.containers, collected.images, peer_images.removed
         ));
+        let kept = collected.images_in_use + peer_images.in_use;
+        if kept > 0 {
+            say(&format!(
+                "kept {kept} unused image(s) that something created meanwhile depends on: a later `weft cluster down` removes them once nothing does"
+            ));
+        }
     }
     Ok(())
 }

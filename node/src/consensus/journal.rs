@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
+
 use super::pbft::{PersistRecord, PersistedState, Phase, Sequence, StableCheckpoint, View};
 use crate::network::wire::{Wire, WireError};
 use crate::storage::{ConsensusWrite, Store, StoreError};
@@ -120,12 +122,7 @@ impl Journal {
 
     /// The keys of the records in the store, read from it.
     fn stored_keys(&self) -> Result<BTreeSet<RecordKey>, JournalError> {
-        Ok(self
-            .store
-            .consensus_entries(RECORD_PREFIX)?
-            .iter()
-            .filter_map(|(key, _)| RecordKey::parse(key))
-            .collect())
+        Ok(record_keys(&self.store.consensus_entries(RECORD_PREFIX)?))
     }
 
     /// Writes one turn of the driver, in the order the replica asked, as one atomic synced
@@ -209,12 +206,7 @@ impl Journal {
             .iter()
             .map(|(_, value)| self.wire.decode_record(value))
             .collect::<Result<Vec<_>, _>>()?;
-        *self.held_lock() = Some(
-            entries
-                .iter()
-                .filter_map(|(key, _)| RecordKey::parse(key))
-                .collect(),
-        );
+        *self.held_lock() = Some(record_keys(&entries));
         let stable_checkpoint = self
             .store
             .get_consensus(STABLE_KEY)?
@@ -226,6 +218,14 @@ impl Journal {
             stable_checkpoint,
         })
     }
+}
+
+/// The record keys among store entries.
+fn record_keys(entries: &[(Bytes, Bytes)]) -> BTreeSet<RecordKey> {
+    entries
+        .iter()
+        .filter_map(|(key, _)| RecordKey::parse(key))
+        .collect()
 }
 
 #[cfg(test)]

@@ -151,9 +151,7 @@ impl Ledger {
             transactions,
             results,
         };
-        for (ns, key, value) in block_state_writes(&block) {
-            inner.tree.apply(ns, key, value);
-        }
+        inner.tree.apply_all(block_state_writes(&block));
         block.header.state_root = inner.tree.root();
         // A failed write here leaves the tree ahead of the store; the caller stops the node,
         // and the next start rebuilds the tree from storage.
@@ -180,9 +178,7 @@ impl Ledger {
         crypto::check_block_roots(&block)
             .map_err(|root| foreign(&format!("its {root} does not match its contents")))?;
         let mut tree = inner.tree.clone();
-        for (ns, key, value) in block_state_writes(&block) {
-            tree.apply(ns, key, value);
-        }
+        tree.apply_all(block_state_writes(&block));
         if tree.root() != block.header.state_root {
             return Err(foreign("its write sets do not produce its state root"));
         }

@@ -115,9 +115,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
                 ));
             }
         }
-        for (ns, key, value) in block_state_writes(&block) {
-            tree.apply(ns, key, value);
-        }
+        tree.apply_all(block_state_writes(&block));
         if tree.root() != block.header.state_root {
             return Err(mismatch(
                 number,
@@ -267,9 +265,7 @@ mod tests {
                 transactions,
                 results,
             };
-            for (ns, key, value) in block_state_writes(&block) {
-                tree.apply(ns, key, value);
-            }
+            tree.apply_all(block_state_writes(&block));
             block.header.state_root = tree.root();
             blocks.push(block);
         }

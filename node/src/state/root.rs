@@ -147,6 +147,86 @@ fn remove(node: Node, path: &Hash, depth: usize) -> Node {
     }
 }
 
+/// One write of a batch: a key's path and its new value's hash (`None`: the key is removed).
+type Update = (Hash, Option<Hash>);
+
+/// Applies `updates` (sorted by path, one per path, every path sharing the node's first
+/// `depth` bits) to `node`, rehashing each node on their paths once. `added` counts keys
+/// that appear and `removed` keys that go.
+fn update(
+    node: Node,
+    updates: &[Update],
+    depth: usize,
+    added: &mut usize,
+    removed: &mut usize,
+) -> Node {
+    if updates.is_empty() {
+        return node;
+    }
+    match node {
+        Node::Branch { left, right, .. } => {
+            let (to_left, to_right) =
+                updates.split_at(updates.partition_point(|(path, _)| !bit(path, depth)));
+            let left = if to_left.is_empty() {
+                left
+            } else {
+                Arc::new(update(owned(left), to_left, depth + 1, added, removed))
+            };
+            let right = if to_right.is_empty() {
+                right
+            } else {
+                Arc::new(update(owned(right), to_right, depth + 1, added, removed))
+            };
+            match (&*left, &*right) {
+                (Node::Empty, Node::Empty) => Node::Empty,
+                // A subtree left with one key is that key's leaf.
+                (Node::Leaf { .. }, Node::Empty) => owned(left),
+                (Node::Empty, Node::Leaf { .. }) => owned(right),
+                _ => Node::shared_branch(left, right),
+            }
+        }
+        Node::Empty | Node::Leaf { .. } => {
+            // At most one key is here already. The subtree holds it (unless a write names it)
+            // and every key written with a value.
+            let existing = match &node {
+                Node::Leaf { path, .. } => Some(*path),
+                _ => None,
+            };
+            let mut leaves: Vec<(Hash, Node)> = Vec::with_capacity(updates.len() + 1);
+            if let Some(path) = existing
+                && updates.binary_search_by(|(p, _)| p.cmp(&path)).is_err()
+            {
+                leaves.push((path, node));
+            }
+            for (path, value) in updates {
+                let was_here = existing == Some(*path);
+                match value {
+                    Some(value) => {
+                        *added += usize::from(!was_here);
+                        leaves.push((*path, Node::leaf(*path, *value)));
+                    }
+                    None => *removed += usize::from(was_here),
+                }
+            }
+            leaves.sort_by_key(|(path, _)| *path);
+            build(&leaves, depth)
+        }
+    }
+}
+
+/// The subtree at `depth` holding exactly `leaves` (sorted by path, distinct).
+fn build(leaves: &[(Hash, Node)], depth: usize) -> Node {
+    match leaves {
+        [] => Node::Empty,
+        [(_, leaf)] => leaf.clone(),
+        _ => {
+            let (left, right) =
+                leaves.split_at(leaves.partition_point(|(path, _)| !bit(path, depth)));
+            Node::branch(build(left, depth + 1), build(right, depth + 1))
+        }
+    }
+}
+
 /// Sibling hashes from the root down to a key's leaf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InclusionProof {
@@ -211,6 +291,32 @@ impl StateTree {
                 }
             }
         }
+    }
+
+    /// Applies a batch of writes in order, as [`StateTree::apply`] one by one would (a later
+    /// write of a key wins), but hashes each node they touch once: the nodes near the root,
+    /// which every write passes, are rehashed once per batch instead of once per write.
+    pub fn apply_all<'a>(
+        &mut self,
+        writes: impl IntoIterator<Item = (&'a str, &'a [u8], Option<&'a [u8]>)>,
+    ) {
+        let mut updates: Vec<Update> = writes
+            .into_iter()
+            .map(|(namespace, key, value)| (key_path(namespace, key), value.map(value_hash)))
+            .collect();
+        // A stable sort keeps the writes of one key in their order; the last one counts.
+        updates.sort_by_key(|(path, _)| *path);
+        let mut last: Vec<Update> = Vec::with_capacity(updates.len());
+        for write in updates {
+            match last.last_mut() {
+                Some(previous) if previous.0 == write.0 => *previous = write,
+                _ => last.push(write),
+            }
+        }
+        let (mut added, mut removed) = (0, 0);
+        let root = std::mem::take(&mut self.root);
+        self.root = update(root, &last, 0, &mut added, &mut removed);
+        self.len = self.len + added - removed;
     }
 
     fn contains(&self, path: &Hash) -> bool {
@@ -347,5 +453,57 @@ mod tests {
                 }
             }
         }
+
+        /// Writes applied in batches (a block's write set: a key written more than once, keys
+        /// removed, keys absent removed) give the tree, root, size and proofs that applying
+        /// them one by one gives; a copy taken before a batch keeps its root.
+        #[test]
+        fn a_batch_of_writes_equals_the_writes_one_by_one(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u8..40, proptest::option::of(0u8..4)), 0..30),
+                1..8,
+            )
+        ) {
+            let mut batched = StateTree::new();
+            let mut single = StateTree::new();
+            for batch in &batches {
+                let before = batched.clone();
+                let root_before = batched.root();
+                let keys: Vec<[u8; 1]> = batch.iter().map(|(k, _)| [*k]).collect();
+                let values: Vec<Option<[u8; 1]>> = batch.iter().map(|(_, v)| v.map(|v| [v])).collect();
+                batched.apply_all(
+                    keys.iter()
+                        .zip(&values)
+                        .map(|(k, v)| ("ns", k.as_slice(), v.as_ref().map(|v| v.as_slice()))),
+                );
+                for (k, v) in keys.iter().zip(&values) {
+                    single.apply("ns", k, v.as_ref().map(|v| v.as_slice()));
+                }
+                prop_assert_eq!(batched.root(), single.root());
+                prop_assert_eq!(batched.len(), single.len());
+                prop_assert_eq!(before.root(), root_before);
+            }
+            for k in 0u8..40 {
+                prop_assert_eq!(batched.prove("ns", &[k]), single.prove("ns", &[k]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_that_empties_a_subtree_collapses_it_to_the_remaining_leaf() {
+        let mut batched = StateTree::new();
+        let keys: Vec<[u8; 1]> = (0u8..16).map(|k| [k]).collect();
+        batched.apply_all(
+            keys.iter()
+                .map(|k| ("ns", k.as_slice(), Some(b"v".as_slice()))),
+        );
+        batched.apply_all(keys[1..].iter().map(|k| ("ns", k.as_slice(), None)));
+        let mut one = StateTree::new();
+        one.apply("ns", &keys[0], Some(b"v"));
+        assert_eq!(batched.root(), one.root());
+        assert_eq!(batched.len(), 1);
+        batched.apply_all([("ns", keys[0].as_slice(), None)]);
+        assert_eq!(batched.root(), Hash::ZERO);
+        assert!(batched.is_empty());
     }
 }

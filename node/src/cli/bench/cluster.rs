@@ -216,18 +216,6 @@ impl Target {
         Ok(())
     }
 
-    /// The sum of a metric over the validators' operations endpoints; None unless every one
-    /// answered (a count that misses a validator is not a measurement).
-    pub async fn metric_sum(&self, series: &str) -> Option<f64> {
-        let texts = self.metrics().await?;
-        Some(
-            texts
-                .iter()
-                .map(|text| weft_orchestration::health::metric(text, series))
-                .sum(),
-        )
-    }
-
     /// Every validator's /metrics text; None unless every one answered.
     pub async fn metrics(&self) -> Option<Vec<String>> {
         if self.operations.is_empty() {
@@ -348,4 +336,12 @@ pub fn chaincode_bytes(binary: &Path, runtime: RuntimeKind) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+/// The sum of a metric over the validators' /metrics texts ([`Target::metrics`]).
+pub fn metric_sum(texts: &[String], series: &str) -> f64 {
+    texts
+        .iter()
+        .map(|text| weft_orchestration::health::metric(text, series))
+        .sum()
 }

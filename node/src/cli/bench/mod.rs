@@ -128,6 +128,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     ensure!(args.outstanding > 0, "--outstanding must be above zero");
     // Before any process starts: the machine's speed, recorded with the results.
     sha256_speed();
+    signature_speed();
     let mut target = match &args.network {
         Some(network) => {
             Target::existing(
@@ -388,12 +389,8 @@ async fn run_step(
     *current
         .write()
         .map_err(|_| anyhow::anyhow!("tracker lock poisoned"))? = Some(tracker.clone());
-    let view_changes_before = target.metric_sum("weft_pbft_view_changes_total").await;
-    let retransmissions_before = target.metric_sum("weft_pbft_retransmissions_total").await;
-    let stages_before = target
-        .metrics()
-        .await
-        .map(|texts| stages::Reading::from_texts(&texts));
+    // The validators' counters, read once before the step and once after it.
+    let metrics_before = target.metrics().await;
     let counters = Arc::new(load::Counters::default());
     let started = Instant::now();
     let mut offering = tokio::spawn(load::offer(
@@ -456,24 +453,20 @@ async fn run_step(
         target.check_alive()?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let view_changes = match (
-        view_changes_before,
-        target.metric_sum("weft_pbft_view_changes_total").await,
-    ) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
-    let retransmissions = match (
-        retransmissions_before,
-        target.metric_sum("weft_pbft_retransmissions_total").await,
-    ) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
-    let stages = match (stages_before, target.metrics().await) {
+    let metrics_after = target.metrics().await;
+    let increase = |series: &str| match (&metrics_before, &metrics_after) {
         (Some(before), Some(after)) => {
-            stages::between(&before, &stages::Reading::from_texts(&after))
+            Some(cluster::metric_sum(after, series) - cluster::metric_sum(before, series))
         }
+        _ => None,
+    };
+    let view_changes = increase("weft_pbft_view_changes_total");
+    let retransmissions = increase("weft_pbft_retransmissions_total");
+    let stages = match (&metrics_before, &metrics_after) {
+        (Some(before), Some(after)) => stages::between(
+            &stages::Reading::from_texts(before),
+            &stages::Reading::from_texts(after),
+        ),
         _ => Vec::new(),
     };
     let achieved_rate =
@@ -704,6 +697,10 @@ fn header(args: &BenchArgs, target: &Target, peak: f64, goals: &[Goal]) -> serde
             "memory_gib": memory_kib as f64 / (1024.0 * 1024.0),
             "cpu_model": cpu_model(),
             "sha256_mib_per_s": sha256_speed(),
+            "ed25519_verify_us": {
+                "single": signature_speed().single_us,
+                "in_batches_of_64": signature_speed().batched_us,
+            },
         },
         "validators": target.endpoints.len(),
         "existing_network": args.network.is_some(),
@@ -744,6 +741,69 @@ fn sha256_speed() -> f64 {
         }
         std::hint::black_box(hasher.finalize());
         64.0 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// One core's Ed25519 verification cost, in microseconds per signature.
+#[derive(Debug, Clone, Copy)]
+struct SignatureSpeed {
+    /// One signature checked alone, as a consensus envelope is.
+    single_us: f64,
+    /// Per signature of a batch of 64 client transactions checked together, as the
+    /// validators check them (every validator checks every transaction once).
+    batched_us: f64,
+}
+
+/// Measured once per bench before any load, like [`sha256_speed`]: it bounds what the
+/// validators can commit on this machine (each verifies every client signature).
+fn signature_speed() -> SignatureSpeed {
+    static SPEED: std::sync::OnceLock<SignatureSpeed> = std::sync::OnceLock::new();
+    *SPEED.get_or_init(|| {
+        use ed25519_dalek::Signer;
+        use weft_node::types::SignedTransaction;
+        const BATCH: usize = 64;
+        const ROUNDS: usize = 20;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let signer = weft_proto::Identity {
+            name: "bench".into(),
+            organization: "bench".into(),
+            role: weft_proto::Role::Client,
+            verifying_key: key.verifying_key(),
+            certificate: Vec::new(),
+        };
+        let transactions: Vec<SignedTransaction> = (0..BATCH)
+            .map(|i| {
+                let payload = bytes::Bytes::from(vec![i as u8; 200]);
+                let signature = key.sign(&weft_proto::signing::tx_signing_bytes(&payload));
+                SignedTransaction {
+                    id: weft_proto::TxId::of_payload(&payload),
+                    payload,
+                    signer: bytes::Bytes::new(),
+                    signature: bytes::Bytes::copy_from_slice(&signature.to_bytes()),
+                }
+            })
+            .collect();
+        let items: Vec<_> = transactions.iter().map(|tx| (&signer, tx)).collect();
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            let verdicts = weft_node::crypto::verify_tx_signatures(&items);
+            assert!(
+                verdicts.iter().all(|v| *v),
+                "the bench's own signatures verify"
+            );
+        }
+        let batched_us = started.elapsed().as_secs_f64() * 1e6 / (ROUNDS * BATCH) as f64;
+        let message = weft_proto::signing::tx_signing_bytes(&transactions[0].payload);
+        let signature = key.sign(&message);
+        let started = Instant::now();
+        for _ in 0..ROUNDS * BATCH {
+            std::hint::black_box(signer.verify(&message, &signature.to_bytes()));
+        }
+        let single_us = started.elapsed().as_secs_f64() * 1e6 / (ROUNDS * BATCH) as f64;
+        SignatureSpeed {
+            single_us,
+            batched_us,
+        }
     })
 }
 
