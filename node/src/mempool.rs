@@ -113,6 +113,11 @@ impl Mempool {
         self.lock().len()
     }
 
+    /// Whether `id` is pending here.
+    pub fn contains(&self, id: &TxId) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// How many more transactions it admits now (others may take the room first: `admit`
     /// checks again).
     pub fn room(&self) -> usize {
@@ -140,6 +145,7 @@ mod tests {
         assert_eq!(pool.room(), 2);
         pool.admit(a, false).expect("first");
         assert_eq!(pool.room(), 1);
+        assert!(pool.contains(&a));
         assert!(matches!(pool.admit(a, true), Err(MempoolError::AlreadyPending(id)) if id == a));
         pool.admit(TxId([2; 32]), false).expect("second");
         assert_eq!(pool.room(), 0);

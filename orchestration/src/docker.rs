@@ -662,9 +662,10 @@ pub async fn remove_blueprint(
 pub struct ImageSweep {
     /// Images removed.
     pub removed: usize,
-    /// Images the engine would not remove because something now depends on them: an image
-    /// built on top of one, or a container created from one after the listing (a peer that
-    /// was starting). In use, so not garbage; a later sweep removes them once they are not.
+    /// Images the engine would not remove (409) because something depends on them: an image
+    /// built on top of one, or a container started from one after the listing (removal is
+    /// forced, which a stopped container does not stop). In use, so not garbage; a later
+    /// sweep removes them once nothing depends on them.
     pub in_use: usize,
 }
 

@@ -729,14 +729,17 @@ async fn a_full_mempool_refuses_before_checking_signatures() {
         .await
         .expect_success("deploy probe");
     let alice = network.client("alice").await;
+    // Long enough that a loaded machine is done with the checks below before the first
+    // commits (each runs alone: the execute timeout is 20 s).
     let mut slow = Vec::new();
     for _ in 0..2 {
-        slow.push(
-            alice
-                .submit("probe", "sleep", &args(&["3000"]))
-                .await
-                .expect("a slow transaction is accepted"),
-        );
+        let (id, signed) = alice.sign("probe", "sleep", &args(&["8000"]));
+        alice
+            .raw()
+            .submit(signed.clone())
+            .await
+            .expect("a slow transaction is accepted");
+        slow.push((id, signed));
     }
     let (_, good) = alice.sign("probe", "put", &args(&["full", "1"]));
     let (_, mut forged) = alice.sign("probe", "put", &args(&["full", "2"]));
@@ -750,18 +753,38 @@ async fn a_full_mempool_refuses_before_checking_signatures() {
         .expect_err("a full mempool refuses");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("retry shortly"), "{status:?}");
+    // One already pending gets its usual answer, not "no room": a client retrying a busy
+    // validator learns it may stop.
+    let status = alice
+        .raw()
+        .submit(slow[0].1.clone())
+        .await
+        .expect_err("already pending");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
     let answers = alice
-        .submit_batch(vec![forged.clone(), good])
+        .submit_batch(vec![slow[1].1.clone(), forged.clone(), good])
         .await
         .expect("SubmitBatch answers for each transaction");
     let codes: Vec<Code> = answers
         .iter()
         .map(|a| a.as_ref().map_or_else(|s| s.code(), |_| Code::Ok))
         .collect();
-    assert_eq!(codes, [Code::ResourceExhausted; 2], "{answers:?}");
+    assert_eq!(
+        codes,
+        [
+            Code::AlreadyExists,
+            Code::ResourceExhausted,
+            Code::ResourceExhausted
+        ],
+        "{answers:?}"
+    );
     let during = node.metrics().await;
     let counted = |metrics: &str, reason: &str| metric(metrics, &rejected_series(reason));
-    assert_eq!(counted(&during, "mempool") - counted(&before, "mempool"), 3);
+    assert_eq!(
+        counted(&during, "mempool") - counted(&before, "mempool"),
+        5,
+        "three refused for want of room, two already pending (counted there too)"
+    );
     assert_eq!(
         counted(&during, "bad_signature"),
         counted(&before, "bad_signature"),
@@ -769,7 +792,7 @@ async fn a_full_mempool_refuses_before_checking_signatures() {
     );
 
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for id in slow {
+    for (id, _) in slow {
         committed_valid(&alice, id, deadline).await;
     }
     // The mempool lets go of a transaction as its block is handed on, a moment after the

@@ -15,6 +15,12 @@ use weft_tests::docker::{
 };
 use weft_tests::{Network, Node, args, chaincode_package, weft};
 
+/// Held by the tests that run `weft chaincode gc`: gc removes every unused chaincode image on
+/// the engine, so one test's gc would otherwise remove another's image between its build and
+/// its use (test binaries run one at a time; the tests of one binary side by side). A peer
+/// whose image goes that way builds it again; a test's own `docker build` would not.
+static GC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const MEMORY_MIB: &str = "64";
 const PIDS_LIMIT: &str = "64";
 
@@ -393,6 +399,7 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
     if !engine_answers("an_upgrade_replaces_the_container") {
         return;
     }
+    let _gc = GC.lock().await;
     let mut f = start("upgrade", &[]).await;
     // Versions of this test's own, so that its images are no other test's (tests run side
     // by side, and one whose container uses an image keeps it from gc).
@@ -404,21 +411,19 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
         .expect("suffix")
         .to_string();
     let (first, second) = (format!("1.0-{suffix}"), format!("2.0-{suffix}"));
+    let image_of = |version: &str| images_labelled(&format!("weft.version={version}"));
     f.deploy_probe(&first).await;
     f.probe_serves("v1").await;
     let v1 = f.container();
     assert_eq!(v1["Config"]["Labels"]["weft.version"], first.as_str());
+    assert_eq!(image_of(&first).len(), 1, "one image per package");
 
     f.deploy_probe(&second).await;
     f.probe_serves("v2").await;
     let v2 = f.container();
     assert_eq!(v2["Config"]["Labels"]["weft.version"], second.as_str());
     assert_ne!(v1["Id"], v2["Id"]);
-    let ours = [&first, &second].map(|v| images_labelled(&format!("weft.version={v}")));
-    assert!(
-        ours.iter().all(|images| images.len() == 1),
-        "one image per package: {ours:?}"
-    );
+    assert_eq!(image_of(&second).len(), 1, "one image per package");
 
     let status = f.node.stop();
     assert!(status.success(), "the node stops cleanly: {status}");
@@ -433,7 +438,7 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
     assert!(printed.contains("chaincode image(s)"), "{printed}");
     for version in [&first, &second] {
         assert_eq!(
-            images_labelled(&format!("weft.version={version}")),
+            image_of(version),
             Vec::<String>::new(),
             "no container uses the probe {version} image any more: gc removed it"
         );
@@ -441,19 +446,20 @@ async fn an_upgrade_replaces_the_container_and_shutdown_then_gc_leave_nothing_be
     assert_eq!(f.containers(), Vec::<String>::new());
 }
 
-/// Removes the test's image (and the container) when dropped, whatever the test did.
-struct ImageSweep(Vec<String>);
+/// A test's container and images (top first), removed when dropped, whatever the test did.
+struct TestImages {
+    container: String,
+    images: Vec<String>,
+}
 
-impl Drop for ImageSweep {
+impl Drop for TestImages {
     fn drop(&mut self) {
-        for name in &self.0 {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        for image in &self.images {
             let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", name])
-                .output();
-        }
-        for name in self.0.iter().rev() {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", "-f", name])
+                .args(["rmi", "-f", image])
                 .output();
         }
     }
@@ -477,11 +483,14 @@ fn build_image(dir: &std::path::Path, dockerfile: &str, file: &str, label: &str,
     );
 }
 
+/// The engine here (Debian's, API 1.41) keeps images in its graph driver, where an image
+/// with a child cannot be removed (409); that refusal is what gc met in CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_keeps_an_unused_image_that_another_image_in_use_is_built_on() {
     if !engine_answers("gc_keeps_an_unused_image_that_another_image_in_use_is_built_on") {
         return;
     }
+    let _gc = GC.lock().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let unique = unique_chain_id("gc-parent");
     let label = format!("weft.chaincode={unique}");
@@ -490,7 +499,10 @@ async fn gc_keeps_an_unused_image_that_another_image_in_use_is_built_on() {
         format!("weft-test-{unique}:child"),
         format!("weft-test-{unique}"),
     );
-    let _sweep = ImageSweep(vec![container.clone(), child.clone(), parent.clone()]);
+    let _sweep = TestImages {
+        container: container.clone(),
+        images: vec![child.clone(), parent.clone()],
+    };
     // A chaincode image nothing runs, and an image built on it (which inherits its labels)
     // that a container uses.
     build_image(
@@ -541,6 +553,7 @@ async fn a_killed_peer_leaves_a_container_that_its_restart_replaces_and_gc_remov
     if !engine_answers("a_killed_peer_leaves_a_container") {
         return;
     }
+    let _gc = GC.lock().await;
     let mut f = start("killed", &[]).await;
     f.deploy_probe("1.0").await;
     let before = f.containers();

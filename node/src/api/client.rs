@@ -85,16 +85,29 @@ impl ClientService {
         tx: pb::SignedTx,
         wait: bool,
     ) -> Result<(TxId, Option<CommitReceiver>), Status> {
-        if self.shared.mempool.room() == 0 {
+        if self.shared.mempool.room() == 0 && self.is_new(&TxId::of_payload(&tx.payload))? {
             return Err(self.no_room());
         }
         let tx = self.verify(tx).await?;
         self.accept_verified(tx, wait)
     }
 
-    /// The refusal of a transaction the mempool has no room for, given before its signature
-    /// is checked: an overloaded validator spends no verification on what it would refuse
-    /// anyway (at 150% of peak load in `weft bench`, hundreds of submissions a second).
+    /// Whether `id` is neither pending nor committed here. Only a new transaction is refused
+    /// for want of room: one already pending or committed gets its usual answer
+    /// (`ALREADY_EXISTS`), so that a client retrying a busy validator learns it may stop.
+    fn is_new(&self, id: &TxId) -> Result<bool, Status> {
+        Ok(!self.shared.mempool.contains(id)
+            && self
+                .shared
+                .ledger
+                .tx_location(id)
+                .map_err(internal)?
+                .is_none())
+    }
+
+    /// The refusal of a new transaction the mempool has no room for, given before its
+    /// signature is checked: an overloaded validator spends no verification on what it would
+    /// refuse anyway (at 150% of peak load in `weft bench`, hundreds of submissions a second).
     fn no_room(&self) -> Status {
         self.shared.metrics.rejected("mempool");
         Status::resource_exhausted(self.shared.mempool.full().to_string())
@@ -196,20 +209,41 @@ impl pb::client_server::Client for ClientService {
             )));
         }
         let ids: Vec<TxId> = txs.iter().map(|tx| TxId::of_payload(&tx.payload)).collect();
-        // What the mempool has no room for is refused unverified (see `no_room`).
-        let mut txs = txs;
-        let unchecked = txs.split_off(txs.len().min(self.shared.mempool.room()));
-        let verdicts = if txs.is_empty() {
+        // New transactions beyond the mempool's room are refused unverified (see `no_room`);
+        // the rest, in order, are verified together.
+        let mut room = self.shared.mempool.room();
+        let crowded = room < txs.len();
+        let mut checked = Vec::with_capacity(txs.len());
+        let mut refused = vec![false; txs.len()];
+        for ((tx, id), refuse) in txs.into_iter().zip(&ids).zip(&mut refused) {
+            // With room for all, nothing is looked up here (accepting looks again anyway).
+            if crowded && self.is_new(id)? {
+                if room == 0 {
+                    *refuse = true;
+                    continue;
+                }
+                room -= 1;
+            }
+            checked.push(tx);
+        }
+        let mut verdicts = if checked.is_empty() {
             Vec::new()
         } else {
-            self.verify_all(txs).await?
-        };
-        let refused = unchecked.iter().map(|_| Err(self.no_room()));
+            self.verify_all(checked).await?
+        }
+        .into_iter();
         let outcomes = ids
             .into_iter()
-            .zip(verdicts.into_iter().chain(refused))
-            .map(|(id, verdict)| {
-                let answer = verdict.and_then(|tx| self.accept_verified(tx, false).map(|_| ()));
+            .zip(refused)
+            .map(|(id, refuse)| {
+                let answer = if refuse {
+                    Err(self.no_room())
+                } else {
+                    verdicts
+                        .next()
+                        .expect("a verdict for each transaction checked")
+                        .and_then(|tx| self.accept_verified(tx, false).map(|_| ()))
+                };
                 outcome(id, answer)
             })
             .collect();

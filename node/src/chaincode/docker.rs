@@ -113,6 +113,13 @@ fn unavailable(reason: String) -> RuntimeError {
     }
 }
 
+fn engine_refused(what: &str, reason: String) -> RuntimeError {
+    RuntimeError::Engine {
+        what: what.to_string(),
+        reason,
+    }
+}
+
 /// Connects to the engine, agrees on an API version (the engine may be older than this
 /// client) and checks that it answers.
 pub async fn connect(settings: &DockerSettings) -> Result<Docker, RuntimeError> {
@@ -551,8 +558,8 @@ impl Instance for DockerInstance {
 pub struct Collected {
     pub containers: usize,
     pub images: usize,
-    /// Images something came to depend on while gc ran (a container a starting peer created,
-    /// an image built on one): not garbage any more.
+    /// Unused images the engine would not remove: another image, or a container started
+    /// while gc ran, depends on them.
     pub images_in_use: usize,
 }
 
@@ -567,9 +574,13 @@ pub struct GcScope {
 /// starts its chaincode again on next use), then every chaincode image that no remaining
 /// chaincode container uses.
 pub async fn collect_garbage(docker: &Docker, scope: &GcScope) -> Result<Collected, RuntimeError> {
-    let api = |what: &str, e: bollard::errors::Error| RuntimeError::Engine {
-        what: what.to_string(),
-        reason: e.to_string(),
+    // An error the engine answered is a refusal; any other (connection, timeout) means it
+    // is not there to ask.
+    let api = |what: &str, e: bollard::errors::Error| match e {
+        bollard::errors::Error::DockerResponseServerError { .. } => {
+            engine_refused(what, e.to_string())
+        }
+        e => unavailable(format!("{what}: {e}")),
     };
     let list = |wanted: Vec<String>| {
         let filters = HashMap::from([("label", wanted)]);
@@ -599,10 +610,7 @@ pub async fn collect_garbage(docker: &Docker, scope: &GcScope) -> Result<Collect
     }
     let images = weft_orchestration::docker::remove_unused_images(docker, labels::CHAINCODE)
         .await
-        .map_err(|e| RuntimeError::Engine {
-            what: "removing unused chaincode images".into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| engine_refused("removing unused chaincode images", e.to_string()))?;
     collected.images = images.removed;
     collected.images_in_use = images.in_use;
     Ok(collected)

@@ -67,8 +67,8 @@ pub enum RuntimeError {
         runtime: RuntimeKind,
         reason: String,
     },
-    /// The engine answers but refused a request.
-    #[error("the Docker engine refused {what}: {reason} (its log says more: journalctl -u docker)")]
+    /// The engine answered a request with an error.
+    #[error("the Docker engine refused {what}: {reason} (the engine's log says more)")]
     Engine { what: String, reason: String },
 }
 

@@ -209,7 +209,7 @@ pub async fn run(command: ChaincodeCommand) -> Result<()> {
             );
             if collected.images_in_use > 0 {
                 println!(
-                    "kept {} unused chaincode image(s) that a container or image created while gc ran depends on: run gc again once they are unused",
+                    "kept {} chaincode image(s) that another image or a running container depends on: gc removes them once nothing does",
                     collected.images_in_use
                 );
             }

@@ -298,7 +298,7 @@ async fn remove_chaincode_containers(cluster: &Cluster) -> Result<()> {
         let kept = collected.images_in_use + peer_images.in_use;
         if kept > 0 {
             say(&format!(
-                "kept {kept} unused image(s) that something created meanwhile depends on: a later `weft cluster down` removes them once nothing does"
+                "kept {kept} image(s) that another image or a running container depends on: `weft chaincode gc` removes the chaincode ones once nothing does"
             ));
         }
     }

@@ -79,8 +79,7 @@ impl Ledger {
         let last = store
             .block(height - 1)?
             .ok_or_else(|| StoreError::Corrupt(format!("block {} is missing", height - 1)))?;
-        let mut tree = StateTree::new();
-        store.for_each_state(&mut |ns, key, value| tree.apply(ns, key, Some(value)))?;
+        let tree = stored_tree(store.as_ref())?;
         if tree.root() != last.header.state_root {
             return Err(LedgerError::StateMismatch {
                 block: last.number(),
@@ -229,6 +228,30 @@ impl Ledger {
     ) -> Result<Vec<(Bytes, Bytes)>, LedgerError> {
         Ok(self.store.state_range(namespace, start, end, limit)?)
     }
+}
+
+/// The state tree of everything `store` holds, built a few thousand keys at a time (each
+/// batch rehashes the nodes it touches once).
+fn stored_tree(store: &dyn Store) -> Result<StateTree, StoreError> {
+    const BATCH: usize = 4096;
+    fn apply(tree: &mut StateTree, batch: &mut Vec<(String, Vec<u8>, Vec<u8>)>) {
+        tree.apply_all(
+            batch
+                .iter()
+                .map(|(ns, key, value)| (ns.as_str(), key.as_slice(), Some(value.as_slice()))),
+        );
+        batch.clear();
+    }
+    let mut tree = StateTree::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    store.for_each_state(&mut |ns, key, value| {
+        batch.push((ns.to_string(), key.to_vec(), value.to_vec()));
+        if batch.len() == BATCH {
+            apply(&mut tree, &mut batch);
+        }
+    })?;
+    apply(&mut tree, &mut batch);
+    Ok(tree)
 }
 
 #[cfg(test)]

@@ -142,8 +142,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
             certificates += 1;
         }
     }
-    let mut stored = StateTree::new();
-    store.for_each_state(&mut |ns, key, value| stored.apply(ns, key, Some(value)))?;
+    let stored = super::stored_tree(store)?;
     if stored.root() != tree.root() {
         return Err(VerifyError::StateDiffers {
             stored: stored.root(),
