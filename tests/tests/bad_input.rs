@@ -89,6 +89,14 @@ fn rejected_series(reason: &str) -> String {
     format!("weft_requests_rejected_total{{reason=\"{reason}\"}}")
 }
 
+/// The code of each answer of a SubmitBatch (OK for an accepted transaction).
+fn answer_codes(answers: &[Result<TxId, tonic::Status>]) -> Vec<Code> {
+    answers
+        .iter()
+        .map(|a| a.as_ref().map_or_else(|s| s.code(), |_| Code::Ok))
+        .collect()
+}
+
 /// Waits until `id` is committed (found by GetTransaction), and checks that it is VALID.
 async fn committed_valid(client: &WeftClient, id: TxId, deadline: std::time::Instant) {
     loop {
@@ -555,10 +563,7 @@ async fn a_submit_batch_answers_each_transaction_and_commits_only_the_good_ones(
         .submit_batch(vec![good.clone(), forged, good, unknown, other])
         .await
         .expect("SubmitBatch answers");
-    let codes: Vec<Code> = answers
-        .iter()
-        .map(|a| a.as_ref().map_or_else(|s| s.code(), |_| Code::Ok))
-        .collect();
+    let codes = answer_codes(&answers);
     assert_eq!(
         codes,
         [
@@ -765,10 +770,7 @@ async fn a_full_mempool_refuses_before_checking_signatures() {
         .submit_batch(vec![slow[1].1.clone(), forged.clone(), good])
         .await
         .expect("SubmitBatch answers for each transaction");
-    let codes: Vec<Code> = answers
-        .iter()
-        .map(|a| a.as_ref().map_or_else(|s| s.code(), |_| Code::Ok))
-        .collect();
+    let codes = answer_codes(&answers);
     assert_eq!(
         codes,
         [
