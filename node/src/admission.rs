@@ -16,7 +16,7 @@ use weft_proto::{Genesis, Identity, IdentityError, verify_certificate};
 
 use crate::crypto::{transaction_hash, tx_signatures_all_verify, verify_tx_signatures};
 use crate::types::convert::{Payload, decode_payload};
-use crate::types::{Hash, SignedTransaction, Transaction};
+use crate::types::{Hash, SignedTransaction, Transaction, TransactionBody};
 
 /// The largest signed transaction accepted, in bytes.
 pub const MAX_TX_BYTES: usize = 1024 * 1024;
@@ -253,14 +253,14 @@ impl Unsigned {
                 role: self.creator.role,
             });
         }
-        Ok(Transaction {
+        Ok(Transaction::new(TransactionBody {
             signed: self.signed,
             chaincode: self.payload.chaincode,
             function: self.payload.function,
             args: self.payload.args,
             created_unix_ms: self.payload.created_unix_ms,
             creator: self.creator,
-        })
+        }))
     }
 }
 

@@ -188,7 +188,7 @@ impl Executor {
                 }
             }
         }
-        let signed = kept.into_iter().map(|tx| tx.signed).collect();
+        let signed = kept.iter().map(|tx| tx.signed.clone()).collect();
         // The append ends in a synced write: off the async workers, which meanwhile carry
         // consensus messages and client requests.
         let ledger = self.ledger.clone();
@@ -343,11 +343,9 @@ impl Executor {
         }
         // The first init argument, if any, names the init function (as in Fabric's deploy);
         // the rest are its arguments.
-        let mut init_tx = tx.clone();
-        match tx.args.get(3).map(|f| std::str::from_utf8(f)) {
+        let init_tx = match tx.args.get(3).map(|f| std::str::from_utf8(f)) {
             Some(Ok(function)) => {
-                init_tx.function = function.to_string();
-                init_tx.args = tx.args[4..].to_vec();
+                tx.calling(&tx.chaincode, function.to_string(), tx.args[4..].to_vec())
             }
             Some(Err(_)) => {
                 return fail(
@@ -355,11 +353,8 @@ impl Executor {
                     "the init function name is not UTF-8".into(),
                 );
             }
-            None => {
-                init_tx.function = "init".into();
-                init_tx.args = Vec::new();
-            }
-        }
+            None => tx.calling(&tx.chaincode, "init".into(), Vec::new()),
+        };
         let view = Arc::new(OverlayView::new(
             self.ledger.clone(),
             &name,
@@ -610,10 +605,7 @@ impl NestedInvoker for SegmentInvoker {
                 }
             }
         }
-        let mut nested_tx = tx.clone();
-        nested_tx.chaincode = call.chaincode.clone();
-        nested_tx.function = call.function;
-        nested_tx.args = call.args;
+        let nested_tx = tx.calling(&call.chaincode, call.function, call.args);
         let view = Arc::new(OverlayView::new(
             self.executor.ledger.clone(),
             &call.chaincode,

@@ -821,10 +821,9 @@ mod tests {
         }
         // A transaction whose client signature fails here is dropped alone (admission can
         // differ between validators: a certificate that just expired).
-        let mut bad = txs[1].clone();
-        let mut signature = bad.signed.signature.to_vec();
+        let mut signature = txs[1].signed.signature.to_vec();
         signature[3] ^= 1;
-        bad.signed.signature = signature.into();
+        let bad = txs[1].with_signature_for_tests(signature.into());
         let signed = sender.sign_requests(&[txs[0].clone(), bad, txs[2].clone()]);
         let Ok(Inbound::Requests { requests, refused }) = receiver.verify_inbound(&signed) else {
             panic!("the batch still arrives");
@@ -978,10 +977,9 @@ mod tests {
         let tx = f.transaction("k");
         // The same payload (so the same id) with other signature bytes: a client can sign a
         // payload more than once, and the block records the signature.
-        let mut resigned = tx.clone();
-        let mut signature = resigned.signed.signature.to_vec();
+        let mut signature = tx.signed.signature.to_vec();
         signature[0] ^= 1;
-        resigned.signed.signature = signature.into();
+        let resigned = tx.with_signature_for_tests(signature.into());
         assert_eq!(tx.id(), resigned.id(), "one request for deduplication");
         assert_ne!(
             batch_digest(std::slice::from_ref(&tx)),

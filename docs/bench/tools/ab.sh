@@ -1,0 +1,8 @@
+#!/bin/bash
+# ab.sh BIN OUT RATE [DUR]
+BIN=$1; OUT=$2; RATE=$3; DUR=${4:-30s}
+T=$HOME/.cache/weft-target
+rm -rf $OUT
+$BIN bench --chaincode $T/release/examples/asset-transfer --out $OUT --rate $RATE --duration $DUR --warmup 3s > $OUT.log 2>&1
+echo "exit $?"
+python3 "$(dirname "$0")/summary.py" $OUT
