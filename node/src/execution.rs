@@ -188,7 +188,7 @@ impl Executor {
                 }
             }
         }
-        let signed = kept.iter().map(|tx| tx.signed.clone()).collect();
+        let signed = kept.into_iter().map(Transaction::into_signed).collect();
         // The append ends in a synced write: off the async workers, which meanwhile carry
         // consensus messages and client requests.
         let ledger = self.ledger.clone();

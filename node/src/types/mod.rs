@@ -56,7 +56,7 @@ pub struct SignedTransaction {
 /// Shared, not copied: the same transaction sits in a validator's pending requests, its
 /// pre-prepare, its log, its journal and the batch it executes, and a copy of each would be
 /// two strings and a vector allocated, and freed again, per place (7% of a validator's CPU
-/// under saturation, BENCHMARKS.md). A clone is one reference count.
+/// in a long overloaded run, BENCHMARKS.md). A clone is one reference count.
 #[derive(Clone, Debug)]
 pub struct Transaction(Arc<TransactionBody>);
 
@@ -87,6 +87,14 @@ impl Transaction {
 
     pub fn id(&self) -> TxId {
         self.signed.id
+    }
+
+    /// The signed transaction, for the block: taken out when this is the last reference,
+    /// copied (three reference counts) when another still holds it.
+    pub fn into_signed(self) -> SignedTransaction {
+        Arc::try_unwrap(self.0)
+            .map(|body| body.signed)
+            .unwrap_or_else(|shared| shared.signed.clone())
     }
 
     /// The same signed transaction and creator, calling `function(args)` of `chaincode`: what
@@ -293,7 +301,15 @@ mod tests {
 
     #[test]
     fn a_copied_transaction_shares_its_body_and_a_call_keeps_the_signed_bytes() {
-        let tx = Transaction::unsigned_for_tests("f", &[b"a", b"b"]);
+        let unsigned = Transaction::unsigned_for_tests("f", &[b"a", b"b"]);
+        let tx = Transaction::new(TransactionBody {
+            signed: unsigned.signed.clone(),
+            chaincode: unsigned.chaincode.clone(),
+            function: unsigned.function.clone(),
+            args: unsigned.args.clone(),
+            created_unix_ms: 1_700_000_000_000,
+            creator: unsigned.creator.clone(),
+        });
         let copy = tx.clone();
         assert!(
             Arc::ptr_eq(&tx.0, &copy.0),
@@ -309,11 +325,16 @@ mod tests {
             ("other", "g", &[Bytes::from_static(b"c")][..])
         );
         assert_eq!(call.signed, tx.signed);
+        assert_eq!(call.created_unix_ms, tx.created_unix_ms);
         assert!(Arc::ptr_eq(&call.creator, &tx.creator));
         assert_eq!(
             (tx.chaincode.as_str(), tx.function.as_str(), tx.args.len()),
             ("cc", "f", 2),
             "the original is unchanged"
         );
+        // The last reference gives its signed bytes up; a shared one copies them.
+        assert_eq!(copy.into_signed(), tx.signed);
+        let signed = tx.signed.clone();
+        assert_eq!(tx.into_signed(), signed);
     }
 }
