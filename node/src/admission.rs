@@ -270,13 +270,8 @@ mod tests {
     use crate::types::convert::signed_from_pb;
 
     fn network() -> (Admission, weft_proto::Signer, String) {
-        let (genesis, _, ca) = crate::test_support::validator_network_with_ca(4, "admission");
-        let alice = ca
-            .issue("alice", weft_proto::Role::Client)
-            .expect("issue alice")
-            .signer()
-            .expect("alice signer");
-        (Admission::new(&genesis), alice, genesis.chain_id)
+        let (admission, alice, genesis) = crate::test_support::admission_and_client("admission");
+        (admission, alice, genesis.chain_id)
     }
 
     #[test]

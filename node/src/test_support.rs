@@ -44,3 +44,14 @@ pub fn validator_network_with_ca(
     };
     (genesis, signers, ca)
 }
+
+/// A four-validator network's admission and a client, alice, who may submit to it.
+pub fn admission_and_client(chain_id: &str) -> (crate::admission::Admission, Signer, Genesis) {
+    let (genesis, _, ca) = validator_network_with_ca(4, chain_id);
+    let alice = ca
+        .issue("alice", Role::Client)
+        .expect("issue alice")
+        .signer()
+        .expect("alice signer");
+    (crate::admission::Admission::new(&genesis), alice, genesis)
+}

@@ -100,8 +100,19 @@ impl Transaction {
     /// The same signed transaction and creator, calling `function(args)` of `chaincode`: what
     /// a deployment's init or one chaincode's call of another runs.
     pub fn calling(&self, chaincode: &str, function: String, args: Vec<Bytes>) -> Transaction {
+        self.derived(self.signed.clone(), chaincode, function, args)
+    }
+
+    /// A transaction of the same creator and creation time with these parts.
+    fn derived(
+        &self,
+        signed: SignedTransaction,
+        chaincode: &str,
+        function: String,
+        args: Vec<Bytes>,
+    ) -> Transaction {
         Transaction::new(TransactionBody {
-            signed: self.signed.clone(),
+            signed,
             chaincode: chaincode.to_string(),
             function,
             args,
@@ -114,17 +125,16 @@ impl Transaction {
     /// same id).
     #[cfg(test)]
     pub fn with_signature_for_tests(&self, signature: Bytes) -> Transaction {
-        Transaction::new(TransactionBody {
-            signed: SignedTransaction {
-                signature,
-                ..self.signed.clone()
-            },
-            chaincode: self.chaincode.clone(),
-            function: self.function.clone(),
-            args: self.args.clone(),
-            created_unix_ms: self.created_unix_ms,
-            creator: self.creator.clone(),
-        })
+        let signed = SignedTransaction {
+            signature,
+            ..self.signed.clone()
+        };
+        self.derived(
+            signed,
+            &self.chaincode,
+            self.function.clone(),
+            self.args.clone(),
+        )
     }
 
     /// For unit tests that need a decoded transaction but no signature: `function(args)` of
@@ -301,15 +311,19 @@ mod tests {
 
     #[test]
     fn a_copied_transaction_shares_its_body_and_a_call_keeps_the_signed_bytes() {
-        let unsigned = Transaction::unsigned_for_tests("f", &[b"a", b"b"]);
-        let tx = Transaction::new(TransactionBody {
-            signed: unsigned.signed.clone(),
-            chaincode: unsigned.chaincode.clone(),
-            function: unsigned.function.clone(),
-            args: unsigned.args.clone(),
-            created_unix_ms: 1_700_000_000_000,
-            creator: unsigned.creator.clone(),
-        });
+        // A transaction as admission makes it: signed, with a creation time.
+        let (admission, alice, genesis) = crate::test_support::admission_and_client("types");
+        let (_, signed) = weft_proto::tx::sign_transaction(
+            &alice,
+            &genesis.chain_id,
+            "cc",
+            "f",
+            &[b"a".to_vec(), b"b".to_vec()],
+        );
+        let tx = admission
+            .verify(convert::signed_from_pb(signed))
+            .expect("admissible");
+        assert_ne!(tx.created_unix_ms, 0, "a creation time a call could lose");
         let copy = tx.clone();
         assert!(
             Arc::ptr_eq(&tx.0, &copy.0),
