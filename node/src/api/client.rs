@@ -127,9 +127,6 @@ impl ClientService {
                 "transaction {id} is already committed, in block {block}: ask GetTransaction for its result"
             ))
         };
-        if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
-            return Err(already_committed(location.block));
-        }
         if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none()
         {
             shared.metrics.rejected("unknown_chaincode");
@@ -138,15 +135,24 @@ impl ClientService {
                 tx.chaincode
             )));
         }
-        let receiver = shared.mempool.admit(id, wait).map_err(|e| {
-            shared.metrics.rejected("mempool");
-            match e {
-                MempoolError::AlreadyPending(_) => Status::already_exists(e.to_string()),
-                MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
+        // Whether it is committed already is looked up once, after `admit`: a block appended
+        // before the waiter was registered woke no one here, so a lookup before `admit` would
+        // have to be repeated after it anyway.
+        let receiver = match shared.mempool.admit(id, wait) {
+            Ok(receiver) => receiver,
+            Err(e) => {
+                if let MempoolError::Full(_) = e
+                    && let Some(location) = shared.ledger.tx_location(&id).map_err(internal)?
+                {
+                    return Err(already_committed(location.block));
+                }
+                shared.metrics.rejected("mempool");
+                return Err(match e {
+                    MempoolError::AlreadyPending(_) => Status::already_exists(e.to_string()),
+                    MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
+                });
             }
-        })?;
-        // The block holding it may have been appended between the check above and `admit`:
-        // its commit then woke no one here, so look again now that the waiter is registered.
+        };
         if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
             shared.mempool.abandon(&id);
             return Err(already_committed(location.block));
