@@ -127,25 +127,30 @@ impl ClientService {
                 "transaction {id} is already committed, in block {block}: ask GetTransaction for its result"
             ))
         };
+        // Whether it is committed already is looked up once on the way in, after `admit`: a
+        // block appended before the waiter was registered woke no one here, so a lookup before
+        // `admit` would have to be repeated after it anyway. A refusal looks first, so that a
+        // committed transaction is always answered as committed. (A committed one resubmitted
+        // holds a mempool place between `admit` and `abandon`.)
+        let refuse_if_committed = || -> Result<(), Status> {
+            match shared.ledger.tx_location(&id).map_err(internal)? {
+                Some(location) => Err(already_committed(location.block)),
+                None => Ok(()),
+            }
+        };
         if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none()
         {
+            refuse_if_committed()?;
             shared.metrics.rejected("unknown_chaincode");
             return Err(Status::not_found(format!(
                 "chaincode {} is not deployed on this network: deploy it with `weft chaincode deploy` or check the name",
                 tx.chaincode
             )));
         }
-        // Whether it is committed already is looked up once, after `admit`: a block appended
-        // before the waiter was registered woke no one here, so a lookup before `admit` would
-        // have to be repeated after it anyway.
         let receiver = match shared.mempool.admit(id, wait) {
             Ok(receiver) => receiver,
             Err(e) => {
-                if let MempoolError::Full(_) = e
-                    && let Some(location) = shared.ledger.tx_location(&id).map_err(internal)?
-                {
-                    return Err(already_committed(location.block));
-                }
+                refuse_if_committed()?;
                 shared.metrics.rejected("mempool");
                 return Err(match e {
                     MempoolError::AlreadyPending(_) => Status::already_exists(e.to_string()),
@@ -153,9 +158,9 @@ impl ClientService {
                 });
             }
         };
-        if let Some(location) = shared.ledger.tx_location(&id).map_err(internal)? {
+        if let Err(refusal) = refuse_if_committed() {
             shared.mempool.abandon(&id);
-            return Err(already_committed(location.block));
+            return Err(refusal);
         }
         if let Err(e) = shared.submit.try_send(tx) {
             shared.mempool.abandon(&id);

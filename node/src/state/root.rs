@@ -164,10 +164,11 @@ fn remove(node: Node, path: &Hash, depth: usize) -> Node {
 type Update = (Hash, Option<Hash>);
 
 /// Applies `updates` (sorted by path, one per path, every path sharing the node's first
-/// `depth` bits) to `node` where it is, rehashing each node on their paths once. A child no
-/// copy of the tree shares is changed in place (no allocation, no free); a shared one is
-/// copied first (`Arc::make_mut`: one node, its own children stay shared). `added` counts
-/// keys that appear and `removed` keys that go.
+/// `depth` bits) to `node` where it is, rehashing each node on their paths once. A node on
+/// the paths that no copy of the tree shares is changed in place, not reallocated (new
+/// leaves and branches still allocate); a shared one is copied first (`Arc::make_mut`: one
+/// node, its own children stay shared). `added` counts keys that appear and `removed` keys
+/// that go.
 fn update(
     node: &mut Node,
     updates: &[Update],
@@ -200,7 +201,8 @@ fn update(
     }
 }
 
-/// [`update`] of a child: an empty child is replaced, not copied out of the shared empty node.
+/// [`update`] of a child: an empty child is replaced, not copied out of the shared empty node,
+/// and a child left empty points to the shared empty node again.
 fn update_child(
     child: &mut Arc<Node>,
     updates: &[Update],
@@ -215,6 +217,9 @@ fn update_child(
         *child = shared(rebuilt(Node::Empty, updates, depth, added, removed));
     } else {
         update(Arc::make_mut(child), updates, depth, added, removed);
+        if matches!(**child, Node::Empty) {
+            *child = EMPTY.clone();
+        }
     }
 }
 
@@ -530,6 +535,7 @@ mod tests {
             for (batch, keep_copy) in &batches {
                 let before = keep_copy.then(|| batched.clone());
                 let root_before = batched.root();
+                let proofs_before: Vec<_> = (0u8..40).map(|k| batched.prove("ns", &[k])).collect();
                 let keys: Vec<[u8; 1]> = batch.iter().map(|(k, _)| [*k]).collect();
                 let values: Vec<Option<[u8; 1]>> = batch.iter().map(|(_, v)| v.map(|v| [v])).collect();
                 batched.apply_all(
@@ -542,12 +548,36 @@ mod tests {
                 }
                 prop_assert_eq!(batched.root(), single.root());
                 prop_assert_eq!(batched.len(), single.len());
+                check_shape(&batched.root, 0);
                 if let Some(before) = before {
+                    // The copy's root is its own node; its proofs walk the nodes it shares.
                     prop_assert_eq!(before.root(), root_before);
+                    let proofs: Vec<_> = (0u8..40).map(|k| before.prove("ns", &[k])).collect();
+                    prop_assert_eq!(proofs, proofs_before);
+                    check_shape(&before.root, 0);
                 }
             }
             for k in 0u8..40 {
                 prop_assert_eq!(batched.prove("ns", &[k]), single.prove("ns", &[k]));
+            }
+        }
+    }
+
+    /// Every branch's stored hash is its children's, and the shape is canonical: no branch
+    /// holds nothing, or one key beside an empty side (that subtree is the key's leaf).
+    fn check_shape(node: &Node, depth: usize) -> usize {
+        match node {
+            Node::Empty => 0,
+            Node::Leaf { .. } => 1,
+            Node::Branch { left, right, hash } => {
+                assert_eq!(
+                    *hash,
+                    branch_hash(&left.hash(), &right.hash()),
+                    "at depth {depth}"
+                );
+                let keys = check_shape(left, depth + 1) + check_shape(right, depth + 1);
+                assert!(keys >= 2, "a branch at depth {depth} holds {keys} key(s)");
+                keys
             }
         }
     }

@@ -50,10 +50,11 @@ const TABLE_BLOOM_BITS_PER_KEY: f64 = 10.0;
 /// Every column's table files are compressed with LZ4. A column takes its own options, not
 /// the database's: set on the database alone (as before 2026-11-27, night), nothing was
 /// compressed. A block's transactions carry their signer's certificate and their results
-/// the values written, so blocks compress well: at 4,500 tx/s a validator's flushes wrote
-/// 23 MB of block tables where they wrote 104 MB uncompressed, and the kernel's copying of
-/// those writes into the page cache (6-16 us of validator CPU per transaction in two
-/// profiles) fell to about 1 us, for 5 us in LZ4 (issue 6; BENCHMARKS.md, 2026-11-27 night).
+/// the values written, so blocks compress well: in 30 s at 4,500 tx/s a validator's flushes
+/// wrote 23 MB of block tables where they wrote 104 MB uncompressed, and the flush thread's
+/// copying of those writes into the page cache (7-16 us of validator CPU per transaction in
+/// two profiles) fell to under 1 us, for 5 us in LZ4 (issue 6; BENCHMARKS.md, 2026-11-27
+/// night).
 const TABLE_COMPRESSION: rocksdb::DBCompressionType = rocksdb::DBCompressionType::Lz4;
 
 fn column_options(cache: &Cache) -> Options {
