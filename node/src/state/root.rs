@@ -100,9 +100,9 @@ fn shared(node: Node) -> Arc<Node> {
     }
 }
 
-/// A child to rebuild from: moved out when no snapshot shares it, else copied (one node; its
-/// own children stay shared). Cloning a tree is therefore cheap, and an update copies only
-/// the nodes on its path.
+/// A child to rebuild from, in the tests' one-key-at-a-time reference ([`StateTree::apply`]):
+/// moved out when no copy shares it, else copied (one node; its own children stay shared).
+#[cfg(test)]
 fn owned(child: Arc<Node>) -> Node {
     Arc::unwrap_or_clone(child)
 }
@@ -117,6 +117,8 @@ fn split(a: Node, a_path: Hash, b: Node, b_path: Hash, depth: usize) -> Node {
     }
 }
 
+/// The tests' reference for a write: one key, recursively, independent of [`update`].
+#[cfg(test)]
 fn insert(node: Node, path: Hash, value: Hash, depth: usize) -> Node {
     match node {
         Node::Empty => Node::leaf(path, value),
@@ -139,6 +141,8 @@ fn insert(node: Node, path: Hash, value: Hash, depth: usize) -> Node {
     }
 }
 
+/// The tests' reference for a removal, as [`insert`].
+#[cfg(test)]
 fn remove(node: Node, path: &Hash, depth: usize) -> Node {
     match node {
         Node::Empty => Node::Empty,
@@ -335,7 +339,10 @@ impl StateTree {
         self.len == 0
     }
 
-    /// Sets `namespace`/`key` to `value`, or removes it when `value` is `None`.
+    /// Sets `namespace`/`key` to `value`, or removes it when `value` is `None`, one key at a
+    /// time by [`insert`] and [`remove`]: the reference the tests hold [`StateTree::apply_all`]
+    /// to. The ledger writes through `apply_all` only.
+    #[cfg(test)]
     pub fn apply(&mut self, namespace: &str, key: &[u8], value: Option<&[u8]>) {
         let path = key_path(namespace, key);
         let present = self.contains(&path);
@@ -356,9 +363,10 @@ impl StateTree {
         }
     }
 
-    /// Applies a batch of writes in order, as [`StateTree::apply`] one by one would (a later
-    /// write of a key wins), but hashes each node they touch once: the nodes near the root,
-    /// which every write passes, are rehashed once per batch instead of once per write.
+    /// Applies a batch of writes in order, as writing them one by one would (a later write of
+    /// a key wins), but hashes each node they touch once: the nodes near the root, which
+    /// every write passes, are rehashed once per batch instead of once per write. A write
+    /// with `None` removes the key.
     pub fn apply_all<'a>(
         &mut self,
         writes: impl IntoIterator<Item = (&'a str, &'a [u8], Option<&'a [u8]>)>,
@@ -381,6 +389,7 @@ impl StateTree {
         self.len = self.len + added - removed;
     }
 
+    #[cfg(test)]
     fn contains(&self, path: &Hash) -> bool {
         let mut node = &self.root;
         let mut depth = 0;
