@@ -2,6 +2,7 @@
 //! out-of-process chaincode and appends them to a hashed ledger. See `docs/ARCHITECTURE.md`.
 
 pub mod admission;
+pub mod admission_window;
 pub mod api;
 pub mod certificates;
 pub mod chaincode;

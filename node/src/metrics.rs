@@ -98,6 +98,15 @@ pub struct Metrics {
     /// Executing a committed batch through chaincode and appending its block.
     pub block_execution: Histogram,
     rejected: ByReason,
+    /// Signature batches the client API checked (`admission_window`), the transactions in
+    /// them, and how many of the batches waited for more submissions to arrive.
+    pub admission_batches: AtomicU64,
+    pub admission_batched: AtomicU64,
+    pub admission_waits: AtomicU64,
+    /// PBFT: batches of client transactions relayed to other validators under one signature,
+    /// and the transactions in them.
+    pub relays: AtomicU64,
+    pub relayed: AtomicU64,
     /// PBFT: views entered after view 0.
     pub view_changes: AtomicU64,
     /// PBFT: checkpoints that became stable.
@@ -249,6 +258,36 @@ impl Metrics {
             &mut out,
         );
         for (name, help, kind, value) in [
+            (
+                "weft_admission_batches_total",
+                "Signature batches checked for client submissions (calls arriving close together share one).",
+                "counter",
+                &self.admission_batches,
+            ),
+            (
+                "weft_admission_batch_transactions_total",
+                "Client transactions in those batches.",
+                "counter",
+                &self.admission_batched,
+            ),
+            (
+                "weft_admission_waits_total",
+                "Signature batches that waited for more submissions (submissions arriving fast enough to fill them within api.admission_window).",
+                "counter",
+                &self.admission_waits,
+            ),
+            (
+                "weft_pbft_relays_total",
+                "Batches of client transactions relayed to other validators under one signature.",
+                "counter",
+                &self.relays,
+            ),
+            (
+                "weft_pbft_relayed_transactions_total",
+                "Client transactions in those relayed batches.",
+                "counter",
+                &self.relayed,
+            ),
             (
                 "weft_pbft_view",
                 "The view this validator is in.",

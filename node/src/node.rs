@@ -17,6 +17,7 @@ use weft_proto::pb;
 use weft_proto::{ConsensusKind, Genesis, Role, Signer};
 
 use crate::admission::Admission;
+use crate::admission_window::AdmissionWindow;
 use crate::api::admin::AdminService;
 use crate::api::client::ClientService;
 use crate::api::operations;
@@ -95,6 +96,9 @@ pub struct Shared {
     pub ledger: Arc<Ledger>,
     pub executor: Executor,
     pub admission: Arc<Admission>,
+    /// The client API's way into `admission`: submissions arriving close together are
+    /// checked in one signature batch.
+    pub admission_window: AdmissionWindow,
     pub mempool: Mempool,
     pub metrics: Arc<Metrics>,
     pub submit: mpsc::Sender<Transaction>,
@@ -413,6 +417,11 @@ pub async fn start_with_store(
         genesis: genesis.clone(),
         ledger: ledger.clone(),
         executor: executor.clone(),
+        admission_window: AdmissionWindow::start(
+            admission.clone(),
+            config.api.admission,
+            metrics.clone(),
+        ),
         admission,
         mempool: Mempool::new(config.api.max_pending),
         metrics,

@@ -21,8 +21,6 @@ use crate::types::convert::{
 };
 use crate::types::{Block, Hash, Transaction, TxId, TxStatus};
 
-/// Transactions up to this size are verified on the request's task (see `verify`).
-const INLINE_VERIFY_BYTES: usize = 64 * 1024;
 /// The most transactions one `SubmitBatch` may carry.
 pub const MAX_SUBMIT_BATCH: usize = 1_000;
 
@@ -36,47 +34,28 @@ impl ClientService {
     }
 
     async fn verify(&self, tx: pb::SignedTx) -> Result<Transaction, Status> {
-        let size = tx.payload.len() + tx.signer.len() + tx.signature.len();
-        let shared = self.shared.clone();
-        let check = move || {
-            shared
-                .admission
-                .verify(signed_copied_from_pb(tx))
-                .map_err(|e| admission_status(e, &shared.metrics))
-        };
-        // One signature over a small payload (tens of microseconds) is checked on this task:
-        // a blocking thread's wake-up would cost more than the check. Large payloads, whose
-        // hashing takes longer, go to a blocking thread.
-        if size <= INLINE_VERIFY_BYTES {
-            return check();
-        }
-        tokio::task::spawn_blocking(check)
-            .await
-            .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
+        self.verify_all(vec![tx])
+            .await?
+            .pop()
+            .expect("one verdict per transaction")
     }
 
-    /// Verifies transactions together (one signature batch) on a blocking thread: a batch
-    /// of hundreds takes milliseconds, too long for an async worker. One small transaction is
-    /// checked on this task, as in `verify`.
+    /// Verifies transactions, one verdict each, in their order, their signatures checked
+    /// together and with those of other calls arriving meanwhile (`admission_window`).
     async fn verify_all(
         &self,
-        mut txs: Vec<pb::SignedTx>,
+        txs: Vec<pb::SignedTx>,
     ) -> Result<Vec<Result<Transaction, Status>>, Status> {
-        if txs.len() == 1 {
-            let one = txs.pop().expect("one transaction");
-            return Ok(vec![self.verify(one).await]);
-        }
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            shared
-                .admission
-                .verify_all(txs.into_iter().map(signed_copied_from_pb).collect())
-                .into_iter()
-                .map(|verdict| verdict.map_err(|e| admission_status(e, &shared.metrics)))
-                .collect()
-        })
-        .await
-        .map_err(|e| Status::internal(format!("verification task failed: {e}")))
+        let verdicts = self
+            .shared
+            .admission_window
+            .verify(txs.into_iter().map(signed_copied_from_pb).collect())
+            .await
+            .map_err(internal)?;
+        Ok(verdicts
+            .into_iter()
+            .map(|verdict| verdict.map_err(|e| admission_status(e, &self.shared.metrics)))
+            .collect())
     }
 
     /// Verifies, refuses duplicates and unknown chaincode, and queues for ordering.

@@ -211,6 +211,10 @@ execute_timeout = "30s"
 [api]
 commit_wait_timeout = "30s"
 max_pending = 1000
+# Submissions arriving close together have their signatures checked in one batch: under
+# load one waits at most admission_window for others (never at low rates).
+admission_window = "4ms"
+admission_batch = 32
 "#
     );
     std::fs::write(dir.join(format!("{id}.toml")), text)?;

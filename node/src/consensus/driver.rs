@@ -500,6 +500,10 @@ impl Driver {
         if batch.transactions.is_empty() {
             return;
         }
+        self.metrics.relays.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .relayed
+            .fetch_add(batch.transactions.len() as u64, Ordering::Relaxed);
         let signed = self.wire.sign_requests(&batch.transactions);
         match to {
             RelayTo::Replica(replica) => self.links.send(replica, signed),

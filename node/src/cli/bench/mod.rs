@@ -462,6 +462,18 @@ async fn run_step(
     };
     let view_changes = increase("weft_pbft_view_changes_total");
     let retransmissions = increase("weft_pbft_retransmissions_total");
+    let mean = |items: &str, batches: &str| match (increase(items), increase(batches)) {
+        (Some(items), Some(batches)) if batches > 0.0 => Some(items / batches),
+        _ => None,
+    };
+    let admission_batch_mean = mean(
+        "weft_admission_batch_transactions_total",
+        "weft_admission_batches_total",
+    );
+    let relay_batch_mean = mean(
+        "weft_pbft_relayed_transactions_total",
+        "weft_pbft_relays_total",
+    );
     let stages = match (&metrics_before, &metrics_after) {
         (Some(before), Some(after)) => stages::between(
             &stages::Reading::from_texts(before),
@@ -513,6 +525,8 @@ async fn run_step(
         latency,
         view_changes,
         retransmissions,
+        admission_batch_mean,
+        relay_batch_mean,
         stages,
         blocks: tracker.blocks.load(Ordering::Relaxed),
         mean_block_transactions: tracker.block_transactions.load(Ordering::Relaxed) as f64

@@ -64,6 +64,11 @@ pub struct Step {
     /// Times the validators' re-send timer fired, no new checkpoint in time (None as for
     /// view_changes).
     pub retransmissions: Option<f64>,
+    /// Client transactions per signature batch where the validators admitted them, and per
+    /// batch they relayed to the primary under one signature (None as for view_changes, or
+    /// when there was none).
+    pub admission_batch_mean: Option<f64>,
+    pub relay_batch_mean: Option<f64>,
     /// Where the time went inside the validators over the step, warmup and drain included
     /// (empty when not every validator's metrics answered).
     pub stages: Vec<StageTime>,
@@ -324,6 +329,8 @@ mod tests {
             },
             view_changes: Some(0.0),
             retransmissions: Some(0.0),
+            admission_batch_mean: Some(3.5),
+            relay_batch_mean: Some(4.0),
             stages: Vec::new(),
             blocks: 0,
             mean_block_transactions: 0.0,
