@@ -14,6 +14,7 @@ use weft_proto::pb;
 use weft_proto::tx::LIFECYCLE_CHAINCODE;
 
 use super::admission_status;
+use crate::admission_window::CheckStopped;
 use crate::mempool::MempoolError;
 use crate::node::Shared;
 use crate::types::convert::{
@@ -37,7 +38,7 @@ impl ClientService {
         self.verify_all(vec![tx])
             .await?
             .pop()
-            .expect("one verdict per transaction")
+            .unwrap_or_else(|| Err(internal(CheckStopped)))
     }
 
     /// Verifies transactions, one verdict each, in their order, their signatures checked
@@ -87,6 +88,9 @@ impl ClientService {
     /// The refusal of a new transaction the mempool has no room for, given before its
     /// signature is checked: an overloaded validator spends no verification on what it would
     /// refuse anyway (at 150% of peak load in `weft bench`, hundreds of submissions a second).
+    /// Room is judged when the call arrives, up to an admission window (a few milliseconds)
+    /// before `admit`: near a full mempool some calls pass here, are checked, and are refused
+    /// by `admit` instead.
     fn no_room(&self) -> Status {
         self.shared.metrics.rejected("mempool");
         Status::resource_exhausted(self.shared.mempool.full().to_string())
@@ -117,8 +121,7 @@ impl ClientService {
                 None => Ok(()),
             }
         };
-        if tx.chaincode != LIFECYCLE_CHAINCODE && shared.executor.deployed(&tx.chaincode).is_none()
-        {
+        if tx.chaincode != LIFECYCLE_CHAINCODE && !shared.executor.is_deployed(&tx.chaincode) {
             refuse_if_committed()?;
             shared.metrics.rejected("unknown_chaincode");
             return Err(Status::not_found(format!(

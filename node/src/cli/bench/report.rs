@@ -65,8 +65,8 @@ pub struct Step {
     /// view_changes).
     pub retransmissions: Option<f64>,
     /// Client transactions per signature batch where the validators admitted them, and per
-    /// batch they relayed to the primary under one signature (None as for view_changes, or
-    /// when there was none).
+    /// batch they relayed to other validators under one signature (to the primary, or to all
+    /// when a request timer fired; None as for view_changes, or when there was none).
     pub admission_batch_mean: Option<f64>,
     pub relay_batch_mean: Option<f64>,
     /// Where the time went inside the validators over the step, warmup and drain included
