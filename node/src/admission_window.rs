@@ -10,10 +10,11 @@
 //! A call of `batch` transactions or more fills a batch by itself: it is checked at once, on
 //! its own. Every smaller call goes to one task. It takes the first call and whatever else
 //! already waits. When such calls arrived fast enough before it that waiting would gather at
-//! least [`WORTH_WAITING_FOR`] more transactions within the window (by a decaying estimate of
-//! their arrival rate, [`ArrivalRate`]), it waits for them, until the batch holds `batch`
-//! transactions or the window since the first arrival has passed. At low rates nothing waits:
-//! a lone transaction is checked as soon as it arrives. The verdict on each transaction does
+//! least [`WORTH_WAITING_FOR`] more calls within the window (by a decaying estimate of their
+//! arrival rate, [`ArrivalRate`]; of calls, not transactions, so that a few calls of many do
+//! not make lone ones wait), it waits for them, until the batch holds `batch` transactions or
+//! the window since the first arrival has passed. At low rates nothing waits: a lone
+//! transaction is checked as soon as it arrives. The verdict on each transaction does
 //! not depend on the others in its batch (the rule of `verify_tx_signatures`), so one client's
 //! forgery costs another nothing but time.
 //!
@@ -36,9 +37,9 @@ use crate::types::{SignedTransaction, Transaction};
 /// thread, which answers it while the task gathers the next.
 const INLINE_TRANSACTIONS: usize = 16;
 const INLINE_BYTES: usize = 64 * 1024;
-/// Waiting pays only when it is expected to gather at least this many more transactions (and
-/// the batch has room for them): a batch of 3 checks each signature in 29 us instead of 42, a
-/// batch of 2 in 38.5.
+/// Waiting pays only when it is expected to gather at least this many more calls (and the
+/// batch has room for as many transactions): a batch of 3 checks each signature in 29 us
+/// instead of 42, a batch of 2 in 38.5.
 const WORTH_WAITING_FOR: usize = 2;
 /// The arrival rate's time constant: an arrival this long ago counts 1/e of a new one.
 const RATE_HORIZON: Duration = Duration::from_millis(100);
@@ -125,13 +126,13 @@ async fn gather(
         let opened = Instant::now();
         // Judged on the calls before this one: its own transactions arrive with it.
         let worth_waiting = rate.worth_waiting(opened, config.window);
-        rate.observe(opened, first.txs.len());
+        rate.observe(opened);
         let mut batch = Batch::of(first);
         while batch.len < config.batch {
             let Ok(call) = queued.try_recv() else {
                 break;
             };
-            rate.observe(Instant::now(), call.txs.len());
+            rate.observe(Instant::now());
             batch.push(call);
         }
         if worth_waiting && batch.len + WORTH_WAITING_FOR <= config.batch {
@@ -142,7 +143,7 @@ async fn gather(
                 tokio::select! {
                     call = queued.recv() => match call {
                         Some(call) => {
-                            rate.observe(Instant::now(), call.txs.len());
+                            rate.observe(Instant::now());
                             batch.push(call);
                         }
                         None => break,
@@ -238,7 +239,7 @@ impl Batch {
     }
 }
 
-/// Transactions arriving per second, each arrival's weight decaying exponentially with time
+/// Calls arriving per second, each arrival's weight decaying exponentially with time
 /// constant [`RATE_HORIZON`]: at a steady rate it settles on that rate; after a pause it
 /// falls to nothing within a few horizons.
 #[derive(Debug, Default)]
@@ -248,8 +249,8 @@ struct ArrivalRate {
 }
 
 impl ArrivalRate {
-    fn observe(&mut self, now: Instant, count: usize) {
-        self.per_second = self.at(now) + count as f64 / RATE_HORIZON.as_secs_f64();
+    fn observe(&mut self, now: Instant) {
+        self.per_second = self.at(now) + 1.0 / RATE_HORIZON.as_secs_f64();
         self.at = Some(now);
     }
 
@@ -262,8 +263,8 @@ impl ArrivalRate {
         self.per_second * (-elapsed / RATE_HORIZON.as_secs_f64()).exp()
     }
 
-    /// Whether at least [`WORTH_WAITING_FOR`] transactions are expected to arrive within
-    /// `window` from `now`, at the current rate.
+    /// Whether at least [`WORTH_WAITING_FOR`] calls are expected to arrive within `window`
+    /// from `now`, at the current rate.
     fn worth_waiting(&self, now: Instant, window: Duration) -> bool {
         self.at(now) * window.as_secs_f64() >= WORTH_WAITING_FOR as f64
     }
@@ -274,12 +275,12 @@ mod tests {
     use super::*;
     use crate::types::convert::signed_from_pb;
 
-    /// Arrivals every `gap` from `start`, `count` of them, one transaction each.
+    /// Calls arriving every `gap` from `start`, `count` of them.
     fn steady(rate: &mut ArrivalRate, start: Instant, gap: Duration, count: u32) -> Instant {
         let mut now = start;
         for _ in 0..count {
             now += gap;
-            rate.observe(now, 1);
+            rate.observe(now);
         }
         now
     }
@@ -289,7 +290,8 @@ mod tests {
         let start = Instant::now();
         let mut rate = ArrivalRate::default();
         assert_eq!(rate.at(start), 0.0);
-        // 1,250 a second (a validator's share of 5,000 tx/s on four) for a second.
+        // 1,250 a second (a validator's share of 5,000 tx/s on four, one transaction per
+        // call) for a second.
         let now = steady(&mut rate, start, Duration::from_micros(800), 1_250);
         let settled = rate.at(now);
         assert!((1_200.0..1_300.0).contains(&settled), "{settled}");
@@ -315,12 +317,14 @@ mod tests {
     }
 
     #[test]
-    fn a_large_call_counts_as_its_transactions() {
+    fn a_call_counts_once_whatever_it_carries() {
+        // Two calls of 31 transactions do not make the next lone calls wait: the rate is
+        // of calls (20 a second here), not of the transactions in them.
         let now = Instant::now();
         let mut rate = ArrivalRate::default();
-        rate.observe(now, 1_000);
-        assert!(rate.at(now) >= 9_000.0);
-        assert!(rate.worth_waiting(now, Duration::from_millis(1)));
+        rate.observe(now);
+        rate.observe(now + Duration::from_millis(10));
+        assert!(!rate.worth_waiting(now + Duration::from_millis(10), Duration::from_millis(4)));
     }
 
     fn window(config: WindowConfig) -> (AdmissionWindow, Arc<Metrics>, weft_proto::Signer, String) {
@@ -417,9 +421,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_not_filled_within_the_window_is_checked_when_it_ends() {
-        // 300 ms: one call before is rate enough (10 a second) to wait for two more; the
-        // second call waits the window out alone.
-        assert_eq!(lone_calls(Duration::from_millis(300), 2).await, (2, 1));
+        // A second's window: one call before (10 a second, decaying) is rate enough to wait
+        // for two more, if the second call follows within 160 ms; it waits the window out
+        // alone, and no longer.
+        let started = Instant::now();
+        assert_eq!(lone_calls(Duration::from_secs(1), 2).await, (2, 1));
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "held for the window"
+        );
     }
 
     #[tokio::test]

@@ -694,6 +694,14 @@ mod tests {
     use crate::chaincode::session::Registrations;
     use crate::storage::{MemoryStore, Store};
 
+    fn definition_v1() -> Definition {
+        Definition {
+            name: "cc".into(),
+            version: "1".into(),
+            package_hash: "ab".repeat(32),
+        }
+    }
+
     #[test]
     fn a_chaincode_is_deployed_once_its_definition_commits_and_stays_deployed() {
         let dir = tempfile::tempdir().expect("dir");
@@ -714,11 +722,7 @@ mod tests {
         // Not yet deployed: asked twice, so a miss is not remembered.
         assert!(!executor.is_deployed("cc"));
         assert!(!executor.is_deployed("cc"));
-        let definition = Definition {
-            name: "cc".into(),
-            version: "1".into(),
-            package_hash: "ab".repeat(32),
-        };
+        let definition = definition_v1();
         let id = TxId([7; 32]);
         let mut deploy = TxResult::failed(id, TxStatus::Valid, "");
         deploy.writes = vec![NamespaceWrites {
@@ -735,13 +739,34 @@ mod tests {
             signature: Bytes::new(),
         };
         ledger
-            .append(1, vec![signed], vec![deploy])
+            .append(1, vec![signed.clone()], vec![deploy.clone()])
             .expect("append");
         assert!(executor.is_deployed("cc"));
         assert_eq!(executor.deployed("cc"), Some(definition));
-        // Remembered: the same answer, and a clone of the executor shares it.
-        assert!(executor.clone().is_deployed("cc"));
+        // Remembered, by every clone of the executor.
+        let names = |e: &Executor| e.deployed_names.read().expect("names").clone();
+        assert_eq!(names(&executor.clone()), HashSet::from(["cc".to_string()]));
         assert!(!executor.is_deployed("other"));
+        assert!(
+            !names(&executor).contains("other"),
+            "a miss is not remembered"
+        );
+        // An upgrade (another deployment transaction): still deployed, the new definition
+        // served.
+        let upgraded = Definition {
+            version: "2".into(),
+            ..definition_v1()
+        };
+        let (mut signed, mut deploy) = (signed, deploy);
+        signed.id = TxId([8; 32]);
+        deploy.tx_id = signed.id;
+        deploy.writes[0].writes[0].value =
+            Some(serde_json::to_vec(&upgraded).expect("json").into());
+        ledger
+            .append(2, vec![signed], vec![deploy])
+            .expect("append");
+        assert!(executor.is_deployed("cc"));
+        assert_eq!(executor.deployed("cc"), Some(upgraded));
     }
 
     fn launch_failed(instance: &str, logs: &str) -> ChaincodeError {
