@@ -124,7 +124,7 @@ async fn gather(
     let mut rate = ArrivalRate::default();
     while let Some(first) = queued.recv().await {
         let opened = Instant::now();
-        // Judged on the calls before this one: its own transactions arrive with it.
+        // Judged on the calls before this one: its own arrival says nothing of what follows.
         let worth_waiting = rate.worth_waiting(opened, config.window);
         rate.observe(opened);
         let mut batch = Batch::of(first);

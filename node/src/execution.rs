@@ -145,18 +145,17 @@ impl Executor {
     /// decode, 5-6 us per transaction over four validators); a name not found is looked up
     /// each time.
     pub fn is_deployed(&self, name: &str) -> bool {
-        let known = |names: &HashSet<String>| names.contains(name);
-        if known(
-            &self
-                .deployed_names
-                .read()
-                .unwrap_or_else(|p| p.into_inner()),
-        ) {
+        let names = &self.deployed_names;
+        if names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+        {
             return true;
         }
         let found = self.deployed(name).is_some();
         if found {
-            self.deployed_names
+            names
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(name.to_string());
@@ -689,9 +688,6 @@ impl NestedInvoker for SegmentInvoker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaincode::ManagerConfig;
-    use crate::chaincode::process::ProcessRuntime;
-    use crate::chaincode::session::Registrations;
     use crate::storage::{MemoryStore, Store};
 
     fn definition_v1() -> Definition {
@@ -708,16 +704,8 @@ mod tests {
         let (genesis, _, _) = crate::test_support::validator_network_with_ca(4, "deployed");
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let ledger = Arc::new(Ledger::open(store, &genesis).expect("open"));
-        let chaincodes = ChaincodeManager::new(
-            Arc::new(ProcessRuntime::new(dir.path().join("work"))),
-            ManagerConfig {
-                packages_dir: dir.path().join("packages"),
-                peer_address: "127.0.0.1:9".into(),
-                launch_timeout: std::time::Duration::from_secs(5),
-                execute_timeout: std::time::Duration::from_secs(5),
-            },
-            Arc::new(Registrations::default()),
-        );
+        let chaincodes =
+            crate::test_support::chaincode_manager(dir.path(), std::time::Duration::from_secs(5));
         let executor = Executor::new(ledger.clone(), Arc::new(chaincodes));
         // Not yet deployed: asked twice, so a miss is not remembered.
         assert!(!executor.is_deployed("cc"));

@@ -55,3 +55,23 @@ pub fn admission_and_client(chain_id: &str) -> (crate::admission::Admission, Sig
         .expect("alice signer");
     (crate::admission::Admission::new(&genesis), alice, genesis)
 }
+
+/// A chaincode manager with the process runtime under `dir` (`work/`, `packages/`), whose
+/// chaincode would dial a port where nothing listens.
+pub fn chaincode_manager(
+    dir: &std::path::Path,
+    launch_timeout: std::time::Duration,
+) -> crate::chaincode::ChaincodeManager {
+    crate::chaincode::ChaincodeManager::new(
+        std::sync::Arc::new(crate::chaincode::process::ProcessRuntime::new(
+            dir.join("work"),
+        )),
+        crate::chaincode::ManagerConfig {
+            packages_dir: dir.join("packages"),
+            peer_address: "127.0.0.1:9".into(),
+            launch_timeout,
+            execute_timeout: std::time::Duration::from_secs(5),
+        },
+        std::sync::Arc::new(crate::chaincode::session::Registrations::default()),
+    )
+}

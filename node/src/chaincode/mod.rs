@@ -345,21 +345,7 @@ impl ChaincodeManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaincode::process::ProcessRuntime;
-
-    fn manager(dir: &std::path::Path, launch_timeout: Duration) -> ChaincodeManager {
-        ChaincodeManager::new(
-            Arc::new(ProcessRuntime::new(dir.join("work"))),
-            ManagerConfig {
-                packages_dir: dir.join("packages"),
-                // Nothing listens here: these chaincodes never get as far as dialing.
-                peer_address: "127.0.0.1:9".into(),
-                launch_timeout,
-                execute_timeout: Duration::from_secs(5),
-            },
-            Arc::new(Registrations::default()),
-        )
-    }
+    use crate::test_support::chaincode_manager as manager;
 
     fn install_script(manager: &ChaincodeManager, name: &str, script: &str) -> Definition {
         let package = package::build(name, "1", script.as_bytes()).expect("package");
