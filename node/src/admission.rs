@@ -240,7 +240,8 @@ struct Unsigned {
     signed: SignedTransaction,
     payload: Payload,
     creator: Arc<Identity>,
-    /// Of the signed bytes: the key of the verified-signature cache.
+    /// Of the signed bytes: the key of the verified-signature cache, kept by the admitted
+    /// transaction.
     hash: Hash,
 }
 
@@ -260,6 +261,7 @@ impl Unsigned {
             args: self.payload.args,
             created_unix_ms: self.payload.created_unix_ms,
             creator: self.creator,
+            hash: self.hash,
         }))
     }
 }

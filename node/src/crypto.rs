@@ -99,7 +99,12 @@ pub fn merkle_root(domain: &str, leaves: &[Hash]) -> Hash {
 
 pub fn transactions_root(txs: &[SignedTransaction]) -> Hash {
     let leaves: Vec<Hash> = txs.iter().map(transaction_hash).collect();
-    merkle_root(hashing::TRANSACTIONS_DOMAIN, &leaves)
+    transactions_root_of(&leaves)
+}
+
+/// The transactions root over the transactions' hashes ([`transaction_hash`]), in order.
+pub fn transactions_root_of(hashes: &[Hash]) -> Hash {
+    merkle_root(hashing::TRANSACTIONS_DOMAIN, hashes)
 }
 
 pub fn results_root(results: &[TxResult]) -> Hash {

@@ -215,11 +215,10 @@ impl Executor {
                 }
             }
         }
-        let signed = kept.into_iter().map(Transaction::into_signed).collect();
         // The append ends in a synced write: off the async workers, which meanwhile carry
         // consensus messages and client requests.
         let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.append(sequence, signed, results))
+        tokio::task::spawn_blocking(move || ledger.append(sequence, kept, results))
             .await
             .map_err(|e| {
                 LedgerError::Store(StoreError::Backend(format!(
@@ -726,8 +725,9 @@ mod tests {
             signer: Bytes::new(),
             signature: Bytes::new(),
         };
+        let deployment = |signed| Transaction::decoded_for_tests(signed, "deploy", &[]);
         ledger
-            .append(1, vec![signed.clone()], vec![deploy.clone()])
+            .append(1, vec![deployment(signed.clone())], vec![deploy.clone()])
             .expect("append");
         assert!(executor.is_deployed("cc"));
         assert_eq!(executor.deployed("cc"), Some(definition));
@@ -751,7 +751,7 @@ mod tests {
         deploy.writes[0].writes[0].value =
             Some(serde_json::to_vec(&upgraded).expect("json").into());
         ledger
-            .append(2, vec![signed], vec![deploy])
+            .append(2, vec![deployment(signed)], vec![deploy])
             .expect("append");
         assert!(executor.is_deployed("cc"));
         assert_eq!(executor.deployed("cc"), Some(upgraded));

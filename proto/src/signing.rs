@@ -28,11 +28,15 @@ pub fn commit_signing_bytes(chain_id: &str, number: u64, block_hash: &[u8; 32]) 
 }
 
 /// The bytes a validator signs for an encoded `ConsensusMessage` on chain `chain_id`: the chain
-/// id is hashed to a fixed width, so a signature for one network never verifies on another.
+/// id and the message, each hashed to a fixed width (so a signature for one network never
+/// verifies on another). The message is signed by its SHA-256, as a package is: a pre-prepare
+/// or a relayed batch carries hundreds of transactions, and Ed25519 would hash them with
+/// SHA-512 twice to sign and once more per verifier, where SHA-256 runs on the CPU's SHA
+/// instructions at twice the speed or more, once.
 pub fn consensus_signing_bytes(chain_id: &str, message: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(32 + message.len());
+    let mut body = Vec::with_capacity(64);
     body.extend_from_slice(&Sha256::digest(chain_id.as_bytes()));
-    body.extend_from_slice(message);
+    body.extend_from_slice(&Sha256::digest(message));
     domain_message(CONSENSUS_DOMAIN, &body)
 }
 
@@ -109,6 +113,22 @@ mod tests {
         let body = b"same body";
         assert_ne!(tx_signing_bytes(body), install_signing_bytes(body));
         assert!(tx_signing_bytes(body).starts_with(TX_DOMAIN));
+    }
+
+    #[test]
+    fn consensus_messages_are_signed_by_their_hash_under_their_chain() {
+        let batch = vec![7u8; 100_000];
+        let signed = consensus_signing_bytes("one", &batch);
+        assert_eq!(
+            signed.len(),
+            CONSENSUS_DOMAIN.len() + 64,
+            "a fixed width, whatever the message's size"
+        );
+        assert!(signed.starts_with(CONSENSUS_DOMAIN));
+        assert_ne!(signed, consensus_signing_bytes("two", &batch));
+        let mut changed = batch.clone();
+        changed[99_999] = 8;
+        assert_ne!(signed, consensus_signing_bytes("one", &changed));
     }
 
     #[test]

@@ -13,9 +13,7 @@ use weft_proto::Genesis;
 use crate::crypto;
 use crate::state::root::StateTree;
 use crate::storage::{Store, StoreError, block_state_writes};
-use crate::types::{
-    Block, BlockHeader, ChainTip, Hash, SignedTransaction, TxId, TxLocation, TxResult,
-};
+use crate::types::{Block, BlockHeader, ChainTip, Hash, Transaction, TxId, TxLocation, TxResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -130,20 +128,32 @@ impl Ledger {
         self.blocks.subscribe()
     }
 
-    /// Builds the next block from executed transactions and appends it durably.
+    /// Builds the next block from executed transactions and appends it durably. The
+    /// transactions root is built from the hashes the transactions were admitted with.
     pub fn append(
         &self,
         sequence: u64,
-        transactions: Vec<SignedTransaction>,
+        transactions: Vec<Transaction>,
         results: Vec<TxResult>,
     ) -> Result<Arc<Block>, LedgerError> {
+        let hashes: Vec<Hash> = transactions.iter().map(|tx| tx.hash).collect();
+        debug_assert!(
+            transactions
+                .iter()
+                .all(|tx| tx.hash == crypto::transaction_hash(&tx.signed)),
+            "a transaction's hash is of its signed bytes"
+        );
+        let transactions = transactions
+            .into_iter()
+            .map(Transaction::into_signed)
+            .collect();
         let mut inner = self.lock();
         let mut block = Block {
             header: BlockHeader {
                 number: inner.tip.height,
                 sequence,
                 previous_hash: inner.tip.hash,
-                transactions_root: crypto::transactions_root(&transactions),
+                transactions_root: crypto::transactions_root_of(&hashes),
                 results_root: crypto::results_root(&results),
                 state_root: Hash::ZERO,
             },
@@ -258,7 +268,7 @@ fn stored_tree(store: &dyn Store) -> Result<StateTree, StoreError> {
 mod tests {
     use super::*;
     use crate::storage::MemoryStore;
-    use crate::types::{KvWrite, NamespaceWrites, TxStatus};
+    use crate::types::{KvWrite, NamespaceWrites, SignedTransaction, TxStatus};
     use weft_proto::genesis::{ConsensusParams, OrganizationInfo, ValidatorInfo};
     use weft_proto::{CertificateAuthority, Role};
 
@@ -281,15 +291,16 @@ mod tests {
         }
     }
 
-    fn write_result(n: u8, status: TxStatus) -> (SignedTransaction, TxResult) {
+    fn write_result(n: u8, status: TxStatus) -> (Transaction, TxResult) {
         let payload = Bytes::from(vec![n]);
         let id = TxId::of_payload(&payload);
-        let tx = SignedTransaction {
+        let signed = SignedTransaction {
             id,
             payload,
             signer: Bytes::new(),
             signature: Bytes::new(),
         };
+        let tx = Transaction::decoded_for_tests(signed, "put", &[]);
         let mut result = TxResult::failed(id, status, "");
         result.writes = vec![NamespaceWrites {
             chaincode: "cc".into(),

@@ -5,8 +5,10 @@
 //! Inbound, every signature (nested ones included) is checked against the genesis validator
 //! keys and every client transaction through admission before a [`Verified`] value exists.
 //! Invariant: the core only ever sees messages whose every signature verified, and this
-//! replica can forward any proof the core hands it. The edge keeps nothing itself: what is held
-//! for forwarding is what the core holds, within the core's window and per-sender bounds.
+//! replica can forward any proof the core hands it. The edge keeps nothing itself but its own
+//! last few signed pre-prepares and prepares ([`OwnSigned`], so that its journal does not sign
+//! a batch again): what is held for forwarding is what the core holds, within the core's
+//! window and per-sender bounds.
 //!
 //! DESIGN names `types/convert.rs` as the one place for proto <-> domain conversions; consensus
 //! messages convert here instead, because decoding a nested proof is inseparable from checking
@@ -27,6 +29,7 @@ use crate::consensus::pbft::{
     PrePrepare, Prepare, PreparedCertificate, RecordDetail, ReplicaId, Request, Sequence,
     SignedForm, StableCheckpoint, Verified, View, ViewChange,
 };
+use crate::network::own_signed::OwnSigned;
 use crate::types::convert::{signed_copied_from_pb, signed_from_pb, signed_to_pb};
 use crate::types::{Hash, Transaction};
 
@@ -100,10 +103,10 @@ impl Request for Transaction {
         crate::consensus::pbft::RequestId(self.signed.id.0)
     }
 
-    /// The transaction hash the block's transactions root is built from: payload, signer and
-    /// signature.
+    /// The transaction hash the block's transactions root is built from (payload, signer and
+    /// signature), computed when the transaction was admitted.
     fn content_digest(&self) -> [u8; 32] {
-        crate::crypto::transaction_hash(&self.signed).0
+        self.hash.0
     }
 }
 
@@ -116,6 +119,7 @@ pub struct Wire {
     /// The node's one admission (shared with its client API), so that a transaction verified
     /// on one path is not verified again on another.
     admission: Arc<Admission>,
+    own_signed: OwnSigned,
 }
 
 impl Wire {
@@ -133,6 +137,7 @@ impl Wire {
             signer,
             validators,
             admission,
+            own_signed: OwnSigned::default(),
         }
     }
 
@@ -155,11 +160,13 @@ impl Wire {
         let signature = self
             .signer
             .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
-        Ok(pb::SignedConsensusMessage {
+        let signed = pb::SignedConsensusMessage {
             from: self.me.0,
             message: Bytes::from(encoded),
             signature: Bytes::copy_from_slice(&signature),
-        })
+        };
+        self.own_signed.remember(message, &signed);
+        Ok(signed)
     }
 
     /// Wraps this validator's vote for a commit certificate in a signed consensus message.
@@ -202,8 +209,11 @@ impl Wire {
         }
         let message = wrap(verified.message.clone());
         if verified.from == self.me {
-            // This replica's own message: signing again gives the same bytes.
-            return self.sign(&message);
+            // This replica's own message: as it went out, or signed again to the same bytes.
+            return match self.own_signed.find(&message) {
+                Some(signed) => Ok(signed),
+                None => self.sign(&message),
+            };
         }
         Err(WireError::MissingProof {
             from: verified.from.0,
@@ -1022,6 +1032,48 @@ mod tests {
                 .expect("own prepare signed again"),
             f.wire(1).certificate_to_pb(&held).expect("carried")
         );
+    }
+
+    #[test]
+    fn own_pre_prepares_are_carried_as_they_went_out_and_only_the_last_few_are_kept() {
+        use crate::network::own_signed::KEPT;
+        let f = fixture();
+        let primary = f.wire(0);
+        let mut own = certificate(&f, &primary);
+        // The core holds its own pre-prepare without a signed form.
+        own.pre_prepare.signed = None;
+        let pre_prepare = Message::PrePrepare(own.pre_prepare.message.clone());
+        let sent = primary.sign(&pre_prepare).expect("sign");
+        assert_eq!(
+            primary.own_signed.find(&pre_prepare),
+            Some(sent.clone()),
+            "remembered as it went out"
+        );
+        let carried = |wire: &Wire| wire.certificate_to_pb(&own).expect("carried").pre_prepare;
+        assert_eq!(carried(&primary), Some(sent.clone()));
+        // Commits are not kept; prepares are, and push the oldest out.
+        let digest = own.digest();
+        primary
+            .sign(&Message::Commit(Commit {
+                view: View(0),
+                sequence: Sequence(1),
+                digest,
+            }))
+            .expect("sign");
+        assert_eq!(primary.own_signed.remembered(), 1);
+        for sequence in 2..2 + KEPT as u64 {
+            primary
+                .sign(&Message::Prepare(Prepare {
+                    view: View(0),
+                    sequence: Sequence(sequence),
+                    digest,
+                }))
+                .expect("sign");
+        }
+        assert_eq!(primary.own_signed.remembered(), KEPT);
+        assert_eq!(primary.own_signed.find(&pre_prepare), None, "forgotten");
+        // Forgotten, it is signed again, to the same bytes.
+        assert_eq!(carried(&primary), Some(sent));
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub struct TransactionBody {
     pub created_unix_ms: u64,
     /// Shared with every transaction of the same signer (the admission's certificate cache).
     pub creator: Arc<Identity>,
+    /// The hash of the signed bytes (payload, signer and signature,
+    /// [`crate::crypto::transaction_hash`]), computed once, when the transaction is admitted:
+    /// the key of admission's verified-signature cache, the transaction's part of a
+    /// pre-prepare's digest and its leaf of the block's transactions root.
+    pub hash: Hash,
 }
 
 impl std::ops::Deref for Transaction {
@@ -100,13 +105,14 @@ impl Transaction {
     /// The same signed transaction and creator, calling `function(args)` of `chaincode`: what
     /// a deployment's init or one chaincode's call of another runs.
     pub fn calling(&self, chaincode: &str, function: String, args: Vec<Bytes>) -> Transaction {
-        self.derived(self.signed.clone(), chaincode, function, args)
+        self.derived(self.signed.clone(), self.hash, chaincode, function, args)
     }
 
     /// A transaction of the same creator and creation time with these parts.
     fn derived(
         &self,
         signed: SignedTransaction,
+        hash: Hash,
         chaincode: &str,
         function: String,
         args: Vec<Bytes>,
@@ -118,6 +124,7 @@ impl Transaction {
             args,
             created_unix_ms: self.created_unix_ms,
             creator: self.creator.clone(),
+            hash,
         })
     }
 
@@ -129,8 +136,10 @@ impl Transaction {
             signature,
             ..self.signed.clone()
         };
+        let hash = crate::crypto::transaction_hash(&signed);
         self.derived(
             signed,
+            hash,
             &self.chaincode,
             self.function.clone(),
             self.args.clone(),
@@ -141,14 +150,27 @@ impl Transaction {
     /// chaincode "cc" by alice (a client), unsigned, with an all-zero id.
     #[cfg(test)]
     pub fn unsigned_for_tests(function: &str, args: &[&[u8]]) -> Transaction {
+        let signed = SignedTransaction {
+            id: TxId([0; 32]),
+            payload: Bytes::new(),
+            signer: Bytes::new(),
+            signature: Bytes::new(),
+        };
+        Transaction::decoded_for_tests(signed, function, args)
+    }
+
+    /// For unit tests: `signed`, as if admitted, calling `function(args)` of chaincode "cc"
+    /// by alice (a client); its signature is not checked.
+    #[cfg(test)]
+    pub fn decoded_for_tests(
+        signed: SignedTransaction,
+        function: &str,
+        args: &[&[u8]],
+    ) -> Transaction {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let hash = crate::crypto::transaction_hash(&signed);
         Transaction::new(TransactionBody {
-            signed: SignedTransaction {
-                id: TxId([0; 32]),
-                payload: Bytes::new(),
-                signer: Bytes::new(),
-                signature: Bytes::new(),
-            },
+            signed,
             chaincode: "cc".to_string(),
             function: function.to_string(),
             args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
@@ -160,6 +182,7 @@ impl Transaction {
                 verifying_key: key.verifying_key(),
                 certificate: Vec::new(),
             }),
+            hash,
         })
     }
 }
@@ -324,6 +347,11 @@ mod tests {
             .verify(convert::signed_from_pb(signed))
             .expect("admissible");
         assert_ne!(tx.created_unix_ms, 0, "a creation time a call could lose");
+        assert_eq!(
+            tx.hash,
+            crate::crypto::transaction_hash(&tx.signed),
+            "admitted with the hash of its signed bytes"
+        );
         let copy = tx.clone();
         assert!(
             Arc::ptr_eq(&tx.0, &copy.0),
@@ -338,7 +366,7 @@ mod tests {
             ),
             ("other", "g", &[Bytes::from_static(b"c")][..])
         );
-        assert_eq!(call.signed, tx.signed);
+        assert_eq!((&call.signed, call.hash), (&tx.signed, tx.hash));
         assert_eq!(call.created_unix_ms, tx.created_unix_ms);
         assert!(Arc::ptr_eq(&call.creator, &tx.creator));
         assert_eq!(
