@@ -45,9 +45,9 @@ const WORTH_WAITING_FOR: usize = 2;
 /// The most transactions one call counts for in the arrival rate. Calls of a few each (what
 /// `weft bench`'s sender puts in one `SubmitBatch` when it falls a little behind: about 3 at
 /// 4,500 tx/s) count whole, so that their rate makes waiting worth it (counted as calls, 375
-/// a second expected 1.5 in 4 ms, and batches fell from 10 transactions to 3); a burst of
-/// calls of 31 counts as one of a few each, so that it does not make the lone calls after it
-/// wait.
+/// a second expected 1.5 in 4 ms, and batches fell from 10 transactions to 3); a few calls of
+/// 31 count as calls of 4, so that they do not make the lone calls after them wait (a dozen
+/// or more within 100 ms still do: their batches are worth it).
 const COUNTED_PER_CALL: usize = 4;
 /// The arrival rate's time constant: an arrival this long ago counts 1/e of a new one.
 const RATE_HORIZON: Duration = Duration::from_millis(100);

@@ -11,8 +11,10 @@ pub const TX_DOMAIN: &[u8] = b"weft.v1/tx\0";
 /// Domain of chaincode package installation requests.
 pub const INSTALL_DOMAIN: &[u8] = b"weft.v1/install\0";
 
-/// Domain of validator consensus messages.
-pub const CONSENSUS_DOMAIN: &[u8] = b"weft.v1/consensus\0";
+/// Domain of validator consensus messages, signed by the message's SHA-256 (a different tag
+/// from the one of whole messages, which ended on 2026-11-27: a signature under one rule can
+/// never be read under the other).
+pub const CONSENSUS_DOMAIN: &[u8] = b"weft.v1/consensus-sha256\0";
 
 /// Domain of validators' signatures over executed block headers (commit certificates).
 pub const COMMIT_DOMAIN: &[u8] = b"weft.v1/commit\0";
@@ -129,6 +131,15 @@ mod tests {
         let mut changed = batch.clone();
         changed[99_999] = 8;
         assert_ne!(signed, consensus_signing_bytes("one", &changed));
+        // The construction other implementations follow: the domain, then the SHA-256 of the
+        // chain id, then the SHA-256 of the encoded message.
+        let expected: Vec<u8> = [
+            b"weft.v1/consensus-sha256\0".as_slice(),
+            Sha256::digest(b"one").as_slice(),
+            Sha256::digest(&batch).as_slice(),
+        ]
+        .concat();
+        assert_eq!(signed, expected);
     }
 
     #[test]

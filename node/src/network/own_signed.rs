@@ -3,8 +3,8 @@
 //! The core holds its own messages without a signed form (`Verified::signed` is `None`), and
 //! the edge signs one again whenever it must carry it as proof: in the prepared certificate
 //! the journal writes for every sequence, in a view change. Signing is deterministic, so the
-//! bytes are the same; but for the primary that is its whole batch encoded and hashed twice
-//! more per sequence. This remembers the last few it signed, so the journal's copy is the one
+//! bytes are the same; but for the primary that is its whole batch encoded and hashed again
+//! per sequence. This remembers the last few it signed, so the journal's copy is the one
 //! that went out. A memo only: what is forgotten is signed again, to the same bytes.
 
 use std::collections::VecDeque;
@@ -17,8 +17,8 @@ use crate::network::wire::PbftMessage;
 use crate::types::Hash;
 
 /// How many signed messages are remembered. A sequence's prepared certificate is journaled a
-/// few messages after its pre-prepare went out; at most this many batches are held (16 of 500
-/// transactions of about 1 KB: 8 MB).
+/// few messages after its pre-prepare went out; at most this many batches are held (16 of the
+/// default `batch_size`, 500 transactions of about 1 KB: 8 MB).
 pub const KEPT: usize = 16;
 
 /// Which message: a replica signs one pre-prepare and one prepare per view and sequence, and

@@ -1043,13 +1043,23 @@ mod tests {
         // The core holds its own pre-prepare without a signed form.
         own.pre_prepare.signed = None;
         let pre_prepare = Message::PrePrepare(own.pre_prepare.message.clone());
+        let carried = |wire: &Wire| wire.certificate_to_pb(&own).expect("carried").pre_prepare;
+        // What a certificate carries is the remembered form, not a new signing: a marked form
+        // put in the memo of another instance comes back out.
+        let marked = pb::SignedConsensusMessage {
+            signature: Bytes::from_static(&[9; 64]),
+            ..f.wire(0).sign(&pre_prepare).expect("sign")
+        };
+        let memo_only = f.wire(0);
+        memo_only.own_signed.remember(&pre_prepare, &marked);
+        assert_eq!(carried(&memo_only), Some(marked));
+        // Signing remembers the form that goes out.
         let sent = primary.sign(&pre_prepare).expect("sign");
         assert_eq!(
             primary.own_signed.find(&pre_prepare),
             Some(sent.clone()),
             "remembered as it went out"
         );
-        let carried = |wire: &Wire| wire.certificate_to_pb(&own).expect("carried").pre_prepare;
         assert_eq!(carried(&primary), Some(sent.clone()));
         // Commits are not kept; prepares are, and push the oldest out.
         let digest = own.digest();

@@ -71,9 +71,9 @@ pub struct TransactionBody {
     /// Shared with every transaction of the same signer (the admission's certificate cache).
     pub creator: Arc<Identity>,
     /// The hash of the signed bytes (payload, signer and signature,
-    /// [`crate::crypto::transaction_hash`]), computed once, when the transaction is admitted:
-    /// the key of admission's verified-signature cache, the transaction's part of a
-    /// pre-prepare's digest and its leaf of the block's transactions root.
+    /// [`crate::crypto::transaction_hash`]), computed by admission (the key of its
+    /// verified-signature cache) and kept: the transaction's part of a pre-prepare's digest
+    /// and its leaf of the block's transactions root.
     pub hash: Hash,
 }
 

@@ -102,8 +102,9 @@ pub struct SignedForm {
 pub struct Verified<M> {
     pub from: ReplicaId,
     pub message: M,
-    /// The form the sender signed; `None` for this replica's own messages (the driver signs
-    /// them again: Ed25519 signatures are deterministic) and in the simulation.
+    /// The form the sender signed; `None` for this replica's own messages (the edge has them
+    /// as they went out, or signs them again: Ed25519 signatures are deterministic) and in
+    /// the simulation.
     pub signed: Option<SignedForm>,
 }
 
