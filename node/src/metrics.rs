@@ -103,7 +103,7 @@ pub struct Metrics {
     pub admission_batches: AtomicU64,
     pub admission_batched: AtomicU64,
     pub admission_waits: AtomicU64,
-    /// PBFT: batches of client transactions relayed to other validators under one signature,
+    /// PBFT: batches of client transactions relayed to other validators in one message,
     /// and the transactions in them.
     pub relays: AtomicU64,
     pub relayed: AtomicU64,
@@ -278,7 +278,7 @@ impl Metrics {
             ),
             (
                 "weft_pbft_relays_total",
-                "Batches of client transactions relayed to other validators under one signature.",
+                "Batches of client transactions relayed to other validators in one message.",
                 "counter",
                 &self.relays,
             ),

@@ -389,7 +389,7 @@ pub async fn start_with_store(
             Some(OwnKey {
                 index: replica_index as u32,
                 signer: signer.clone(),
-                broadcast: Box::new(move |vote| links.broadcast(&wire.sign_block_signed(vote))),
+                broadcast: Box::new(move |vote| links.broadcast(&wire.block_vote(vote))),
                 every: genesis.consensus.checkpoint_period,
             })
         }

@@ -583,6 +583,17 @@ fn prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
     message
 }
 
+/// `ConsensusMessage { commit: Commit { view, sequence, digest } }`.
+fn commit_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    put_uint(&mut inner, 1, view);
+    put_uint(&mut inner, 2, sequence);
+    put_bytes(&mut inner, 3, digest);
+    let mut message = Vec::new();
+    put_bytes(&mut message, 4, &inner);
+    message
+}
+
 /// `ConsensusMessage { pre_prepare: PrePrepare { view, sequence, digest, batch: [] } }`.
 fn pre_prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
     let mut inner = Vec::new();
@@ -1109,6 +1120,8 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     //     batch, whose signature has one byte flipped: accepted, it would be an equivocation
     //     and force a view change;
     // (a') a prepare signed by validator1 that claims to come from validator2;
+    // (a'') an unsigned commit (a kind only its sender's own connection authenticates) that
+    //      claims to come from validator2, over validator1's connection;
     // (b) a valid message from a replica id that is not in genesis;
     // (c) garbage message bytes, properly signed by validator1;
     // (e) a prepare properly signed by the primary, which never sends prepares.
@@ -1144,7 +1157,12 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
             &backup_key,
             b"\xff\xff\xff\xff not a consensus message".to_vec(),
         );
-        let mut messages = vec![flipped, impostor, stranger, garbage];
+        let unsigned_commit = pb::SignedConsensusMessage {
+            from: 2,
+            message: commit_bytes(0, recent, &empty_digest).into(),
+            signature: Default::default(),
+        };
+        let mut messages = vec![flipped, impostor, unsigned_commit, stranger, garbage];
         for k in 0..PREPARES_FROM_PRIMARY {
             messages.push(signed(
                 &chain_id,
@@ -1220,7 +1238,7 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
                 delta("unknown_replica"),
                 delta("malformed")
             ),
-            (2, 1, 1),
+            (3, 1, 1),
             "validator{v} counts forged consensus messages by reason:\n{after}"
         );
     }
@@ -1326,11 +1344,11 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
     );
     let after_junk = cluster.metrics(2).await;
     let junk_delta = |reason: &str| rejected(&after_junk, reason) - rejected(&before_junk, reason);
-    // Validator1's certificate carried 4 unverifiable messages to validator2 earlier in this
-    // test (counted within a minute), so the stream closes after 28 to 32 more.
+    // Validator1's certificate carried 5 unverifiable messages to validator2 earlier in this
+    // test (counted within a minute), so the stream closes after 27 to 32 more.
     let malformed = junk_delta("malformed");
     assert!(
-        (28..=32).contains(&malformed) && junk_delta("stream_closed_unverifiable") == 1,
+        (27..=32).contains(&malformed) && junk_delta("stream_closed_unverifiable") == 1,
         "validator2 read {malformed} unverifiable messages, then closed the stream:\n{after_junk}"
     );
     assert!(junk_delta("stream_refused") >= 1, "{after_junk}");

@@ -30,7 +30,7 @@ use weft_proto::Committee;
 /// started it.
 const REQUESTS_PER_TURN: usize = 512;
 const DELIVERIES_PER_TURN: usize = 256;
-/// Most bytes of transactions relayed under one signature (and at most
+/// Most bytes of transactions relayed in one message (and at most
 /// `MAX_RELAYED_REQUESTS` of them).
 const RELAY_MAX_BYTES: usize = 4 * 1024 * 1024;
 
@@ -146,7 +146,7 @@ enum RelayTo {
     All,
 }
 
-/// Client transactions to relay, sent together under one signature per destination after
+/// Client transactions to relay, sent together in one message per destination after
 /// each turn.
 #[derive(Default)]
 pub struct Relays {
@@ -179,7 +179,7 @@ fn journal_entry(action: Action<Transaction>) -> Result<JournalEntry, Action<Tra
 }
 
 /// Where a request the replica sends goes, and the request, or the action back if it sends
-/// none (requests travel in signed relay batches, not one signed message each).
+/// none (requests travel in relay batches, not one message each).
 // The "error" is the action itself, moved back to the caller (not an error value).
 #[allow(clippy::result_large_err)]
 fn relay_of(action: Action<Transaction>) -> Result<(RelayTo, Transaction), Action<Transaction>> {
@@ -256,7 +256,7 @@ impl Driver {
         loop {
             // One turn: the first input to arrive, then whatever else already waits (up to a
             // bound), all handled before any of their actions run, so that their records
-            // share one synced write and their relays one signature. Handling first and acting
+            // share one synced write and their relays one message per destination. Handling first and acting
             // after only delays actions; the replica's decisions do not depend on them.
             let mut events: Vec<Event<Transaction>> = std::mem::take(&mut self.resubmits)
                 .into_iter()
@@ -489,7 +489,7 @@ impl Driver {
         }
     }
 
-    /// Relays the client transactions gathered this turn, one signed batch per destination.
+    /// Relays the client transactions gathered this turn, one batch per destination.
     fn flush_relays(&mut self) {
         for (to, batch) in std::mem::take(&mut self.relays.batches) {
             self.send_relay(to, batch);
@@ -504,7 +504,7 @@ impl Driver {
         self.metrics
             .relayed
             .fetch_add(batch.transactions.len() as u64, Ordering::Relaxed);
-        let signed = self.wire.sign_requests(&batch.transactions);
+        let signed = self.wire.relay(&batch.transactions);
         match to {
             RelayTo::Replica(replica) => self.links.send(replica, signed),
             RelayTo::All => self.links.broadcast(&signed),

@@ -240,10 +240,10 @@ impl pb::consensus_server::Consensus for ConsensusService {
             // checks) is verified on this task; handing it to a blocking thread would cost
             // more in wake-ups than the check. Larger ones go to a blocking thread.
             let verified = if signed.message.len() <= INLINE_VERIFY_BYTES {
-                self.wire.verify_inbound(&signed)
+                self.wire.verify_inbound(via, &signed)
             } else {
                 let wire = self.wire.clone();
-                tokio::task::spawn_blocking(move || wire.verify_inbound(&signed))
+                tokio::task::spawn_blocking(move || wire.verify_inbound(via, &signed))
                     .await
                     .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
             };

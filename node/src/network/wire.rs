@@ -1,11 +1,14 @@
-//! The consensus edge: PBFT messages <-> `weft.v1` signed consensus messages. Outbound, a
-//! message is encoded once and signed; the proofs it carries (checkpoint messages, prepared
-//! certificates, view changes, a new view's pre-prepares) go out as the exact signed messages
-//! their senders made, which travel inside each [`Verified`] value as its [`SignedForm`].
-//! Inbound, every signature (nested ones included) is checked against the genesis validator
-//! keys and every client transaction through admission before a [`Verified`] value exists.
-//! Invariant: the core only ever sees messages whose every signature verified, and this
-//! replica can forward any proof the core hands it. The edge keeps nothing itself but its own
+//! The consensus edge: PBFT messages <-> `weft.v1` consensus messages. Outbound, a message is
+//! encoded once and signed if it may be forwarded as proof ([`Authentication`]); the proofs it
+//! carries (checkpoint messages, prepared certificates, view changes, a new view's
+//! pre-prepares) go out as the exact signed messages their senders made, which travel inside
+//! each [`Verified`] value as its [`SignedForm`]. Inbound, every signature (nested ones
+//! included) is checked against the genesis validator keys, a message that comes unsigned
+//! must be of a kind never forwarded and arrive over its sender's own connection, and every
+//! client transaction goes through admission, before a [`Verified`] value exists. Invariant:
+//! the core only ever sees messages whose sender was authenticated, every message it can be
+//! asked to forward as proof carries a signature that verified, and this replica can forward
+//! any proof the core hands it. The edge keeps nothing itself but its own
 //! last few signed pre-prepares and prepares ([`OwnSigned`], so that its journal does not sign
 //! a batch again): what is held for forwarding is what the core holds, within the core's
 //! window and per-sender bounds.
@@ -62,6 +65,41 @@ pub enum WireError {
 
 /// Most client transactions one relayed batch may carry.
 pub const MAX_RELAYED_REQUESTS: usize = 1_000;
+
+/// How a receiver knows which validator sent a message. Validators talk over mutual TLS, and
+/// the consensus service names the validator at the other end of each connection by its
+/// certificate, so the connection alone authenticates what a validator sends in its own name.
+/// A signature is needed only where a message may travel further: a message carried as proof
+/// (pre-prepares and prepares in prepared certificates, checkpoints, view changes, a new view),
+/// or one a third party must be able to check. Commits, relayed client transactions (each
+/// still carries its client's signature) and block votes (whose vote carries its own
+/// signature over the commit domain) are never forwarded, so they go out unsigned: Castro
+/// and Liskov authenticate these with MACs for the same reason. Each signature saved is one
+/// Ed25519 signing at the sender and one verification at every receiver, per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Authentication {
+    /// The sender's Ed25519 signature over the message.
+    Signature,
+    /// The connection it came over is the sender's own.
+    Channel,
+}
+
+impl Authentication {
+    /// How a message of `kind` is authenticated when it arrives over its sender's own
+    /// connection (over any other, or nested in another message, only a signature will do).
+    fn of(kind: &Kind) -> Authentication {
+        match kind {
+            Kind::Commit(_) | Kind::Request(_) | Kind::Requests(_) | Kind::BlockSigned(_) => {
+                Authentication::Channel
+            }
+            Kind::PrePrepare(_)
+            | Kind::Prepare(_)
+            | Kind::Checkpoint(_)
+            | Kind::ViewChange(_)
+            | Kind::NewView(_) => Authentication::Signature,
+        }
+    }
+}
 
 /// A message that passed the edge: for the replica, or a validator's vote for a commit
 /// certificate (which the replica never sees).
@@ -149,48 +187,46 @@ impl Wire {
         self.validators.len()
     }
 
-    /// Encodes and signs `message` as this replica. Signing the same message again (a view
-    /// change re-sent on its timer) gives the same bytes: the encoding is deterministic, the
-    /// proofs inside go out in their senders' signed forms, and so are Ed25519 signatures.
+    /// Encodes `message` as this replica sends it: signed when its kind can be forwarded as
+    /// proof, without a signature when the receiver authenticates it by the connection it
+    /// arrives on ([`Authentication`]). Signing the same message again (a view change re-sent
+    /// on its timer) gives the same bytes: the encoding is deterministic, the proofs inside go
+    /// out in their senders' signed forms, and so are Ed25519 signatures.
     pub fn sign(&self, message: &PbftMessage) -> Result<pb::SignedConsensusMessage, WireError> {
-        let encoded = pb::ConsensusMessage {
-            kind: Some(self.encode(message)?),
-        }
-        .encode_to_vec();
-        let signature = self
-            .signer
-            .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
-        let signed = pb::SignedConsensusMessage {
-            from: self.me.0,
-            message: Bytes::from(encoded),
-            signature: Bytes::copy_from_slice(&signature),
-        };
+        let signed = self.envelope(self.encode(message)?);
         self.own_signed.remember(message, &signed);
         Ok(signed)
     }
 
-    /// Wraps this validator's vote for a commit certificate in a signed consensus message.
-    pub fn sign_block_signed(&self, vote: pb::BlockSigned) -> pb::SignedConsensusMessage {
-        self.sign_kind(Kind::BlockSigned(vote))
+    /// Wraps this validator's vote for a commit certificate, which carries its own signature
+    /// (over the commit domain), for the other validators.
+    pub fn block_vote(&self, vote: pb::BlockSigned) -> pb::SignedConsensusMessage {
+        self.envelope(Kind::BlockSigned(vote))
     }
 
-    /// Client transactions relayed under one signature: to the primary (those this validator
+    /// Client transactions relayed in one message: to the primary (those this validator
     /// admitted), or to every validator (those it resends on its request timer).
-    pub fn sign_requests(&self, requests: &[Transaction]) -> pb::SignedConsensusMessage {
-        self.sign_kind(Kind::Requests(pb::RequestBatch {
+    pub fn relay(&self, requests: &[Transaction]) -> pb::SignedConsensusMessage {
+        self.envelope(Kind::Requests(pb::RequestBatch {
             requests: requests.iter().map(|tx| signed_to_pb(&tx.signed)).collect(),
         }))
     }
 
-    fn sign_kind(&self, kind: Kind) -> pb::SignedConsensusMessage {
+    fn envelope(&self, kind: Kind) -> pb::SignedConsensusMessage {
+        let authentication = Authentication::of(&kind);
         let encoded = pb::ConsensusMessage { kind: Some(kind) }.encode_to_vec();
-        let signature = self
-            .signer
-            .sign(&consensus_signing_bytes(&self.chain_id, &encoded));
+        let signature = match authentication {
+            Authentication::Signature => Bytes::copy_from_slice(
+                &self
+                    .signer
+                    .sign(&consensus_signing_bytes(&self.chain_id, &encoded)),
+            ),
+            Authentication::Channel => Bytes::new(),
+        };
         pb::SignedConsensusMessage {
             from: self.me.0,
             message: Bytes::from(encoded),
-            signature: Bytes::copy_from_slice(&signature),
+            signature,
         }
     }
 
@@ -310,33 +346,49 @@ impl Wire {
             .collect()
     }
 
-    /// Checks the sender's signature on `signed` and decodes the message kind.
-    fn open(&self, signed: &pb::SignedConsensusMessage) -> Result<(ReplicaId, Kind), WireError> {
+    /// Decodes `signed` and authenticates its sender: by the connection it came over when
+    /// that is the sender's own (`via`, named by its TLS certificate) and its kind allows it,
+    /// otherwise by the sender's signature. `via` is `None` for a message carried inside
+    /// another or read back from the journal: only a signature can vouch for those.
+    fn open(
+        &self,
+        signed: &pb::SignedConsensusMessage,
+        via: Option<ReplicaId>,
+    ) -> Result<(ReplicaId, Kind, Authentication), WireError> {
         let sender = self
             .validators
             .get(signed.from as usize)
             .ok_or(WireError::UnknownReplica(signed.from))?;
-        if !sender.verify(
-            &consensus_signing_bytes(&self.chain_id, &signed.message),
-            &signed.signature,
-        ) {
-            return Err(WireError::BadSignature(signed.from));
-        }
         let decoded = pb::ConsensusMessage::decode(signed.message.as_ref())
             .map_err(|e| WireError::Malformed(e.to_string()))?;
         let kind = decoded
             .kind
             .ok_or_else(|| WireError::Malformed("no message kind".into()))?;
-        Ok((ReplicaId(signed.from), kind))
+        let authentication = if via == Some(ReplicaId(signed.from)) {
+            Authentication::of(&kind)
+        } else {
+            Authentication::Signature
+        };
+        if authentication == Authentication::Signature
+            && !sender.verify(
+                &consensus_signing_bytes(&self.chain_id, &signed.message),
+                &signed.signature,
+            )
+        {
+            return Err(WireError::BadSignature(signed.from));
+        }
+        Ok((ReplicaId(signed.from), kind, authentication))
     }
 
-    /// Checks a message that arrived from a peer: a consensus message for the replica (with
-    /// everything nested in it), or a block vote (with its commit signature).
+    /// Checks a message that arrived from a peer over `via`'s connection: a consensus message
+    /// for the replica (with everything nested in it), or a block vote (with its commit
+    /// signature).
     pub fn verify_inbound(
         &self,
+        via: ReplicaId,
         signed: &pb::SignedConsensusMessage,
     ) -> Result<Inbound, WireError> {
-        let (from, kind) = self.open(signed)?;
+        let (from, kind, authentication) = self.open(signed, Some(via))?;
         if let Kind::BlockSigned(vote) = kind {
             let block_hash = hash(&vote.block_hash)?;
             let sender = &self.validators[from.0 as usize];
@@ -360,10 +412,6 @@ impl Wire {
                     batch.requests.len()
                 )));
             }
-            let form = SignedForm {
-                message: signed.message.clone(),
-                signature: signed.signature.clone(),
-            };
             // A verdict per transaction: admission can differ between validators (a
             // certificate that expired a moment ago), and one refusal must not cost the others
             // their relay.
@@ -378,10 +426,9 @@ impl Wire {
             );
             for verdict in verdicts {
                 match verdict {
-                    Ok(request) => requests.push(Verified::checked_by_edge(
+                    Ok(request) => requests.push(Verified::authenticated_by_channel(
                         from,
                         Message::Request(request),
-                        form.clone(),
                     )),
                     Err(e) => {
                         tracing::debug!(replica = from.0, error = %e, "a relayed transaction is not admissible here");
@@ -391,17 +438,18 @@ impl Wire {
             }
             return Ok(Inbound::Requests { requests, refused });
         }
-        self.verified(signed, from, kind)
+        self.verified(signed, from, kind, authentication)
             .map(|m| Inbound::Consensus(Box::new(m)))
     }
 
-    /// Checks the signature of `signed` (and of everything nested in it) and decodes it.
+    /// Checks the signature of `signed` (and of everything nested in it) and decodes it: a
+    /// message that may be carried as proof, so its signature is required whatever its kind.
     pub fn verify(
         &self,
         signed: &pb::SignedConsensusMessage,
     ) -> Result<Verified<PbftMessage>, WireError> {
-        let (from, kind) = self.open(signed)?;
-        self.verified(signed, from, kind)
+        let (from, kind, authentication) = self.open(signed, None)?;
+        self.verified(signed, from, kind, authentication)
     }
 
     fn verified(
@@ -409,13 +457,20 @@ impl Wire {
         signed: &pb::SignedConsensusMessage,
         from: ReplicaId,
         kind: Kind,
+        authentication: Authentication,
     ) -> Result<Verified<PbftMessage>, WireError> {
         let message = self.decode(from, kind)?;
-        let form = SignedForm {
-            message: signed.message.clone(),
-            signature: signed.signature.clone(),
-        };
-        Ok(Verified::checked_by_edge(from, message, form))
+        Ok(match authentication {
+            Authentication::Signature => Verified::checked_by_edge(
+                from,
+                message,
+                SignedForm {
+                    message: signed.message.clone(),
+                    signature: signed.signature.clone(),
+                },
+            ),
+            Authentication::Channel => Verified::authenticated_by_channel(from, message),
+        })
     }
 
     /// Verifies a nested message that must be of kind `expected`.
@@ -808,10 +863,102 @@ mod tests {
         ];
         for message in messages {
             let signed = sender.sign(&message).expect("sign");
-            let verified = receiver.verify(&signed).expect("verifies");
+            let Ok(Inbound::Consensus(verified)) = receiver.verify_inbound(ReplicaId(1), &signed)
+            else {
+                panic!("{message:?} arrives over its sender's connection");
+            };
             assert_eq!(verified.from, ReplicaId(1));
             assert_eq!(verified.message, message);
+            // Requests and commits are never forwarded: they go out unsigned, and arrive
+            // without a signed form to carry.
+            let forwardable = !matches!(message, Message::Request(_) | Message::Commit(_));
+            assert_eq!(signed.signature.len(), if forwardable { 64 } else { 0 });
+            assert_eq!(verified.signed.is_some(), forwardable, "{message:?}");
+            if forwardable {
+                assert_eq!(
+                    receiver.verify(&signed).expect("verifies as proof").message,
+                    message
+                );
+            }
         }
+    }
+
+    #[test]
+    fn unsigned_kinds_are_accepted_only_over_their_senders_own_connection() {
+        let f = fixture();
+        let sender = f.wire(1);
+        let receiver = f.wire(2);
+        let commit = sender
+            .sign(&Message::Commit(Commit {
+                view: View(0),
+                sequence: Sequence(1),
+                digest: Hash([1; 32]),
+            }))
+            .expect("sign");
+        let relay = sender.relay(&[f.transaction("a")]);
+        let number = 7;
+        let block_hash = Hash([5; 32]);
+        let vote = |signature: Vec<u8>| {
+            sender.block_vote(pb::BlockSigned {
+                number,
+                block_hash: Bytes::copy_from_slice(&block_hash.0),
+                signature: signature.into(),
+            })
+        };
+        let good_vote = vote(
+            f.signers[1]
+                .sign(&commit_signing_bytes("wire", number, &block_hash.0))
+                .to_vec(),
+        );
+        for unsigned in [&commit, &relay, &good_vote] {
+            assert!(unsigned.signature.is_empty(), "goes out unsigned");
+            assert!(
+                receiver.verify_inbound(ReplicaId(1), unsigned).is_ok(),
+                "over validator 1's own connection"
+            );
+            // Over another validator's connection (relayed, or forged by it), or carried
+            // inside another message, only a signature could vouch for it.
+            assert!(matches!(
+                receiver.verify_inbound(ReplicaId(3), unsigned),
+                Err(WireError::BadSignature(1))
+            ));
+            assert!(matches!(
+                receiver.verify(unsigned),
+                Err(WireError::BadSignature(1))
+            ));
+        }
+        // A block vote still carries its own signature, checked over any connection.
+        let mut forged = good_vote.clone().message.to_vec();
+        let position = forged.len() - 1;
+        forged[position] ^= 1;
+        assert!(matches!(
+            receiver.verify_inbound(
+                ReplicaId(1),
+                &pb::SignedConsensusMessage {
+                    message: forged.into(),
+                    ..good_vote
+                }
+            ),
+            Err(WireError::BadBlockSignature(1))
+        ));
+        // A kind that may be forwarded needs its signature even over its sender's own
+        // connection.
+        let prepare = sender
+            .sign(&Message::Prepare(Prepare {
+                view: View(0),
+                sequence: Sequence(1),
+                digest: Hash([1; 32]),
+            }))
+            .expect("sign");
+        assert!(receiver.verify_inbound(ReplicaId(1), &prepare).is_ok());
+        let stripped = pb::SignedConsensusMessage {
+            signature: Bytes::new(),
+            ..prepare
+        };
+        assert!(matches!(
+            receiver.verify_inbound(ReplicaId(1), &stripped),
+            Err(WireError::BadSignature(1))
+        ));
     }
 
     #[test]
@@ -820,8 +967,10 @@ mod tests {
         let sender = f.wire(1);
         let receiver = f.wire(2);
         let txs = [f.transaction("a"), f.transaction("b"), f.transaction("c")];
-        let signed = sender.sign_requests(&txs);
-        let Ok(Inbound::Requests { requests, refused }) = receiver.verify_inbound(&signed) else {
+        let signed = sender.relay(&txs);
+        let Ok(Inbound::Requests { requests, refused }) =
+            receiver.verify_inbound(ReplicaId(1), &signed)
+        else {
             panic!("a relayed batch verifies into requests");
         };
         assert_eq!((requests.len(), refused), (3, 0));
@@ -834,8 +983,10 @@ mod tests {
         let mut signature = txs[1].signed.signature.to_vec();
         signature[3] ^= 1;
         let bad = txs[1].with_signature_for_tests(signature.into());
-        let signed = sender.sign_requests(&[txs[0].clone(), bad, txs[2].clone()]);
-        let Ok(Inbound::Requests { requests, refused }) = receiver.verify_inbound(&signed) else {
+        let signed = sender.relay(&[txs[0].clone(), bad, txs[2].clone()]);
+        let Ok(Inbound::Requests { requests, refused }) =
+            receiver.verify_inbound(ReplicaId(1), &signed)
+        else {
             panic!("the batch still arrives");
         };
         assert_eq!(refused, 1);
@@ -852,12 +1003,26 @@ mod tests {
             .map(|i| f.transaction(&i.to_string()))
             .collect();
         assert!(matches!(
-            receiver.verify_inbound(&sender.sign_requests(&too_many)),
+            receiver.verify_inbound(ReplicaId(1), &sender.relay(&too_many)),
             Err(WireError::Malformed(_))
         ));
-        // A batch cannot hide inside a new view as a nested message.
+        // A batch cannot hide inside a new view as a nested message: even signed, it is not
+        // a message a proof may carry.
+        let encoded = pb::ConsensusMessage {
+            kind: Some(Kind::Requests(pb::RequestBatch {
+                requests: txs.iter().map(|tx| signed_to_pb(&tx.signed)).collect(),
+            })),
+        }
+        .encode_to_vec();
+        let signed_relay = pb::SignedConsensusMessage {
+            from: 1,
+            signature: Bytes::copy_from_slice(
+                &f.signers[1].sign(&consensus_signing_bytes("wire", &encoded)),
+            ),
+            message: encoded.into(),
+        };
         assert!(matches!(
-            receiver.verify(&sender.sign_requests(&txs)),
+            receiver.verify(&signed_relay),
             Err(WireError::Malformed(_))
         ));
     }
@@ -918,19 +1083,19 @@ mod tests {
     fn a_nested_message_of_the_wrong_kind_is_refused() {
         let f = fixture();
         let sender = f.wire(1);
-        let commit = sender
-            .sign(&Message::Commit(Commit {
+        let prepare = sender
+            .sign(&Message::Prepare(Prepare {
                 view: View(0),
                 sequence: Sequence(1),
                 digest: Hash([1; 32]),
             }))
             .expect("sign");
-        // A view change whose "checkpoint proof" is a commit.
+        // A view change whose "checkpoint proof" is a prepare.
         let view_change = pb::ConsensusMessage {
             kind: Some(Kind::ViewChange(pb::ViewChange {
                 new_view: 1,
                 stable_checkpoint: 0,
-                checkpoint_proof: vec![commit],
+                checkpoint_proof: vec![prepare],
                 prepared: Vec::new(),
             })),
         }

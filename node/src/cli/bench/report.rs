@@ -65,7 +65,7 @@ pub struct Step {
     /// view_changes).
     pub retransmissions: Option<f64>,
     /// Client transactions per signature batch where the validators admitted them, and per
-    /// batch they relayed to other validators under one signature (to the primary, or to all
+    /// batch they relayed to other validators in one message (to the primary, or to all
     /// when a request timer fired; None as for view_changes, or when there was none).
     pub admission_batch_mean: Option<f64>,
     pub relay_batch_mean: Option<f64>,

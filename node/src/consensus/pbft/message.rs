@@ -93,17 +93,20 @@ pub struct SignedForm {
     pub signature: Bytes,
 }
 
-/// A message whose signature, and the signatures of every message nested in it, were checked
-/// by the network edge against `from`'s key. The core trusts it without further checks of
-/// authenticity (it still checks content). Only the network edge (after verification), the
-/// core itself for its own messages, and tests build these. Equality looks at the sender and
-/// the message, not at the signed form (a replica's own messages carry none).
+/// A message whose sender the network edge authenticated as `from`: by its signature (and the
+/// signatures of every message nested in it) against `from`'s key, or, for the kinds that are
+/// never forwarded, by arriving over `from`'s own TLS connection (`network::wire`,
+/// `Authentication`). The core trusts it without further checks of authenticity (it still
+/// checks content). Only the network edge (after verification), the core itself for its own
+/// messages, and tests build these. Equality looks at the sender and the message, not at the
+/// signed form (a replica's own messages carry none).
 #[derive(Clone, Debug)]
 pub struct Verified<M> {
     pub from: ReplicaId,
     pub message: M,
     /// The form the sender signed; `None` for this replica's own messages (the edge has them
-    /// as they went out, or signs them again: Ed25519 signatures are deterministic) and in
+    /// as they went out, or signs them again: Ed25519 signatures are deterministic), for
+    /// messages authenticated by their connection (never forwarded, so never needed), and in
     /// the simulation.
     pub signed: Option<SignedForm>,
 }
@@ -124,6 +127,16 @@ impl<M> Verified<M> {
             from,
             message,
             signed: Some(signed),
+        }
+    }
+
+    /// For the network edge: a message that arrived unsigned over `from`'s own connection,
+    /// of a kind that is never forwarded as proof.
+    pub fn authenticated_by_channel(from: ReplicaId, message: M) -> Verified<M> {
+        Verified {
+            from,
+            message,
+            signed: None,
         }
     }
 
