@@ -123,7 +123,7 @@ pub struct Metrics {
     pub view: AtomicU64,
     /// PBFT: verified messages waiting for the replica.
     pub consensus_inbound_queue: AtomicU64,
-    /// PBFT: signed messages waiting in the outbound peer queues.
+    /// PBFT: encoded messages waiting in the outbound peer queues.
     pub consensus_outbound_queue: AtomicU64,
     /// PBFT: outbound messages dropped because a peer's queue was full.
     pub consensus_dropped: AtomicU64,

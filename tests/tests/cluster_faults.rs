@@ -1235,10 +1235,11 @@ async fn forged_and_replayed_consensus_messages_and_bad_transactions_are_refused
         assert_eq!(
             (
                 delta("bad_signature"),
+                delta("unsigned_elsewhere"),
                 delta("unknown_replica"),
                 delta("malformed")
             ),
-            (3, 1, 1),
+            (2, 1, 1, 1),
             "validator{v} counts forged consensus messages by reason:\n{after}"
         );
     }

@@ -1,7 +1,7 @@
 //! The inbound side of the validator network: the `Consensus` gRPC service, on the mutual-TLS
 //! endpoint, for genesis validator certificates only (`tls.rs`). Each peer stream is read in
-//! order; every message is verified off the async workers (signatures and transactions) and
-//! handed to the replica's queue, in which each validator has a bounded share (`inbound.rs`).
+//! order; every message is verified (signatures, or the connection for the unsigned kinds,
+//! and transactions; a large one off the async workers) and handed to the replica's queue, in which each validator has a bounded share (`inbound.rs`).
 //! Invariants: only verified messages reach the replica; a refused message is counted by
 //! reason; a full share drops (and counts) rather than grows; a validator holds at most
 //! [`MAX_STREAMS_PER_VALIDATOR`] streams at once; once a validator's streams carried

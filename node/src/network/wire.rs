@@ -61,6 +61,10 @@ pub enum WireError {
     MissingProof { from: u32, kind: MessageKind },
     #[error("replica {0} sent a block signature that does not verify")]
     BadBlockSignature(u32),
+    #[error(
+        "an unsigned message from replica {from} came over replica {via}'s connection: only its sender's own connection vouches for an unsigned message"
+    )]
+    UnsignedElsewhere { from: u32, via: u32 },
 }
 
 /// Most client transactions one relayed batch may carry.
@@ -106,8 +110,9 @@ impl Authentication {
 #[derive(Debug)]
 pub enum Inbound {
     Consensus(Box<Verified<PbftMessage>>),
-    /// A relayed batch of client transactions: one request message each (all carry the
-    /// batch's signed form, which no proof ever needs), and how many were not admissible here
+    /// A relayed batch of client transactions: one request message each (none with a signed
+    /// form: the relaying validator's connection vouched for them, and no proof ever needs
+    /// them), and how many were not admissible here
     /// (dropped: the primary's pre-prepare still brings them, or not, to every validator).
     Requests {
         requests: Vec<Verified<PbftMessage>>,
@@ -132,6 +137,7 @@ impl WireError {
             WireError::Transaction(_) => "bad_transaction",
             WireError::MissingProof { .. } => "missing_proof",
             WireError::BadBlockSignature(_) => "bad_block_signature",
+            WireError::UnsignedElsewhere { .. } => "unsigned_elsewhere",
         }
     }
 }
@@ -364,10 +370,22 @@ impl Wire {
         let kind = decoded
             .kind
             .ok_or_else(|| WireError::Malformed("no message kind".into()))?;
-        let authentication = if via == Some(ReplicaId(signed.from)) {
-            Authentication::of(&kind)
-        } else {
-            Authentication::Signature
+        // A signature that is there is always checked; an unsigned message must be of a kind
+        // its sender's own connection vouches for, and have come over it.
+        let authentication = match via {
+            Some(via)
+                if signed.signature.is_empty()
+                    && Authentication::of(&kind) == Authentication::Channel =>
+            {
+                if via.0 != signed.from {
+                    return Err(WireError::UnsignedElsewhere {
+                        from: signed.from,
+                        via: via.0,
+                    });
+                }
+                Authentication::Channel
+            }
+            _ => Authentication::Signature,
         };
         if authentication == Authentication::Signature
             && !sender.verify(
@@ -920,13 +938,37 @@ mod tests {
             // inside another message, only a signature could vouch for it.
             assert!(matches!(
                 receiver.verify_inbound(ReplicaId(3), unsigned),
-                Err(WireError::BadSignature(1))
+                Err(WireError::UnsignedElsewhere { from: 1, via: 3 })
             ));
             assert!(matches!(
                 receiver.verify(unsigned),
                 Err(WireError::BadSignature(1))
             ));
         }
+        // A signature that is there is checked, whatever the kind: a signed commit verifies
+        // over another validator's connection, and a forged one fails over its own.
+        let encoded = commit.message.clone();
+        let signed_commit = pb::SignedConsensusMessage {
+            signature: Bytes::copy_from_slice(
+                &f.signers[1].sign(&consensus_signing_bytes("wire", &encoded)),
+            ),
+            ..commit.clone()
+        };
+        assert!(
+            receiver
+                .verify_inbound(ReplicaId(3), &signed_commit)
+                .is_ok()
+        );
+        let forged_commit = pb::SignedConsensusMessage {
+            signature: Bytes::copy_from_slice(
+                &f.signers[3].sign(&consensus_signing_bytes("wire", &encoded)),
+            ),
+            ..commit.clone()
+        };
+        assert!(matches!(
+            receiver.verify_inbound(ReplicaId(1), &forged_commit),
+            Err(WireError::BadSignature(1))
+        ));
         // A block vote still carries its own signature, checked over any connection.
         let mut forged = good_vote.clone().message.to_vec();
         let position = forged.len() - 1;

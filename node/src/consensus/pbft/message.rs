@@ -1,5 +1,5 @@
 //! Consensus identifiers and the messages replicas exchange, as the core sees them once the
-//! network edge has checked every signature. Invariant: a batch digest depends only on the
+//! network edge has authenticated their senders (every signature they carry checked). Invariant: a batch digest depends only on the
 //! ordered request ids (never on view or sequence), so a batch keeps its digest when a new
 //! primary re-proposes it.
 

@@ -27,9 +27,11 @@
 //!
 //! # Where the code departs from the paper
 //!
-//! * Signatures, not MACs: messages are [`Verified`] at the network edge, proofs carry the
-//!   signed messages themselves, and a new view's pre-prepare set is fully determined by the
-//!   2f+1 view changes it carries, so every replica recomputes it.
+//! * Signatures for what may be forwarded: messages are [`Verified`] at the network edge,
+//!   proofs carry the signed messages themselves, and a new view's pre-prepare set is fully
+//!   determined by the 2f+1 view changes it carries, so every replica recomputes it. Commits
+//!   (never forwarded) are authenticated by their sender's mutual-TLS connection, as the
+//!   paper's MACs would (`network::wire`).
 //! * `Broadcast` goes to the others; a replica logs its own messages itself.
 //! * Requests travel in batches; the null request is the empty batch.
 //! * Persistence is explicit (`Action::Persist` before the message it justifies), and a commit
