@@ -352,10 +352,11 @@ impl Wire {
             .collect()
     }
 
-    /// Decodes `signed` and authenticates its sender: by the connection it came over when
-    /// that is the sender's own (`via`, named by its TLS certificate) and its kind allows it,
-    /// otherwise by the sender's signature. `via` is `None` for a message carried inside
-    /// another or read back from the journal: only a signature can vouch for those.
+    /// Decodes `signed` and authenticates its sender: an unsigned message by the connection
+    /// it came over, which must be the sender's own (`via`, named by its TLS certificate),
+    /// and only if its kind allows it; any other by the sender's signature, which is always
+    /// checked when present. `via` is `None` for a message carried inside another or read
+    /// back from the journal: only a signature can vouch for those.
     fn open(
         &self,
         signed: &pb::SignedConsensusMessage,
