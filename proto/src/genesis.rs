@@ -189,6 +189,7 @@ impl Genesis {
             )));
         }
         let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashMap::new();
         for v in &self.validators {
             if !ids.insert(v.id.as_str()) {
                 return Err(GenesisError::Invalid(format!(
@@ -211,6 +212,15 @@ impl Genesis {
                     v.id, id.role
                 )));
             }
+            // Validators are told apart by their keys: by signature, and by the certificate
+            // of the connection they send over (which alone vouches for their unsigned
+            // messages). Two with one key would be one validator counted twice.
+            if let Some(first) = keys.insert(id.verifying_key.to_bytes(), v.id.as_str()) {
+                return Err(GenesisError::Invalid(format!(
+                    "validators {first} and {} have the same key: issue each validator its own certificate (`weft crypto generate` does)",
+                    v.id
+                )));
+            }
             if self.consensus.kind == ConsensusKind::Pbft {
                 if v.consensus_address.trim().is_empty() {
                     return Err(GenesisError::Invalid(format!(
@@ -227,5 +237,61 @@ impl Genesis {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::CertificateAuthority;
+
+    fn genesis(certificates: &[String]) -> Genesis {
+        Genesis {
+            chain_id: "keys".into(),
+            organizations: vec![OrganizationInfo {
+                name: "Org1".into(),
+                ca_certificate: String::new(),
+            }],
+            validators: certificates
+                .iter()
+                .enumerate()
+                .map(|(i, certificate)| ValidatorInfo {
+                    id: format!("validator{i}"),
+                    certificate: certificate.clone(),
+                    address: format!("127.0.0.1:{}", 7051 + i),
+                    consensus_address: format!("127.0.0.1:{}", 7151 + i),
+                })
+                .collect(),
+            consensus: ConsensusParams {
+                kind: ConsensusKind::Pbft,
+                ..ConsensusParams::default()
+            },
+        }
+    }
+
+    #[test]
+    fn two_validators_with_one_key_are_refused() {
+        let ca = CertificateAuthority::generate("Org1").expect("CA");
+        let mut certificates: Vec<String> = (0..4)
+            .map(|i| {
+                ca.issue(&format!("validator{i}"), Role::Validator)
+                    .expect("issue")
+                    .certificate_pem
+            })
+            .collect();
+        let mut good = genesis(&certificates);
+        good.organizations[0].ca_certificate = ca.certificate_pem().to_string();
+        good.validate()
+            .expect("four validators with keys of their own");
+        certificates[3] = certificates[0].clone();
+        let mut shared = genesis(&certificates);
+        shared.organizations[0].ca_certificate = ca.certificate_pem().to_string();
+        let refused = shared.validate().expect_err("one key listed twice");
+        assert!(
+            refused
+                .to_string()
+                .contains("validators validator0 and validator3 have the same key"),
+            "{refused}"
+        );
     }
 }
