@@ -574,35 +574,29 @@ fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
 
 /// `ConsensusMessage { prepare: Prepare { view, sequence, digest } }`.
 fn prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
-    let mut inner = Vec::new();
-    put_uint(&mut inner, 1, view);
-    put_uint(&mut inner, 2, sequence);
-    put_bytes(&mut inner, 3, digest);
-    let mut message = Vec::new();
-    put_bytes(&mut message, 3, &inner);
-    message
+    vote_bytes(3, view, sequence, digest)
 }
 
 /// `ConsensusMessage { commit: Commit { view, sequence, digest } }`.
 fn commit_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
+    vote_bytes(4, view, sequence, digest)
+}
+
+/// `{ view, sequence, digest }` (a vote, or a pre-prepare with no batch) as the
+/// `ConsensusMessage` kind numbered `kind`.
+fn vote_bytes(kind: u64, view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
     let mut inner = Vec::new();
     put_uint(&mut inner, 1, view);
     put_uint(&mut inner, 2, sequence);
     put_bytes(&mut inner, 3, digest);
     let mut message = Vec::new();
-    put_bytes(&mut message, 4, &inner);
+    put_bytes(&mut message, kind, &inner);
     message
 }
 
 /// `ConsensusMessage { pre_prepare: PrePrepare { view, sequence, digest, batch: [] } }`.
 fn pre_prepare_bytes(view: u64, sequence: u64, digest: &[u8; 32]) -> Vec<u8> {
-    let mut inner = Vec::new();
-    put_uint(&mut inner, 1, view);
-    put_uint(&mut inner, 2, sequence);
-    put_bytes(&mut inner, 3, digest);
-    let mut message = Vec::new();
-    put_bytes(&mut message, 2, &inner);
-    message
+    vote_bytes(2, view, sequence, digest)
 }
 
 /// A `PrePrepare` carrying `batch`.

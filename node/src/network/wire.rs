@@ -812,6 +812,26 @@ mod tests {
         }
     }
 
+    /// Replica `wire`'s prepare or commit for (view 0, sequence 1, digest [1; 32]), as it goes
+    /// out.
+    fn signed_vote(wire: &Wire, phase: Phase) -> pb::SignedConsensusMessage {
+        let (view, sequence, digest) = (View(0), Sequence(1), Hash([1; 32]));
+        let vote = match phase {
+            Phase::Prepare => Message::Prepare(Prepare {
+                view,
+                sequence,
+                digest,
+            }),
+            Phase::Commit => Message::Commit(Commit {
+                view,
+                sequence,
+                digest,
+            }),
+            other => panic!("not a vote: {other:?}"),
+        };
+        wire.sign(&vote).expect("sign")
+    }
+
     /// A prepared certificate for (view 0, sequence 1) as replica 3 would hold it: the
     /// primary's pre-prepare and prepares from replicas 1 and 2, each received over the wire.
     fn certificate(f: &Fixture, receiver: &Wire) -> PreparedCertificate<Transaction> {
@@ -907,13 +927,7 @@ mod tests {
         let f = fixture();
         let sender = f.wire(1);
         let receiver = f.wire(2);
-        let commit = sender
-            .sign(&Message::Commit(Commit {
-                view: View(0),
-                sequence: Sequence(1),
-                digest: Hash([1; 32]),
-            }))
-            .expect("sign");
+        let commit = signed_vote(&sender, Phase::Commit);
         let relay = sender.relay(&[f.transaction("a")]);
         let number = 7;
         let block_hash = Hash([5; 32]);
@@ -986,13 +1000,7 @@ mod tests {
         ));
         // A kind that may be forwarded needs its signature even over its sender's own
         // connection.
-        let prepare = sender
-            .sign(&Message::Prepare(Prepare {
-                view: View(0),
-                sequence: Sequence(1),
-                digest: Hash([1; 32]),
-            }))
-            .expect("sign");
+        let prepare = signed_vote(&sender, Phase::Prepare);
         assert!(receiver.verify_inbound(ReplicaId(1), &prepare).is_ok());
         let stripped = pb::SignedConsensusMessage {
             signature: Bytes::new(),
@@ -1126,13 +1134,7 @@ mod tests {
     fn a_nested_message_of_the_wrong_kind_is_refused() {
         let f = fixture();
         let sender = f.wire(1);
-        let prepare = sender
-            .sign(&Message::Prepare(Prepare {
-                view: View(0),
-                sequence: Sequence(1),
-                digest: Hash([1; 32]),
-            }))
-            .expect("sign");
+        let prepare = signed_vote(&sender, Phase::Prepare);
         // A view change whose "checkpoint proof" is a prepare.
         let view_change = pb::ConsensusMessage {
             kind: Some(Kind::ViewChange(pb::ViewChange {
