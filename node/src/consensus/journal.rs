@@ -274,6 +274,15 @@ mod tests {
         fail_next_write: AtomicBool,
     }
 
+    impl crate::state::leaves::LeafSource for WatchedStore {
+        fn leaves_in(
+            &self,
+            ranges: &[crate::state::leaves::PathRange],
+        ) -> Result<Vec<Vec<crate::state::leaves::Leaf>>, StoreError> {
+            self.inner.leaves_in(ranges)
+        }
+    }
+
     impl Store for WatchedStore {
         fn height(&self) -> Result<u64, StoreError> {
             self.inner.height()
@@ -308,8 +317,24 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.for_each_state(visit)
         }
-        fn commit_block(&self, block: &crate::types::Block) -> Result<(), StoreError> {
-            self.inner.commit_block(block)
+        fn for_each_leaf(
+            &self,
+            visit: &mut crate::storage::LeafVisitor<'_>,
+        ) -> Result<(), StoreError> {
+            self.inner.for_each_leaf(visit)
+        }
+        fn commit_block(
+            &self,
+            block: &crate::types::Block,
+            leaves: &[crate::state::leaves::LeafWrite],
+        ) -> Result<(), StoreError> {
+            self.inner.commit_block(block, leaves)
+        }
+        fn write_leaves(
+            &self,
+            leaves: &[crate::state::leaves::LeafWrite],
+        ) -> Result<(), StoreError> {
+            self.inner.write_leaves(leaves)
         }
         fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
             self.inner.get_consensus(key)

@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 use weft_proto::Genesis;
 
 use crate::crypto;
-use crate::state::root::StateTree;
+use crate::state::leaves::{LeafWrite, MemoryLeaves};
+use crate::state::root::{SUMMARY_DEPTH, StateTree, TreeBuilder};
 use crate::storage::{Store, StoreError, block_state_writes};
 use crate::types::{Block, BlockHeader, ChainTip, Hash, Transaction, TxId, TxLocation, TxResult};
 
@@ -64,12 +65,14 @@ pub fn genesis_block(genesis: &Genesis) -> Block {
 }
 
 impl Ledger {
-    /// Opens the ledger in `store`, writing block 0 on first start, and rebuilds the state tree
-    /// (checked against the last block's state root).
+    /// Opens the ledger in `store`, writing block 0 on first start, and builds the state
+    /// tree's summary from its stored leaves (checked against the last block's state root).
+    /// Leaves that do not give that root (a data directory written before the leaf column
+    /// existed has none) are rebuilt from the world state, when it gives the root.
     pub fn open(store: Arc<dyn Store>, genesis: &Genesis) -> Result<Ledger, LedgerError> {
         let first = genesis_block(genesis);
         if store.height()? == 0 {
-            store.commit_block(&first)?;
+            store.commit_block(&first, &[])?;
         } else if store.block(0)?.as_ref() != Some(&first) {
             return Err(LedgerError::WrongNetwork);
         }
@@ -77,13 +80,32 @@ impl Ledger {
         let last = store
             .block(height - 1)?
             .ok_or_else(|| StoreError::Corrupt(format!("block {} is missing", height - 1)))?;
-        let tree = stored_tree(store.as_ref())?;
-        if tree.root() != last.header.state_root {
-            return Err(LedgerError::StateMismatch {
-                block: last.number(),
-                stored: tree.root(),
-                expected: last.header.state_root,
-            });
+        let expected = last.header.state_root;
+        let mut tree = stored_tree(store.as_ref())?;
+        if tree.root() != expected {
+            let (state, leaves) = state_tree(store.as_ref())?;
+            if state.root() != expected {
+                return Err(LedgerError::StateMismatch {
+                    block: last.number(),
+                    stored: state.root(),
+                    expected,
+                });
+            }
+            let repair = leaf_repair(store.as_ref(), &leaves)?;
+            tracing::warn!(
+                keys = leaves.len(),
+                changed = repair.len(),
+                "the state tree's stored leaves did not give the chain's state root: rebuilt them from the world state"
+            );
+            store.write_leaves(&repair)?;
+            tree = stored_tree(store.as_ref())?;
+            if tree.root() != expected {
+                return Err(StoreError::Corrupt(
+                    "the state tree's leaves, rebuilt from the world state, read back differently"
+                        .into(),
+                )
+                .into());
+            }
         }
         let mut transactions = 0;
         for n in 0..height {
@@ -160,11 +182,13 @@ impl Ledger {
             transactions,
             results,
         };
-        inner.tree.apply_all(block_state_writes(&block));
-        block.header.state_root = inner.tree.root();
-        // A failed write here leaves the tree ahead of the store; the caller stops the node,
-        // and the next start rebuilds the tree from storage.
-        self.store.commit_block(&block)?;
+        let update = inner
+            .tree
+            .plan(block_state_writes(&block), self.store.as_ref())?;
+        block.header.state_root = update.root();
+        // A failed write leaves the tree as it was (the caller stops the node).
+        self.store.commit_block(&block, update.leaf_writes())?;
+        inner.tree.adopt(update);
         Ok(self.advance(inner, block))
     }
 
@@ -186,13 +210,14 @@ impl Ledger {
         }
         crypto::check_block_roots(&block)
             .map_err(|root| foreign(&format!("its {root} does not match its contents")))?;
-        let mut tree = inner.tree.clone();
-        tree.apply_all(block_state_writes(&block));
-        if tree.root() != block.header.state_root {
+        let update = inner
+            .tree
+            .plan(block_state_writes(&block), self.store.as_ref())?;
+        if update.root() != block.header.state_root {
             return Err(foreign("its write sets do not produce its state root"));
         }
-        self.store.commit_block(&block)?;
-        inner.tree = tree;
+        self.store.commit_block(&block, update.leaf_writes())?;
+        inner.tree.adopt(update);
         Ok(self.advance(inner, block))
     }
 
@@ -240,28 +265,55 @@ impl Ledger {
     }
 }
 
-/// The state tree of everything `store` holds, built a few thousand keys at a time (each
-/// batch rehashes the nodes it touches once).
+/// The state tree over the leaves `store` holds.
 fn stored_tree(store: &dyn Store) -> Result<StateTree, StoreError> {
+    let mut builder = TreeBuilder::new(SUMMARY_DEPTH);
+    store.for_each_leaf(&mut |path, leaf| builder.push(path, leaf))?;
+    builder.finish()
+}
+
+/// The state tree of the world state `store` holds, and its leaves, built a few thousand
+/// keys at a time (each batch rehashes the nodes it touches once).
+fn state_tree(store: &dyn Store) -> Result<(StateTree, MemoryLeaves), StoreError> {
     const BATCH: usize = 4096;
-    fn apply(tree: &mut StateTree, batch: &mut Vec<(String, Vec<u8>, Vec<u8>)>) {
-        tree.apply_all(
+    fn apply(
+        tree: &mut StateTree,
+        leaves: &mut MemoryLeaves,
+        batch: &mut Vec<(String, Vec<u8>, Vec<u8>)>,
+    ) {
+        tree.apply(
             batch
                 .iter()
                 .map(|(ns, key, value)| (ns.as_str(), key.as_slice(), Some(value.as_slice()))),
+            leaves,
         );
         batch.clear();
     }
     let mut tree = StateTree::new();
+    let mut leaves = MemoryLeaves::new();
     let mut batch = Vec::with_capacity(BATCH);
     store.for_each_state(&mut |ns, key, value| {
         batch.push((ns.to_string(), key.to_vec(), value.to_vec()));
         if batch.len() == BATCH {
-            apply(&mut tree, &mut batch);
+            apply(&mut tree, &mut leaves, &mut batch);
         }
     })?;
-    apply(&mut tree, &mut batch);
-    Ok(tree)
+    apply(&mut tree, &mut leaves, &mut batch);
+    Ok((tree, leaves))
+}
+
+/// The leaf writes that make the stored leaves `leaves`: every one of them, and the removal
+/// of every stored leaf they do not hold.
+fn leaf_repair(store: &dyn Store, leaves: &MemoryLeaves) -> Result<Vec<LeafWrite>, StoreError> {
+    let wanted: std::collections::BTreeSet<Hash> = leaves.iter().map(|(path, _)| path).collect();
+    let mut writes: Vec<LeafWrite> = Vec::new();
+    store.for_each_leaf(&mut |path, _| {
+        if !wanted.contains(&path) {
+            writes.push((path, None));
+        }
+    })?;
+    writes.extend(leaves.iter().map(|(path, leaf)| (path, Some(leaf))));
+    Ok(writes)
 }
 
 #[cfg(test)]
@@ -338,6 +390,62 @@ mod tests {
             Ledger::open(store, &genesis("two")),
             Err(LedgerError::WrongNetwork)
         ));
+    }
+
+    /// Stored leaves that do not give the chain's state root (missing, as in a data directory
+    /// written before the leaf column, or damaged) are rebuilt from the world state at open,
+    /// and the ledger goes on with the roots an undamaged one has.
+    #[test]
+    fn open_rebuilds_missing_or_damaged_tree_leaves_from_the_world_state() {
+        let g = genesis("leaves");
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open(store.clone(), &g).expect("open");
+        for n in 1..=20u8 {
+            let (tx, result) = write_result(n, TxStatus::Valid);
+            ledger
+                .append(u64::from(n), vec![tx], vec![result])
+                .expect("append");
+        }
+        let tip = ledger.tip();
+        drop(ledger);
+        let mut stored = Vec::new();
+        store
+            .for_each_leaf(&mut |path, leaf| stored.push((path, leaf)))
+            .expect("leaves");
+        assert_eq!(stored.len(), 20, "one leaf per key");
+
+        // Damaged: one leaf gone, one changed, one that no key has.
+        store
+            .write_leaves(&[
+                (stored[0].0, None),
+                (stored[1].0, Some(Hash([1; 32]))),
+                (Hash([2; 32]), Some(Hash([2; 32]))),
+            ])
+            .expect("damage");
+        let reopened = Ledger::open(store.clone(), &g).expect("reopen repairs");
+        assert_eq!(reopened.tip(), tip);
+        let mut repaired = Vec::new();
+        store
+            .for_each_leaf(&mut |path, leaf| repaired.push((path, leaf)))
+            .expect("leaves");
+        assert_eq!(repaired, stored);
+        drop(reopened);
+
+        // Missing altogether.
+        let all_gone: Vec<LeafWrite> = stored.iter().map(|(path, _)| (*path, None)).collect();
+        store.write_leaves(&all_gone).expect("remove");
+        let reopened = Ledger::open(store.clone(), &g).expect("reopen rebuilds");
+        let (tx, result) = write_result(21, TxStatus::Valid);
+        let next = reopened.append(21, vec![tx], vec![result]).expect("append");
+
+        let fresh = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
+        for n in 1..=21u8 {
+            let (tx, result) = write_result(n, TxStatus::Valid);
+            fresh
+                .append(u64::from(n), vec![tx], vec![result])
+                .expect("append");
+        }
+        assert_eq!(next.header.state_root, fresh.tip().state_root);
     }
 
     #[test]

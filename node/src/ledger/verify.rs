@@ -10,6 +10,7 @@ use prost::Message;
 use weft_proto::{Committee, Genesis, pb, verify_certificate};
 
 use crate::crypto;
+use crate::state::leaves::MemoryLeaves;
 use crate::state::root::StateTree;
 use crate::storage::{Store, StoreError, block_state_writes};
 use crate::types::{Hash, TxId};
@@ -26,6 +27,10 @@ pub enum VerifyError {
         "the stored world state (root {stored}) does not match the state the chain produces (root {replayed})"
     )]
     StateDiffers { stored: Hash, replayed: Hash },
+    #[error(
+        "the stored state tree leaves (root {stored}) do not match the state the chain produces (root {replayed}): starting the node rebuilds them from the world state"
+    )]
+    LeavesDiffer { stored: Hash, replayed: Hash },
     #[error("the ledger holds no blocks, not even the genesis block: this is not a node's ledger")]
     Empty,
     #[error("genesis validators: {0}")]
@@ -55,6 +60,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
     let mut certified = 0;
     let mut certificates = 0;
     let mut tree = StateTree::new();
+    let mut leaves = MemoryLeaves::new();
     let mut seen = HashSet::<TxId>::new();
     let mut previous = Hash::ZERO;
     let mut transactions = 0u64;
@@ -115,7 +121,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
                 ));
             }
         }
-        tree.apply_all(block_state_writes(&block));
+        tree.apply(block_state_writes(&block), &mut leaves);
         if tree.root() != block.header.state_root {
             return Err(mismatch(
                 number,
@@ -142,9 +148,16 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
             certificates += 1;
         }
     }
-    let stored = super::stored_tree(store)?;
+    let (stored, _) = super::state_tree(store)?;
     if stored.root() != tree.root() {
         return Err(VerifyError::StateDiffers {
+            stored: stored.root(),
+            replayed: tree.root(),
+        });
+    }
+    let stored = super::stored_tree(store)?;
+    if stored.root() != tree.root() {
+        return Err(VerifyError::LeavesDiffer {
             stored: stored.root(),
             replayed: tree.root(),
         });
@@ -250,7 +263,7 @@ mod tests {
     /// Chains `bodies` after block 0 with correct hashes and state roots.
     fn seal(f: &Fixture, bodies: Vec<(Vec<SignedTransaction>, Vec<TxResult>)>) -> Vec<Block> {
         let mut blocks = vec![genesis_block(&f.genesis)];
-        let mut tree = StateTree::new();
+        let (mut tree, mut leaves) = (StateTree::new(), MemoryLeaves::new());
         for (i, (transactions, results)) in bodies.into_iter().enumerate() {
             let mut block = Block {
                 header: BlockHeader {
@@ -264,7 +277,7 @@ mod tests {
                 transactions,
                 results,
             };
-            tree.apply_all(block_state_writes(&block));
+            tree.apply(block_state_writes(&block), &mut leaves);
             block.header.state_root = tree.root();
             blocks.push(block);
         }
@@ -273,8 +286,11 @@ mod tests {
 
     fn store_of(blocks: &[Block]) -> MemoryStore {
         let store = MemoryStore::new();
+        let mut tree = StateTree::new();
         for b in blocks {
-            store.commit_block(b).expect("commit");
+            let update = tree.plan(block_state_writes(b), &store).expect("plan");
+            store.commit_block(b, update.leaf_writes()).expect("commit");
+            tree.adopt(update);
         }
         store
     }
@@ -400,6 +416,21 @@ mod tests {
         let err = verify_chain(&store_of(&blocks), &f.genesis).expect_err("bad root");
         assert!(
             matches!(&err, VerifyError::Mismatch { block: 3, what } if what.contains("state root")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stored_tree_leaves_that_differ_are_named() {
+        let f = fixture();
+        let blocks = seal(&f, good_bodies(&f));
+        let store = store_of(&blocks);
+        store
+            .write_leaves(&[(Hash([7; 32]), Some(Hash([7; 32])))])
+            .expect("write leaves");
+        let err = verify_chain(&store, &f.genesis).expect_err("a leaf no key has");
+        assert!(
+            matches!(err, VerifyError::LeavesDiffer { replayed, .. } if replayed == blocks[3].header.state_root),
             "{err}"
         );
     }

@@ -4,6 +4,7 @@
 //!
 //! [`Store`]: crate::storage::Store
 
+pub mod leaves;
 pub mod root;
 pub mod view;
 

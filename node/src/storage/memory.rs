@@ -6,8 +6,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use super::{
-    ConsensusWrite, StateVisitor, Store, StoreError, block_state_writes, split_state_key, state_key,
+    ConsensusWrite, LeafVisitor, StateVisitor, Store, StoreError, block_state_writes,
+    split_state_key, state_key,
 };
+use crate::state::leaves::{Leaf, LeafSource, LeafWrite, MemoryLeaves, PathRange};
 use crate::types::{Block, Hash, TxId, TxLocation};
 
 #[derive(Default)]
@@ -16,6 +18,7 @@ struct Inner {
     hashes: HashMap<Hash, u64>,
     txs: HashMap<TxId, TxLocation>,
     state: BTreeMap<Vec<u8>, Bytes>,
+    leaves: MemoryLeaves,
     consensus: BTreeMap<Vec<u8>, Bytes>,
     certificates: BTreeMap<u64, Bytes>,
 }
@@ -88,7 +91,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn commit_block(&self, block: &Block) -> Result<(), StoreError> {
+    fn for_each_leaf(&self, visit: &mut LeafVisitor<'_>) -> Result<(), StoreError> {
+        for (path, leaf) in self.lock().leaves.iter() {
+            visit(path, leaf);
+        }
+        Ok(())
+    }
+
+    fn commit_block(&self, block: &Block, leaves: &[LeafWrite]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let height = inner.blocks.len() as u64;
         if block.number() != height {
@@ -113,8 +123,14 @@ impl Store for MemoryStore {
                 None => inner.state.remove(&raw),
             };
         }
+        inner.leaves.apply(leaves);
         inner.hashes.insert(block.hash(), height);
         inner.blocks.push(block.clone());
+        Ok(())
+    }
+
+    fn write_leaves(&self, leaves: &[LeafWrite]) -> Result<(), StoreError> {
+        self.lock().leaves.apply(leaves);
         Ok(())
     }
 
@@ -162,6 +178,12 @@ impl Store for MemoryStore {
 
     fn last_certified(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().certificates.keys().next_back().copied())
+    }
+}
+
+impl LeafSource for MemoryStore {
+    fn leaves_in(&self, ranges: &[PathRange]) -> Result<Vec<Vec<Leaf>>, StoreError> {
+        self.lock().leaves.leaves_in(ranges)
     }
 }
 

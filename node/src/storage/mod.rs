@@ -7,6 +7,7 @@ pub mod rocks;
 
 use bytes::Bytes;
 
+use crate::state::leaves::{LeafSource, LeafWrite};
 use crate::types::{Block, Hash, TxId, TxLocation, TxStatus};
 
 pub use memory::MemoryStore;
@@ -39,16 +40,19 @@ pub enum Column {
     Consensus,
     /// block number (u64 BE) -> encoded `CommitCertificate`
     Certificates,
+    /// state key path (32 bytes, `state::root::key_path`) -> the state tree's leaf hash
+    StateLeaves,
 }
 
 impl Column {
-    pub const ALL: [Column; 6] = [
+    pub const ALL: [Column; 7] = [
         Column::Blocks,
         Column::BlockHashes,
         Column::TxIndex,
         Column::State,
         Column::Consensus,
         Column::Certificates,
+        Column::StateLeaves,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Column {
             Column::State => "state",
             Column::Consensus => "consensus",
             Column::Certificates => "certificates",
+            Column::StateLeaves => "state_leaves",
         }
     }
 }
@@ -73,7 +78,12 @@ pub enum ConsensusWrite {
     Delete { key: Vec<u8> },
 }
 
-pub trait Store: Send + Sync + 'static {
+/// A leaf of the state tree visited by [`Store::for_each_leaf`]: (path, leaf hash).
+pub type LeafVisitor<'a> = dyn FnMut(Hash, Hash) + 'a;
+
+/// The store also keeps the state tree's leaves ([`LeafSource`]): the tree reads the leaves of
+/// the buckets a block touches.
+pub trait Store: LeafSource + Send + Sync + 'static {
     /// Number of blocks stored (block 0 included).
     fn height(&self) -> Result<u64, StoreError>;
     fn block(&self, number: u64) -> Result<Option<Block>, StoreError>;
@@ -90,9 +100,14 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
     fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError>;
-    /// Appends `block` (whose number must equal the height) with its index entries and the
-    /// writes of its VALID results, atomically and durably.
-    fn commit_block(&self, block: &Block) -> Result<(), StoreError>;
+    /// Every leaf of the state tree, in path order.
+    fn for_each_leaf(&self, visit: &mut LeafVisitor<'_>) -> Result<(), StoreError>;
+    /// Appends `block` (whose number must equal the height) with its index entries, the
+    /// writes of its VALID results and the state tree's `leaves` that change with them,
+    /// atomically and durably.
+    fn commit_block(&self, block: &Block, leaves: &[LeafWrite]) -> Result<(), StoreError>;
+    /// Changes the state tree's leaves alone, durably: to rebuild them from the world state.
+    fn write_leaves(&self, leaves: &[LeafWrite]) -> Result<(), StoreError>;
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
     /// Applies `writes` to the consensus entries in order, atomically and durably: one synced
     /// write, however many.
@@ -200,10 +215,13 @@ pub(crate) mod contract {
             vec![("cc", "a", Some("1")), ("cc", "b", Some("2"))],
             TxStatus::Valid,
         );
-        store.commit_block(&b0).expect("commit 0");
+        let leaf = |n: u8| Hash([n; 32]);
+        store
+            .commit_block(&b0, &[(leaf(1), Some(leaf(11))), (leaf(3), Some(leaf(13)))])
+            .expect("commit 0");
         let out_of_order = block(5, vec![], TxStatus::Valid);
         assert!(matches!(
-            store.commit_block(&out_of_order),
+            store.commit_block(&out_of_order, &[(leaf(9), Some(leaf(9)))]),
             Err(StoreError::OutOfOrder { .. })
         ));
         let b1 = block(
@@ -215,9 +233,19 @@ pub(crate) mod contract {
             ],
             TxStatus::Valid,
         );
-        store.commit_block(&b1).expect("commit 1");
+        store
+            .commit_block(
+                &b1,
+                &[
+                    (leaf(1), None),
+                    (leaf(2), Some(leaf(12))),
+                    (leaf(3), Some(leaf(23))),
+                    (leaf(4), Some(leaf(14))),
+                ],
+            )
+            .expect("commit 1");
         let failed = block(2, vec![("cc", "z", Some("nope"))], TxStatus::ChaincodeError);
-        store.commit_block(&failed).expect("commit 2");
+        store.commit_block(&failed, &[]).expect("commit 2");
 
         assert_eq!(store.height().expect("height"), 3);
         assert_eq!(store.block(1).expect("read"), Some(b1.clone()));
@@ -251,6 +279,43 @@ pub(crate) mod contract {
             .for_each_state(&mut |ns, k, v| seen.push((ns.to_string(), k.to_vec(), v.to_vec())))
             .expect("visit");
         assert_eq!(seen.len(), 3);
+        // The leaves: what the committed blocks left (none of the refused block's), by range.
+        let mut all = Vec::new();
+        store
+            .for_each_leaf(&mut |path, hash| all.push((path, hash)))
+            .expect("visit leaves");
+        assert_eq!(
+            all,
+            [
+                (leaf(2), leaf(12)),
+                (leaf(3), leaf(23)),
+                (leaf(4), leaf(14))
+            ]
+        );
+        let ranges = store
+            .leaves_in(&[(leaf(0), leaf(2)), (leaf(5), leaf(8)), (leaf(3), leaf(4))])
+            .expect("ranges");
+        assert_eq!(
+            ranges,
+            [
+                vec![(leaf(2), leaf(12))],
+                vec![],
+                vec![(leaf(3), leaf(23)), (leaf(4), leaf(14))]
+            ],
+            "each range in the order asked, both ends included"
+        );
+        store
+            .write_leaves(&[(leaf(2), None), (leaf(5), Some(leaf(15)))])
+            .expect("write leaves");
+        let ranges = store.leaves_in(&[(leaf(0), leaf(255))]).expect("ranges");
+        assert_eq!(
+            ranges,
+            [vec![
+                (leaf(3), leaf(23)),
+                (leaf(4), leaf(14)),
+                (leaf(5), leaf(15))
+            ]]
+        );
         let put = |key: &[u8], value: &[u8]| ConsensusWrite::Put {
             key: key.to_vec(),
             value: value.to_vec(),

@@ -12,9 +12,10 @@ use rocksdb::{
 };
 
 use super::{
-    Column, ConsensusWrite, StateVisitor, Store, StoreError, block_state_writes, decode_location,
-    encode_location, split_state_key, state_key,
+    Column, ConsensusWrite, LeafVisitor, StateVisitor, Store, StoreError, block_state_writes,
+    decode_location, encode_location, split_state_key, state_key,
 };
+use crate::state::leaves::{Leaf, LeafSource, LeafWrite, PathRange};
 use crate::types::convert::{decode_block, encode_block};
 use crate::types::{Block, Hash, TxId, TxLocation};
 
@@ -26,7 +27,7 @@ enum Existing {
 }
 
 /// RocksDB's memory held down (issue 6 asks a peer to stay under 300 MiB resident): its
-/// defaults give each of the six columns its own 32 MiB block cache and up to two 64 MiB
+/// defaults give each column its own 32 MiB block cache and up to two 64 MiB
 /// memtables, and a validator's resident size grew with its write rate for minutes. Not a
 /// hard bound: index and filter blocks live outside the cache and grow with the data, and
 /// the all-columns limit triggers a flush, it does not stall writes. One memtable fills in a
@@ -141,6 +142,50 @@ impl RocksStore {
     fn height_lock(&self) -> std::sync::MutexGuard<'_, u64> {
         self.height.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn put_leaves(&self, batch: &mut WriteBatch, leaves: &[LeafWrite]) {
+        let column = self.cf(Column::StateLeaves);
+        for (path, leaf) in leaves {
+            match leaf {
+                Some(leaf) => batch.put_cf(column, path.0, leaf.0),
+                None => batch.delete_cf(column, path.0),
+            }
+        }
+    }
+}
+
+/// A stored leaf entry: a 32-byte path to a 32-byte leaf hash.
+fn leaf_entry(path: &[u8], leaf: &[u8]) -> Result<Leaf, StoreError> {
+    match (Hash::from_slice(path), Hash::from_slice(leaf)) {
+        (Some(path), Some(leaf)) => Ok((path, leaf)),
+        _ => Err(StoreError::Corrupt(format!(
+            "a state tree leaf entry of {} and {} bytes, not 32 and 32",
+            path.len(),
+            leaf.len()
+        ))),
+    }
+}
+
+impl LeafSource for RocksStore {
+    /// One iterator for all ranges, seeking to each in turn.
+    fn leaves_in(&self, ranges: &[PathRange]) -> Result<Vec<Vec<Leaf>>, StoreError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(Column::StateLeaves));
+        let mut out = Vec::with_capacity(ranges.len());
+        for (first, last) in ranges {
+            let mut leaves = Vec::new();
+            iter.seek(first.0);
+            while let (Some(path), Some(leaf)) = (iter.key(), iter.value()) {
+                if path > last.0.as_slice() {
+                    break;
+                }
+                leaves.push(leaf_entry(path, leaf)?);
+                iter.next();
+            }
+            iter.status().map_err(backend)?;
+            out.push(leaves);
+        }
+        Ok(out)
+    }
 }
 
 impl Store for RocksStore {
@@ -231,7 +276,19 @@ impl Store for RocksStore {
         Ok(())
     }
 
-    fn commit_block(&self, block: &Block) -> Result<(), StoreError> {
+    fn for_each_leaf(&self, visit: &mut LeafVisitor<'_>) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(Column::StateLeaves), IteratorMode::Start)
+        {
+            let (path, leaf) = entry.map_err(backend)?;
+            let (path, leaf) = leaf_entry(&path, &leaf)?;
+            visit(path, leaf);
+        }
+        Ok(())
+    }
+
+    fn commit_block(&self, block: &Block, leaves: &[LeafWrite]) -> Result<(), StoreError> {
         let mut height = self.height_lock();
         if block.number() != *height {
             return Err(StoreError::OutOfOrder {
@@ -268,11 +325,20 @@ impl Store for RocksStore {
                 None => batch.delete_cf(state, state_key(ns, key)),
             }
         }
+        self.put_leaves(&mut batch, leaves);
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options).map_err(backend)?;
         *height += 1;
         Ok(())
+    }
+
+    fn write_leaves(&self, leaves: &[LeafWrite]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put_leaves(&mut batch, leaves);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(backend)
     }
 
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
