@@ -336,6 +336,9 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.write_leaves(leaves)
         }
+        fn clear_leaves(&self) -> Result<(), StoreError> {
+            self.inner.clear_leaves()
+        }
         fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
             self.inner.get_consensus(key)
         }

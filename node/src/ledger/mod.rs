@@ -12,7 +12,7 @@ use weft_proto::Genesis;
 
 use crate::crypto;
 use crate::state::leaves::{LeafWrite, MemoryLeaves};
-use crate::state::root::{SUMMARY_DEPTH, StateTree, TreeBuilder};
+use crate::state::root::{SUMMARY_DEPTH, StateTree, TreeBuilder, key_path, leaf_hash, value_hash};
 use crate::storage::{Store, StoreError, block_state_writes};
 use crate::types::{Block, BlockHeader, ChainTip, Hash, Transaction, TxId, TxLocation, TxResult};
 
@@ -66,9 +66,7 @@ pub fn genesis_block(genesis: &Genesis) -> Block {
 
 impl Ledger {
     /// Opens the ledger in `store`, writing block 0 on first start, and builds the state
-    /// tree's summary from its stored leaves (checked against the last block's state root).
-    /// Leaves that do not give that root (a data directory written before the leaf column
-    /// existed has none) are rebuilt from the world state, when it gives the root.
+    /// tree's summary from its stored leaves (see [`open_tree`]).
     pub fn open(store: Arc<dyn Store>, genesis: &Genesis) -> Result<Ledger, LedgerError> {
         let first = genesis_block(genesis);
         if store.height()? == 0 {
@@ -81,32 +79,7 @@ impl Ledger {
             .block(height - 1)?
             .ok_or_else(|| StoreError::Corrupt(format!("block {} is missing", height - 1)))?;
         let expected = last.header.state_root;
-        let mut tree = stored_tree(store.as_ref())?;
-        if tree.root() != expected {
-            let (state, leaves) = state_tree(store.as_ref())?;
-            if state.root() != expected {
-                return Err(LedgerError::StateMismatch {
-                    block: last.number(),
-                    stored: state.root(),
-                    expected,
-                });
-            }
-            let repair = leaf_repair(store.as_ref(), &leaves)?;
-            tracing::warn!(
-                keys = leaves.len(),
-                changed = repair.len(),
-                "the state tree's stored leaves did not give the chain's state root: rebuilt them from the world state"
-            );
-            store.write_leaves(&repair)?;
-            tree = stored_tree(store.as_ref())?;
-            if tree.root() != expected {
-                return Err(StoreError::Corrupt(
-                    "the state tree's leaves, rebuilt from the world state, read back differently"
-                        .into(),
-                )
-                .into());
-            }
-        }
+        let tree = open_tree(store.as_ref(), expected, last.number())?;
         let mut transactions = 0;
         for n in 0..height {
             // Counting once at start keeps the tip exact without a stored counter.
@@ -265,15 +238,97 @@ impl Ledger {
     }
 }
 
-/// The state tree over the leaves `store` holds.
-fn stored_tree(store: &dyn Store) -> Result<StateTree, StoreError> {
-    let mut builder = TreeBuilder::new(SUMMARY_DEPTH);
-    store.for_each_leaf(&mut |path, leaf| builder.push(path, leaf))?;
-    builder.finish()
+/// An order-independent digest of a set of leaves: their number and the XOR of their hashes.
+/// At start it tells whether the leaf column holds exactly the world state's keys and values
+/// without holding either in memory (it catches damage; the chain's roots vouch for the rest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LeafDigest {
+    count: u64,
+    xor: [u8; 32],
 }
 
-/// The state tree of the world state `store` holds, and its leaves, built a few thousand
-/// keys at a time (each batch rehashes the nodes it touches once).
+impl LeafDigest {
+    fn add(&mut self, leaf: &Hash) {
+        self.count += 1;
+        for (x, b) in self.xor.iter_mut().zip(leaf.0) {
+            *x ^= b;
+        }
+    }
+}
+
+/// The digest of the world state's leaves, as the state column holds them.
+fn state_digest(store: &dyn Store) -> Result<LeafDigest, StoreError> {
+    let mut digest = LeafDigest::default();
+    store.for_each_state(&mut |ns, key, value| {
+        digest.add(&leaf_hash(&key_path(ns, key), &value_hash(value)));
+    })?;
+    Ok(digest)
+}
+
+/// The state tree over the leaves `store` holds, and their digest.
+fn stored_tree(store: &dyn Store) -> Result<(StateTree, LeafDigest), StoreError> {
+    let mut builder = TreeBuilder::new(SUMMARY_DEPTH);
+    let mut digest = LeafDigest::default();
+    store.for_each_leaf(&mut |path, leaf| {
+        digest.add(&leaf);
+        builder.push(path, leaf);
+    })?;
+    Ok((builder.finish()?, digest))
+}
+
+/// The state tree at start: the stored leaves' summary, when the leaves give the last
+/// block's state root and hold exactly the world state. Otherwise (a data directory written
+/// before the leaf column existed, or a damaged one) the leaves are rebuilt from the world
+/// state, a few thousand at a time; when those do not give the root either, the world state
+/// is not the chain's and the node refuses to start.
+fn open_tree(store: &dyn Store, expected: Hash, block: u64) -> Result<StateTree, LedgerError> {
+    let state = state_digest(store)?;
+    match stored_tree(store) {
+        Ok((tree, leaves)) if tree.root() == expected && leaves == state => return Ok(tree),
+        Ok(_) => {}
+        Err(StoreError::Corrupt(reason)) => {
+            tracing::warn!(%reason, "the state tree's stored leaves do not read back");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    rebuild_leaves(store)?;
+    let (tree, leaves) = stored_tree(store)?;
+    if tree.root() != expected || leaves != state {
+        return Err(LedgerError::StateMismatch {
+            block,
+            stored: tree.root(),
+            expected,
+        });
+    }
+    tracing::warn!(
+        keys = tree.len(),
+        "the state tree's stored leaves did not match the chain and the world state: rebuilt them from the world state"
+    );
+    Ok(tree)
+}
+
+/// Replaces the stored leaves with those of the world state, a few thousand at a time.
+fn rebuild_leaves(store: &dyn Store) -> Result<(), StoreError> {
+    const BATCH: usize = 4096;
+    store.clear_leaves()?;
+    let mut batch: Vec<LeafWrite> = Vec::with_capacity(BATCH);
+    let mut failed = None;
+    store.for_each_state(&mut |ns, key, value| {
+        let path = key_path(ns, key);
+        batch.push((path, Some(leaf_hash(&path, &value_hash(value)))));
+        if batch.len() == BATCH && failed.is_none() {
+            failed = store.write_leaves(&batch).err();
+            batch.clear();
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    store.write_leaves(&batch)
+}
+
+/// The state tree of the world state `store` holds, and its leaves in memory, built a few
+/// thousand keys at a time: for `weft ledger verify`, which replays the chain in memory too.
 fn state_tree(store: &dyn Store) -> Result<(StateTree, MemoryLeaves), StoreError> {
     const BATCH: usize = 4096;
     fn apply(
@@ -300,20 +355,6 @@ fn state_tree(store: &dyn Store) -> Result<(StateTree, MemoryLeaves), StoreError
     })?;
     apply(&mut tree, &mut leaves, &mut batch);
     Ok((tree, leaves))
-}
-
-/// The leaf writes that make the stored leaves `leaves`: every one of them, and the removal
-/// of every stored leaf they do not hold.
-fn leaf_repair(store: &dyn Store, leaves: &MemoryLeaves) -> Result<Vec<LeafWrite>, StoreError> {
-    let wanted: std::collections::BTreeSet<Hash> = leaves.iter().map(|(path, _)| path).collect();
-    let mut writes: Vec<LeafWrite> = Vec::new();
-    store.for_each_leaf(&mut |path, _| {
-        if !wanted.contains(&path) {
-            writes.push((path, None));
-        }
-    })?;
-    writes.extend(leaves.iter().map(|(path, leaf)| (path, Some(leaf))));
-    Ok(writes)
 }
 
 #[cfg(test)]
@@ -448,6 +489,37 @@ mod tests {
         assert_eq!(next.header.state_root, fresh.tip().state_root);
     }
 
+    /// A world state that is not the chain's (here a block stored with a write its leaves and
+    /// its state root leave out) refuses to start, though the leaves alone give the root.
+    #[test]
+    fn open_refuses_a_world_state_that_is_not_the_chains() {
+        let g = genesis("damaged state");
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open(store.clone(), &g).expect("open");
+        let (tx, result) = write_result(1, TxStatus::Valid);
+        ledger.append(1, vec![tx], vec![result]).expect("append");
+        let tip = ledger.tip();
+        drop(ledger);
+        let (tx, result) = write_result(2, TxStatus::Valid);
+        let block = Block {
+            header: BlockHeader {
+                number: tip.height,
+                sequence: 2,
+                previous_hash: tip.hash,
+                transactions_root: Hash::ZERO,
+                results_root: Hash::ZERO,
+                state_root: tip.state_root,
+            },
+            transactions: vec![tx.into_signed()],
+            results: vec![result],
+        };
+        store.commit_block(&block, &[]).expect("store");
+        assert!(matches!(
+            Ledger::open(store, &g),
+            Err(LedgerError::StateMismatch { block: 2, .. })
+        ));
+    }
+
     #[test]
     fn append_block_takes_another_peers_blocks_only_when_they_fit() {
         let g = genesis("transfer");
@@ -485,12 +557,21 @@ mod tests {
             "contents that do not match the results root"
         );
         assert_eq!(target.tip().height, 1, "nothing stored for refused blocks");
+        let in_memory = |ledger: &Ledger| ledger.lock().tree.clone();
+        let stored = |ledger: &Ledger| stored_tree(ledger.store().as_ref()).expect("leaves").0;
+        assert_eq!(
+            in_memory(&target),
+            stored(&target),
+            "a refused block's plan is not adopted"
+        );
 
         let mut live = target.subscribe();
         for n in 1..=3 {
             target.append_block(block(n)).expect("fits");
         }
         assert_eq!(target.tip(), source.tip());
+        assert_eq!(in_memory(&target), stored(&target));
+        assert_eq!(in_memory(&target), in_memory(&source));
         assert_eq!(live.try_recv().expect("live block").number(), 1);
     }
 }

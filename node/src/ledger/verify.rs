@@ -1,8 +1,8 @@
 //! `weft ledger verify`: recomputes every hash of the stored chain and the state root after
 //! every block from the blocks' own write sets, checks every transaction's certificate and
 //! signature, checks every stored commit certificate (2f+1 genesis validators signing that
-//! block's header hash), and compares the result with the stored world state. Names the first
-//! mismatch.
+//! block's header hash), and compares the result with the stored world state and with the
+//! state tree's stored leaves. Names the first mismatch.
 
 use std::collections::HashSet;
 
@@ -155,7 +155,7 @@ pub fn verify_chain(store: &dyn Store, genesis: &Genesis) -> Result<VerifyReport
             replayed: tree.root(),
         });
     }
-    let stored = super::stored_tree(store)?;
+    let (stored, _) = super::stored_tree(store)?;
     if stored.root() != tree.root() {
         return Err(VerifyError::LeavesDiffer {
             stored: stored.root(),

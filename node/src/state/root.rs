@@ -229,7 +229,7 @@ pub struct TreeUpdate {
     base: Hash,
     root: Hash,
     len: usize,
-    /// Summary nodes that change: (depth, index, node).
+    /// Summary nodes on the touched paths, with their new values: (depth, index, node).
     nodes: Vec<(u8, u32, Node)>,
     /// Leaves that change, in path order.
     leaves: Vec<LeafWrite>,
@@ -248,7 +248,7 @@ impl TreeUpdate {
 }
 
 /// The world state's Merkle tree: its top levels in memory, its leaves in a [`LeafSource`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateTree {
     depth: u8,
     /// `levels[d][i]`: the subtree over the paths whose first `d` bits are `i`.
@@ -338,10 +338,25 @@ impl StateTree {
         let mut leaves = Vec::with_capacity(writes.len());
         let mut level: Vec<(u32, Node)> = Vec::with_capacity(buckets.len());
         for (index, bucket_writes) in buckets {
-            let existing = match self.node(depth, index).kind {
+            let node = self.node(depth, index);
+            let existing = match node.kind {
                 Kind::Empty => Vec::new(),
                 Kind::Leaf | Kind::Branch => read.next().unwrap_or_default(),
             };
+            // Stored leaves that disagree with the summary would give a wrong root (and blame
+            // a peer's correct block): refuse them.
+            let agrees = match (node.kind, existing.as_slice()) {
+                (Kind::Empty, _) => true,
+                (Kind::Leaf, [(_, leaf)]) => *leaf == node.hash,
+                (Kind::Branch, [_, _, ..]) => true,
+                _ => false,
+            };
+            if !agrees {
+                return Err(StoreError::Corrupt(format!(
+                    "the stored leaves of state tree bucket {index} ({} of them) do not match the tree; restart the node to rebuild them from the world state",
+                    existing.len()
+                )));
+            }
             let after = merge(
                 &existing,
                 bucket_writes,

@@ -134,6 +134,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn clear_leaves(&self) -> Result<(), StoreError> {
+        self.lock().leaves = MemoryLeaves::new();
+        Ok(())
+    }
+
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         Ok(self.lock().consensus.get(key).cloned())
     }

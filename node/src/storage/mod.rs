@@ -1,5 +1,6 @@
 //! Durable storage of the chain and the world state behind one trait, so a block, its
-//! transaction index and its state writes are committed in one atomic step. `memory` keeps it
+//! transaction index, its state writes and the state tree's leaves are committed in one
+//! atomic step. `memory` keeps it
 //! in maps (tests); `rocks` keeps it in RocksDB column families (the node).
 
 pub mod memory;
@@ -108,6 +109,8 @@ pub trait Store: LeafSource + Send + Sync + 'static {
     fn commit_block(&self, block: &Block, leaves: &[LeafWrite]) -> Result<(), StoreError>;
     /// Changes the state tree's leaves alone, durably: to rebuild them from the world state.
     fn write_leaves(&self, leaves: &[LeafWrite]) -> Result<(), StoreError>;
+    /// Removes every leaf of the state tree, durably (even entries that do not read back).
+    fn clear_leaves(&self) -> Result<(), StoreError>;
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
     /// Applies `writes` to the consensus entries in order, atomically and durably: one synced
     /// write, however many.
@@ -316,6 +319,9 @@ pub(crate) mod contract {
                 (leaf(5), leaf(15))
             ]]
         );
+        store.clear_leaves().expect("clear leaves");
+        let ranges = store.leaves_in(&[(leaf(0), leaf(255))]).expect("ranges");
+        assert_eq!(ranges, [vec![]]);
         let put = |key: &[u8], value: &[u8]| ConsensusWrite::Put {
             key: key.to_vec(),
             value: value.to_vec(),

@@ -1,6 +1,6 @@
 //! The RocksDB [`Store`]: one database, one column family per [`Column`]. A block, its index
-//! entries and its state writes go in one write batch with one sync, so a crash leaves either
-//! the whole block or none of it.
+//! entries, its state writes and the state tree's leaves go in one write batch with one sync,
+//! so a crash leaves either the whole block or none of it.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -336,6 +336,19 @@ impl Store for RocksStore {
     fn write_leaves(&self, leaves: &[LeafWrite]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         self.put_leaves(&mut batch, leaves);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(backend)
+    }
+
+    fn clear_leaves(&self) -> Result<(), StoreError> {
+        // Every key sorts below 33 bytes of 0xff, whatever its length.
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(Column::StateLeaves),
+            &[0u8; 0][..],
+            &[0xffu8; 33][..],
+        );
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options).map_err(backend)
