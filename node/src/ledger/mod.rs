@@ -441,8 +441,21 @@ mod tests {
         let g = genesis("leaves");
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let ledger = Ledger::open(store.clone(), &g).expect("open");
+        let body = |n: u8| {
+            let (tx, mut result) = write_result(n, TxStatus::Valid);
+            if n == 20 {
+                // More keys than the rebuild writes at once.
+                result.writes[0]
+                    .writes
+                    .extend((0..5000u32).map(|k| KvWrite {
+                        key: Bytes::from(format!("many{k}")),
+                        value: Some(Bytes::from_static(b"v")),
+                    }));
+            }
+            (tx, result)
+        };
         for n in 1..=20u8 {
-            let (tx, result) = write_result(n, TxStatus::Valid);
+            let (tx, result) = body(n);
             ledger
                 .append(u64::from(n), vec![tx], vec![result])
                 .expect("append");
@@ -453,7 +466,7 @@ mod tests {
         store
             .for_each_leaf(&mut |path, leaf| stored.push((path, leaf)))
             .expect("leaves");
-        assert_eq!(stored.len(), 20, "one leaf per key");
+        assert_eq!(stored.len(), 5020, "one leaf per key");
 
         // Damaged: one leaf gone, one changed, one that no key has.
         store
@@ -481,7 +494,7 @@ mod tests {
 
         let fresh = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
         for n in 1..=21u8 {
-            let (tx, result) = write_result(n, TxStatus::Valid);
+            let (tx, result) = body(n);
             fresh
                 .append(u64::from(n), vec![tx], vec![result])
                 .expect("append");

@@ -81,9 +81,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    /// Visits a copy, taken under the lock and visited outside it: a visitor may write to
+    /// the store (the leaves' rebuild at open does).
     fn for_each_state(&self, visit: &mut StateVisitor<'_>) -> Result<(), StoreError> {
-        let inner = self.lock();
-        for (raw, value) in &inner.state {
+        let state: Vec<(Vec<u8>, Bytes)> = self
+            .lock()
+            .state
+            .iter()
+            .map(|(raw, value)| (raw.clone(), value.clone()))
+            .collect();
+        for (raw, value) in &state {
             let (ns, key) =
                 split_state_key(raw).ok_or_else(|| StoreError::Corrupt("bad state key".into()))?;
             visit(ns, key, value);
@@ -91,8 +98,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    /// Visits a copy, as [`Store::for_each_state`] does.
     fn for_each_leaf(&self, visit: &mut LeafVisitor<'_>) -> Result<(), StoreError> {
-        for (path, leaf) in self.lock().leaves.iter() {
+        let leaves: Vec<_> = self.lock().leaves.iter().collect();
+        for (path, leaf) in leaves {
             visit(path, leaf);
         }
         Ok(())
