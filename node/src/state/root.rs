@@ -765,15 +765,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_plan_changes_nothing_until_it_is_adopted() {
-        let (mut tree, mut leaves) = (StateTree::with_depth(3), MemoryLeaves::new());
-        let keys: Vec<[u8; 1]> = (0u8..32).map(|k| [k]).collect();
+    /// A tree of `depth` summary levels holding keys 0..`count` of `namespace`, each "v".
+    fn filled(depth: u8, count: u8, namespace: &str) -> (StateTree, MemoryLeaves, Vec<[u8; 1]>) {
+        let (mut tree, mut leaves) = (StateTree::with_depth(depth), MemoryLeaves::new());
+        let keys: Vec<[u8; 1]> = (0..count).map(|k| [k]).collect();
         tree.apply(
             keys.iter()
-                .map(|k| ("cc", k.as_slice(), Some(b"v".as_slice()))),
+                .map(|k| (namespace, k.as_slice(), Some(b"v".as_slice()))),
             &mut leaves,
         );
+        (tree, leaves, keys)
+    }
+
+    #[test]
+    fn a_plan_changes_nothing_until_it_is_adopted() {
+        let (tree, leaves, keys) = filled(3, 32, "cc");
         let before = (tree.root(), tree.len(), tree.levels.clone());
         let update = tree
             .plan([("cc", b"new".as_slice(), Some(b"v".as_slice()))], &leaves)
@@ -791,13 +797,7 @@ mod tests {
 
     #[test]
     fn a_batch_that_empties_a_bucket_collapses_it_to_the_remaining_leaf() {
-        let (mut tree, mut leaves) = (StateTree::with_depth(2), MemoryLeaves::new());
-        let keys: Vec<[u8; 1]> = (0u8..16).map(|k| [k]).collect();
-        tree.apply(
-            keys.iter()
-                .map(|k| ("ns", k.as_slice(), Some(b"v".as_slice()))),
-            &mut leaves,
-        );
+        let (mut tree, mut leaves, keys) = filled(2, 16, "ns");
         tree.apply(
             keys[1..].iter().map(|k| ("ns", k.as_slice(), None)),
             &mut leaves,
