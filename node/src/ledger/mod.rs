@@ -502,6 +502,51 @@ mod tests {
         assert_eq!(next.header.state_root, fresh.tip().state_root);
     }
 
+    /// A RocksDB data directory written before the leaf column existed opens: the column is
+    /// created empty, the leaves are rebuilt from the world state, and the next block has the
+    /// root an undamaged ledger gives it.
+    #[test]
+    fn a_rocksdb_directory_from_before_the_leaf_column_opens_and_rebuilds_its_leaves() {
+        use crate::storage::{Column, RocksStore};
+        let g = genesis("before leaves");
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).expect("open"));
+            let ledger = Ledger::open(store, &g).expect("open ledger");
+            for n in 1..=5u8 {
+                let (tx, result) = write_result(n, TxStatus::Valid);
+                ledger
+                    .append(u64::from(n), vec![tx], vec![result])
+                    .expect("append");
+            }
+        }
+        {
+            // The directory as an older binary left it: no state_leaves column.
+            let names = Column::ALL.iter().map(|c| c.name());
+            let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names)
+                .expect("open raw");
+            db.drop_cf(Column::StateLeaves.name()).expect("drop");
+        }
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).expect("reopen"));
+        let reopened = Ledger::open(store.clone(), &g).expect("open rebuilds the leaves");
+        let mut leaves = 0;
+        store
+            .for_each_leaf(&mut |_, _| leaves += 1)
+            .expect("leaves");
+        assert_eq!(leaves, 5, "one leaf per key, rebuilt");
+        let (tx, result) = write_result(6, TxStatus::Valid);
+        let next = reopened.append(6, vec![tx], vec![result]).expect("append");
+
+        let fresh = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
+        for n in 1..=6u8 {
+            let (tx, result) = write_result(n, TxStatus::Valid);
+            fresh
+                .append(u64::from(n), vec![tx], vec![result])
+                .expect("append");
+        }
+        assert_eq!(next.header.state_root, fresh.tip().state_root);
+    }
+
     /// A world state that is not the chain's (here a block stored with a write its leaves and
     /// its state root leave out) refuses to start, though the leaves alone give the root.
     #[test]
