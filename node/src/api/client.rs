@@ -15,7 +15,7 @@ use weft_proto::tx::LIFECYCLE_CHAINCODE;
 
 use super::admission_status;
 use crate::admission_window::CheckStopped;
-use crate::mempool::MempoolError;
+use crate::mempool::{MempoolError, Reservation};
 use crate::node::Shared;
 use crate::types::convert::{
     block_to_pb, chain_info_to_pb, result_to_pb, signed_copied_from_pb, signed_to_pb, status_to_pb,
@@ -65,11 +65,12 @@ impl ClientService {
         tx: pb::SignedTx,
         wait: bool,
     ) -> Result<(TxId, Option<CommitReceiver>), Status> {
-        if self.shared.mempool.room() == 0 && self.is_new(&TxId::of_payload(&tx.payload))? {
+        let mut reservation = self.shared.mempool.reserve(1);
+        if reservation.places() == 0 && self.is_new(&TxId::of_payload(&tx.payload))? {
             return Err(self.no_room());
         }
         let tx = self.verify(tx).await?;
-        self.accept_verified(tx, wait)
+        self.accept_verified(tx, wait, &mut reservation)
     }
 
     /// Whether `id` is neither pending nor committed here. Only a new transaction is refused
@@ -87,10 +88,12 @@ impl ClientService {
 
     /// The refusal of a new transaction the mempool has no room for, given before its
     /// signature is checked: an overloaded validator spends no verification on what it would
-    /// refuse anyway (at 150% of peak load in `weft bench`, hundreds of submissions a second).
-    /// Room is judged when the call arrives, up to an admission window (a few milliseconds)
-    /// before `admit`: near a full mempool some calls pass here, are checked, and are refused
-    /// by `admit` instead.
+    /// refuse anyway (at 150% of peak load in `weft bench`, thousands of submissions a
+    /// second). The room is reserved when the call arrives ([`Mempool::reserve`]) and held
+    /// while the signatures are checked, so a new transaction that is checked finds its place
+    /// at `admit` (one that commits meanwhile gives its place back to the call).
+    ///
+    /// [`Mempool::reserve`]: crate::mempool::Mempool::reserve
     fn no_room(&self) -> Status {
         self.shared.metrics.rejected("mempool");
         Status::resource_exhausted(self.shared.mempool.full().to_string())
@@ -101,6 +104,7 @@ impl ClientService {
         &self,
         tx: Transaction,
         wait: bool,
+        reservation: &mut Reservation<'_>,
     ) -> Result<(TxId, Option<CommitReceiver>), Status> {
         let id = tx.id();
         let shared = &self.shared;
@@ -129,7 +133,7 @@ impl ClientService {
                 tx.chaincode
             )));
         }
-        let receiver = match shared.mempool.admit(id, wait) {
+        let receiver = match shared.mempool.admit_reserved(id, wait, reservation) {
             Ok(receiver) => receiver,
             Err(e) => {
                 refuse_if_committed()?;
@@ -141,11 +145,11 @@ impl ClientService {
             }
         };
         if let Err(refusal) = refuse_if_committed() {
-            shared.mempool.abandon(&id);
+            shared.mempool.abandon_reserved(&id, reservation);
             return Err(refusal);
         }
         if let Err(e) = shared.submit.try_send(tx) {
-            shared.mempool.abandon(&id);
+            shared.mempool.abandon_reserved(&id, reservation);
             shared.metrics.rejected("queue_full");
             return Err(Status::resource_exhausted(format!(
                 "the ordering queue is full ({e}): retry shortly"
@@ -203,8 +207,9 @@ impl pb::client_server::Client for ClientService {
         }
         let ids: Vec<TxId> = txs.iter().map(|tx| TxId::of_payload(&tx.payload)).collect();
         // New transactions beyond the mempool's room are refused unverified (see `no_room`);
-        // the rest, in order, are verified together.
-        let mut room = self.shared.mempool.room();
+        // the rest, in order, are verified together, in places reserved for them.
+        let mut reservation = self.shared.mempool.reserve(txs.len());
+        let mut room = reservation.places();
         let crowded = room < txs.len();
         let mut checked = Vec::with_capacity(txs.len());
         let mut refused = vec![false; txs.len()];
@@ -218,6 +223,10 @@ impl pb::client_server::Client for ClientService {
                 room -= 1;
             }
             checked.push(tx);
+        }
+        if crowded {
+            // The places no new transaction of this call takes are others' meanwhile.
+            reservation.release(room);
         }
         let mut verdicts = if checked.is_empty() {
             Vec::new()
@@ -235,7 +244,10 @@ impl pb::client_server::Client for ClientService {
                     verdicts
                         .next()
                         .expect("a verdict for each transaction checked")
-                        .and_then(|tx| self.accept_verified(tx, false).map(|_| ()))
+                        .and_then(|tx| {
+                            self.accept_verified(tx, false, &mut reservation)
+                                .map(|_| ())
+                        })
                 };
                 outcome(id, answer)
             })

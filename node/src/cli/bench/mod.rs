@@ -474,6 +474,10 @@ async fn run_step(
         "weft_pbft_relayed_transactions_total",
         "weft_pbft_relays_total",
     );
+    let committed = tracker.committed_count.load(Ordering::Relaxed);
+    let admission_checks_per_commit = increase("weft_admission_batch_transactions_total")
+        .filter(|_| committed > 0)
+        .map(|checked| checked / committed as f64);
     let stages = match (&metrics_before, &metrics_after) {
         (Some(before), Some(after)) => stages::between(
             &stages::Reading::from_texts(before),
@@ -490,7 +494,6 @@ async fn run_step(
         tracker.at(window_start.min(offered.ended)),
         tracker.at(offered.ended),
     );
-    let committed = tracker.committed_count.load(Ordering::Relaxed);
     let window_seconds = offered
         .ended
         .saturating_duration_since(window_start)
@@ -527,6 +530,7 @@ async fn run_step(
         retransmissions,
         admission_batch_mean,
         relay_batch_mean,
+        admission_checks_per_commit,
         stages,
         blocks: tracker.blocks.load(Ordering::Relaxed),
         mean_block_transactions: tracker.block_transactions.load(Ordering::Relaxed) as f64

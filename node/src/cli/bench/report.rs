@@ -69,6 +69,10 @@ pub struct Step {
     /// when a request timer fired; None as for view_changes, or when there was none).
     pub admission_batch_mean: Option<f64>,
     pub relay_batch_mean: Option<f64>,
+    /// Client signatures the validators checked at admission per transaction the step
+    /// committed: 1 when each is checked once, where it is admitted; more when checked
+    /// transactions are then refused (None as for view_changes).
+    pub admission_checks_per_commit: Option<f64>,
     /// Where the time went inside the validators over the step, warmup and drain included
     /// (empty when not every validator's metrics answered).
     pub stages: Vec<StageTime>,
@@ -331,6 +335,7 @@ mod tests {
             retransmissions: Some(0.0),
             admission_batch_mean: Some(3.5),
             relay_batch_mean: Some(4.0),
+            admission_checks_per_commit: Some(1.0),
             stages: Vec::new(),
             blocks: 0,
             mean_block_transactions: 0.0,
