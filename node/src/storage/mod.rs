@@ -322,6 +322,37 @@ pub(crate) mod contract {
         store.clear_leaves().expect("clear leaves");
         let ranges = store.leaves_in(&[(leaf(0), leaf(255))]).expect("ranges");
         assert_eq!(ranges, [vec![]]);
+        // Ranges within one two-byte prefix, as a state tree of 16 levels or more asks (the
+        // RocksDB store then reads them through a prefix iterator), beside leaves just outside.
+        let path = |a: u8, b: u8, c: u8, rest: u8| {
+            let mut path = [rest; 32];
+            path[..3].copy_from_slice(&[a, b, c]);
+            Hash(path)
+        };
+        store
+            .write_leaves(&[
+                (path(7, 6, 255, 255), Some(leaf(1))),
+                (path(7, 7, 1, 0), Some(leaf(2))),
+                (path(7, 7, 9, 0), Some(leaf(3))),
+                (path(7, 8, 0, 0), Some(leaf(4))),
+            ])
+            .expect("write leaves");
+        let ranges = store
+            .leaves_in(&[
+                (path(7, 7, 0, 0), path(7, 7, 5, 255)),
+                (path(7, 7, 6, 0), path(7, 7, 255, 255)),
+                (path(7, 9, 0, 0), path(7, 9, 255, 255)),
+            ])
+            .expect("ranges");
+        assert_eq!(
+            ranges,
+            [
+                vec![(path(7, 7, 1, 0), leaf(2))],
+                vec![(path(7, 7, 9, 0), leaf(3))],
+                vec![]
+            ]
+        );
+        store.clear_leaves().expect("clear leaves");
         let put = |key: &[u8], value: &[u8]| ConsensusWrite::Put {
             key: key.to_vec(),
             value: value.to_vec(),

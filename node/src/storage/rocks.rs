@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, MemtableFactory,
+    Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
 use super::{
@@ -58,12 +58,71 @@ const TABLE_BLOOM_BITS_PER_KEY: f64 = 10.0;
 /// night).
 const TABLE_COMPRESSION: rocksdb::DBCompressionType = rocksdb::DBCompressionType::Lz4;
 
-fn column_options(cache: &Cache) -> Options {
+/// How a column is read, which decides its memtable: a skip list keeps every key in order,
+/// for columns that are iterated; a hash table of keys finds a key in one step, for columns
+/// only ever read by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reads {
+    /// Iterated in key order (blocks, the world state, the consensus entries, certificates).
+    InOrder,
+    /// Read by whole key only (the transaction index, the block hashes): a hash table of
+    /// `buckets` lists in the memtable. An insert or a lookup there touches a bucket and its
+    /// list of one or two keys, where a skip list of 200,000 keys (a 16 MiB memtable of
+    /// transaction-index entries) takes about 18 steps, each a likely cache miss.
+    ByKey { buckets: usize },
+    /// Read in ranges that share their first `bytes` bytes (the state tree's buckets, which
+    /// share their first 18 bits, within the first 2 bytes): a hash table by that prefix,
+    /// each bucket a small skip list. A whole-column visit asks for total order
+    /// ([`total_order`]).
+    ByPrefix { bytes: usize, buckets: usize },
+}
+
+impl Reads {
+    fn of(column: Column) -> Reads {
+        match column {
+            Column::TxIndex => Reads::ByKey { buckets: 1 << 18 },
+            Column::BlockHashes => Reads::ByKey { buckets: 1 << 12 },
+            Column::StateLeaves => Reads::ByPrefix {
+                bytes: 2,
+                buckets: 1 << 16,
+            },
+            Column::Blocks | Column::State | Column::Consensus | Column::Certificates => {
+                Reads::InOrder
+            }
+        }
+    }
+}
+
+/// Read options that visit a column in key order whatever its memtable.
+fn total_order() -> ReadOptions {
+    let mut options = ReadOptions::default();
+    options.set_total_order_seek(true);
+    options
+}
+
+fn column_options(column: Column, cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_compression_type(TABLE_COMPRESSION);
     options.set_write_buffer_size(MEMTABLE_BYTES);
     options.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
     options.set_memtable_whole_key_filtering(true);
+    match Reads::of(column) {
+        Reads::InOrder => {}
+        Reads::ByKey { buckets } => {
+            options.set_prefix_extractor(SliceTransform::create_noop());
+            options.set_memtable_factory(MemtableFactory::HashLinkList {
+                bucket_count: buckets,
+            });
+        }
+        Reads::ByPrefix { bytes, buckets } => {
+            options.set_prefix_extractor(SliceTransform::create_fixed_prefix(bytes));
+            options.set_memtable_factory(MemtableFactory::HashSkipList {
+                bucket_count: buckets,
+                height: 4,
+                branching_factor: 4,
+            });
+        }
+    }
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(TABLE_BLOOM_BITS_PER_KEY, false);
@@ -101,10 +160,13 @@ impl RocksStore {
         options.create_if_missing(existing == Existing::CreateIfMissing);
         options.create_missing_column_families(true);
         options.set_db_write_buffer_size(ALL_MEMTABLES_BYTES);
+        // The hash memtables ([`Reads`]) take one writer at a time: a write group's leader
+        // inserts its followers' batches.
+        options.set_allow_concurrent_memtable_write(false);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let columns = Column::ALL
             .iter()
-            .map(|c| ColumnFamilyDescriptor::new(c.name(), column_options(&cache)));
+            .map(|c| ColumnFamilyDescriptor::new(c.name(), column_options(*c, &cache)));
         let db = DB::open_cf_descriptors(&options, path, columns).map_err(|e| {
             StoreError::Backend(format!(
                 "cannot open the ledger database in {}: {e} (is another node using this data directory?)",
@@ -167,9 +229,27 @@ fn leaf_entry(path: &[u8], leaf: &[u8]) -> Result<Leaf, StoreError> {
 }
 
 impl LeafSource for RocksStore {
-    /// One iterator for all ranges, seeking to each in turn.
+    /// One iterator for all ranges, seeking to each in turn: a prefix iterator, which reads
+    /// only the memtable's hash bucket of the range's prefix ([`Reads::ByPrefix`]), when every
+    /// range lies within one prefix (a state tree of 16 levels or more: a node's buckets); a
+    /// total-order one otherwise.
     fn leaves_in(&self, ranges: &[PathRange]) -> Result<Vec<Vec<Leaf>>, StoreError> {
-        let mut iter = self.db.raw_iterator_cf(self.cf(Column::StateLeaves));
+        let Reads::ByPrefix { bytes, .. } = Reads::of(Column::StateLeaves) else {
+            unreachable!("the leaf column is read by prefix")
+        };
+        let options = if ranges
+            .iter()
+            .all(|(first, last)| first.0[..bytes] == last.0[..bytes])
+        {
+            let mut options = ReadOptions::default();
+            options.set_prefix_same_as_start(true);
+            options
+        } else {
+            total_order()
+        };
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(self.cf(Column::StateLeaves), options);
         let mut out = Vec::with_capacity(ranges.len());
         for (first, last) in ranges {
             let mut leaves = Vec::new();
@@ -277,10 +357,11 @@ impl Store for RocksStore {
     }
 
     fn for_each_leaf(&self, visit: &mut LeafVisitor<'_>) -> Result<(), StoreError> {
-        for entry in self
-            .db
-            .iterator_cf(self.cf(Column::StateLeaves), IteratorMode::Start)
-        {
+        for entry in self.db.iterator_cf_opt(
+            self.cf(Column::StateLeaves),
+            total_order(),
+            IteratorMode::Start,
+        ) {
             let (path, leaf) = entry.map_err(backend)?;
             let (path, leaf) = leaf_entry(&path, &leaf)?;
             visit(path, leaf);
