@@ -68,12 +68,16 @@ enum Reads {
     /// Read by whole key only (the transaction index, the block hashes): a hash table of
     /// `buckets` lists in the memtable. An insert or a lookup there touches a bucket and its
     /// list of one or two keys, where a skip list of 200,000 keys (a 16 MiB memtable of
-    /// transaction-index entries) takes about 18 steps, each a likely cache miss.
+    /// transaction-index entries) takes about 18 steps, each a likely cache miss. The bucket
+    /// array (8 bytes a bucket: 2 MiB for the index) is allocated in the memtable's budget.
+    /// Nothing iterates these columns: an iterator would need total order ([`total_order`]),
+    /// or it would silently miss the memtable's keys.
     ByKey { buckets: usize },
-    /// Read in ranges that share their first `bytes` bytes (the state tree's buckets, which
-    /// share their first 18 bits, within the first 2 bytes): a hash table by that prefix,
-    /// each bucket a small skip list. A whole-column visit asks for total order
-    /// ([`total_order`]).
+    /// Read in ranges that share their first `bytes` bytes (the state tree's buckets share
+    /// their first 18 bits, so their first 2 bytes): a hash table by that prefix, each bucket
+    /// a small skip list. A whole-column visit asks for total order ([`total_order`]), which
+    /// copies the memtable into one sorted list first: for start-up and `weft ledger verify`,
+    /// not for anything done per block.
     ByPrefix { bytes: usize, buckets: usize },
 }
 
@@ -160,8 +164,8 @@ impl RocksStore {
         options.create_if_missing(existing == Existing::CreateIfMissing);
         options.create_missing_column_families(true);
         options.set_db_write_buffer_size(ALL_MEMTABLES_BYTES);
-        // The hash memtables ([`Reads`]) take one writer at a time: a write group's leader
-        // inserts its followers' batches.
+        // The hash memtables ([`Reads`]) take one writer at a time (RocksDB refuses to open
+        // them otherwise): a write group's leader inserts its followers' batches.
         options.set_allow_concurrent_memtable_write(false);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let columns = Column::ALL
@@ -524,6 +528,65 @@ mod tests {
             Some(&b"3"[..])
         );
         assert!(store.block(2).expect("read").is_some());
+    }
+
+    /// The leaf column reads the same through its prefix memtable, its table files and
+    /// leaves an older binary wrote (default options: a skip-list memtable, no prefix
+    /// extractor), by prefix range and in total order.
+    #[test]
+    fn leaves_read_back_from_memtable_table_files_and_an_older_binarys_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |a: u8, b: u8, c: u8| {
+            let mut path = [0u8; 32];
+            path[..3].copy_from_slice(&[a, b, c]);
+            Hash(path)
+        };
+        let leaf = |n: u8| Hash([n; 32]);
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let names = Column::ALL.iter().map(|c| c.name());
+            let db = DB::open_cf(&options, dir.path(), names).expect("open as before");
+            let column = db.cf_handle(Column::StateLeaves.name()).expect("column");
+            db.put_cf(column, path(1, 1, 1).0, leaf(1).0).expect("put");
+            db.flush_cf(column).expect("flush");
+            db.put_cf(column, path(1, 1, 5).0, leaf(2).0).expect("put");
+        }
+        let store = RocksStore::open(dir.path()).expect("open");
+        store
+            .write_leaves(&[
+                (path(1, 1, 3), Some(leaf(3))),
+                (path(1, 2, 0), Some(leaf(4))),
+            ])
+            .expect("write");
+        store
+            .db
+            .flush_cf(store.cf(Column::StateLeaves))
+            .expect("flush");
+        store
+            .write_leaves(&[(path(1, 1, 4), Some(leaf(5))), (path(1, 1, 5), None)])
+            .expect("write");
+        let mut last = path(1, 1, 255);
+        last.0[3..].fill(0xff);
+        let expected = vec![
+            (path(1, 1, 1), leaf(1)),
+            (path(1, 1, 3), leaf(3)),
+            (path(1, 1, 4), leaf(5)),
+        ];
+        assert_eq!(
+            store
+                .leaves_in(&[(path(1, 1, 0), last)])
+                .expect("prefix range"),
+            std::slice::from_ref(&expected)
+        );
+        let mut all = Vec::new();
+        store
+            .for_each_leaf(&mut |path, leaf| all.push((path, leaf)))
+            .expect("visit");
+        let mut everything = expected;
+        everything.push((path(1, 2, 0), leaf(4)));
+        assert_eq!(all, everything);
     }
 
     /// Every column's table files are compressed: data that compresses (as a block's
