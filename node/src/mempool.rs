@@ -101,7 +101,7 @@ impl Mempool {
     }
 
     /// Holds up to `wanted` places (as many as there is room for) until they are used by
-    /// [`Mempool::admit_reserved`] or the reservation is dropped.
+    /// [`Mempool::admit`] or the reservation is released or dropped.
     pub fn reserve(&self, wanted: usize) -> Reservation<'_> {
         let mut pending = self.lock();
         let places = wanted.min(self.capacity.saturating_sub(pending.taken()));
@@ -112,49 +112,24 @@ impl Mempool {
         }
     }
 
-    /// Records `id` as pending; with `wait`, also returns a receiver for its commit.
+    /// Records `id` as pending, in a place of `reservation` when it holds one, else where
+    /// there is room; with `wait`, also returns a receiver for its commit.
     pub fn admit(
-        &self,
-        id: TxId,
-        wait: bool,
-    ) -> Result<Option<oneshot::Receiver<Committed>>, MempoolError> {
-        self.insert(id, wait, None)
-    }
-
-    /// Records `id` as pending in a place of `reservation` (when it holds one; else where
-    /// there is room, as `admit`).
-    pub fn admit_reserved(
         &self,
         id: TxId,
         wait: bool,
         reservation: &mut Reservation<'_>,
     ) -> Result<Option<oneshot::Receiver<Committed>>, MempoolError> {
-        assert!(
-            std::ptr::eq(reservation.mempool, self),
-            "a reservation is used in the mempool that made it"
-        );
-        self.insert(id, wait, Some(reservation))
-    }
-
-    fn insert(
-        &self,
-        id: TxId,
-        wait: bool,
-        reservation: Option<&mut Reservation<'_>>,
-    ) -> Result<Option<oneshot::Receiver<Committed>>, MempoolError> {
+        self.check_owner(reservation);
         let mut pending = self.lock();
         if pending.entries.contains_key(&id) {
             return Err(MempoolError::AlreadyPending(id));
         }
-        match reservation {
-            Some(reservation) if reservation.places > 0 => {
-                reservation.places -= 1;
-                pending.reserved -= 1;
-            }
-            _ if pending.taken() >= self.capacity => {
-                return Err(MempoolError::Full(pending.taken()));
-            }
-            _ => {}
+        if reservation.places > 0 {
+            reservation.places -= 1;
+            pending.reserved -= 1;
+        } else if pending.taken() >= self.capacity {
+            return Err(MempoolError::Full(pending.taken()));
         }
         let mut waiters = Vec::new();
         let receiver = wait.then(|| {
@@ -172,24 +147,23 @@ impl Mempool {
         Ok(receiver)
     }
 
-    /// Forgets `id` without a commit (it could not be queued).
-    pub fn abandon(&self, id: &TxId) {
-        self.lock().entries.remove(id);
-    }
-
-    /// Forgets `id` without a commit and gives its place back to `reservation`, for another
-    /// transaction of the same call (one admitted in a reserved place and then found
-    /// committed already).
-    pub fn abandon_reserved(&self, id: &TxId, reservation: &mut Reservation<'_>) {
-        assert!(
-            std::ptr::eq(reservation.mempool, self),
-            "a reservation is used in the mempool that made it"
-        );
+    /// Forgets `id` without a commit (it could not be queued, or was found committed
+    /// already) and gives its place back to `reservation`, for another transaction of the
+    /// same call.
+    pub fn abandon(&self, id: &TxId, reservation: &mut Reservation<'_>) {
+        self.check_owner(reservation);
         let mut pending = self.lock();
         if pending.entries.remove(id).is_some() {
             pending.reserved += 1;
             reservation.places += 1;
         }
+    }
+
+    fn check_owner(&self, reservation: &Reservation<'_>) {
+        assert!(
+            std::ptr::eq(reservation.mempool, self),
+            "a reservation is used in the mempool that made it"
+        );
     }
 
     /// Wakes the waiters of every transaction in `block`; returns how long each transaction
@@ -229,9 +203,9 @@ impl Mempool {
         self.lock().entries.contains_key(id)
     }
 
-    /// How many more transactions it admits now, places reserved for others excluded (others
-    /// may take the room first: `admit` checks again).
-    pub fn room(&self) -> usize {
+    /// How many more transactions it admits now, places reserved excluded.
+    #[cfg(test)]
+    fn room(&self) -> usize {
         self.capacity.saturating_sub(self.lock().taken())
     }
 
@@ -252,20 +226,24 @@ mod tests {
     #[test]
     fn refuses_duplicates_and_bounds_size() {
         let pool = Mempool::new(2);
+        let mut none = pool.reserve(0);
         let a = TxId([1; 32]);
         assert_eq!(pool.room(), 2);
-        pool.admit(a, false).expect("first");
+        pool.admit(a, false, &mut none).expect("first");
         assert_eq!(pool.room(), 1);
         assert!(pool.contains(&a));
-        assert!(matches!(pool.admit(a, true), Err(MempoolError::AlreadyPending(id)) if id == a));
-        pool.admit(TxId([2; 32]), false).expect("second");
+        assert!(
+            matches!(pool.admit(a, true, &mut none), Err(MempoolError::AlreadyPending(id)) if id == a)
+        );
+        pool.admit(TxId([2; 32]), false, &mut none).expect("second");
         assert_eq!(pool.room(), 0);
         assert_eq!(pool.full(), MempoolError::Full(2));
         assert!(matches!(
-            pool.admit(TxId([3; 32]), false),
+            pool.admit(TxId([3; 32]), false, &mut none),
             Err(MempoolError::Full(2))
         ));
-        pool.abandon(&a);
+        pool.abandon(&a, &mut none);
+        drop(none);
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.room(), 1);
     }
@@ -276,28 +254,32 @@ mod tests {
     #[test]
     fn reserved_places_are_held_for_their_checks_and_returned_unused() {
         let pool = Mempool::new(3);
-        pool.admit(TxId([1; 32]), false).expect("first");
+        pool.admit(TxId([1; 32]), false, &mut pool.reserve(0))
+            .expect("first");
         let mut reservation = pool.reserve(5);
         assert_eq!(reservation.places(), 2, "only the room there is");
         assert_eq!(pool.room(), 0);
         assert_eq!(pool.reserve(1).places(), 0, "nothing left to reserve");
         assert!(
-            matches!(pool.admit(TxId([9; 32]), false), Err(MempoolError::Full(3))),
+            matches!(
+                pool.admit(TxId([9; 32]), false, &mut pool.reserve(0)),
+                Err(MempoolError::Full(3))
+            ),
             "an unreserved admit does not take a reserved place"
         );
-        pool.admit_reserved(TxId([2; 32]), true, &mut reservation)
+        pool.admit(TxId([2; 32]), true, &mut reservation)
             .expect("a reserved place")
             .expect("a receiver when waiting");
         assert_eq!((reservation.places(), pool.len(), pool.room()), (1, 2, 0));
         assert!(
             matches!(
-                pool.admit_reserved(TxId([2; 32]), false, &mut reservation),
+                pool.admit(TxId([2; 32]), false, &mut reservation),
                 Err(MempoolError::AlreadyPending(_))
             ),
             "a duplicate uses no place"
         );
         assert_eq!(reservation.places(), 1);
-        pool.abandon_reserved(&TxId([2; 32]), &mut reservation);
+        pool.abandon(&TxId([2; 32]), &mut reservation);
         assert_eq!(
             (reservation.places(), pool.len(), pool.room()),
             (2, 1, 0),
@@ -307,13 +289,13 @@ mod tests {
         assert_eq!((reservation.places(), pool.room()), (1, 1));
         drop(reservation);
         assert_eq!(pool.room(), 2, "the unused place returns");
-        pool.admit(TxId([5; 32]), false)
+        pool.admit(TxId([5; 32]), false, &mut pool.reserve(0))
             .expect("in the returned room");
         let mut empty = pool.reserve(0);
-        pool.admit_reserved(TxId([3; 32]), false, &mut empty)
+        pool.admit(TxId([3; 32]), false, &mut empty)
             .expect("with no place reserved, admit where there is room");
         assert!(matches!(
-            pool.admit_reserved(TxId([4; 32]), false, &mut empty),
+            pool.admit(TxId([4; 32]), false, &mut empty),
             Err(MempoolError::Full(3))
         ));
     }

@@ -133,7 +133,7 @@ impl ClientService {
                 tx.chaincode
             )));
         }
-        let receiver = match shared.mempool.admit_reserved(id, wait, reservation) {
+        let receiver = match shared.mempool.admit(id, wait, reservation) {
             Ok(receiver) => receiver,
             Err(e) => {
                 refuse_if_committed()?;
@@ -145,11 +145,11 @@ impl ClientService {
             }
         };
         if let Err(refusal) = refuse_if_committed() {
-            shared.mempool.abandon_reserved(&id, reservation);
+            shared.mempool.abandon(&id, reservation);
             return Err(refusal);
         }
         if let Err(e) = shared.submit.try_send(tx) {
-            shared.mempool.abandon_reserved(&id, reservation);
+            shared.mempool.abandon(&id, reservation);
             shared.metrics.rejected("queue_full");
             return Err(Status::resource_exhausted(format!(
                 "the ordering queue is full ({e}): retry shortly"
