@@ -405,6 +405,16 @@ mod tests {
         (tx, result)
     }
 
+    /// Appends blocks 1..=`last`, block n with `write_result(n)`.
+    fn append_writes(ledger: &Ledger, last: u8) {
+        for n in 1..=last {
+            let (tx, result) = write_result(n, TxStatus::Valid);
+            ledger
+                .append(u64::from(n), vec![tx], vec![result])
+                .expect("append");
+        }
+    }
+
     #[test]
     fn append_chains_blocks_and_reopen_restores_the_tip() {
         let g = genesis("one");
@@ -513,12 +523,7 @@ mod tests {
         {
             let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).expect("open"));
             let ledger = Ledger::open(store, &g).expect("open ledger");
-            for n in 1..=5u8 {
-                let (tx, result) = write_result(n, TxStatus::Valid);
-                ledger
-                    .append(u64::from(n), vec![tx], vec![result])
-                    .expect("append");
-            }
+            append_writes(&ledger, 5);
         }
         {
             // The directory as an older binary left it: no state_leaves column.
@@ -538,12 +543,7 @@ mod tests {
         let next = reopened.append(6, vec![tx], vec![result]).expect("append");
 
         let fresh = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
-        for n in 1..=6u8 {
-            let (tx, result) = write_result(n, TxStatus::Valid);
-            fresh
-                .append(u64::from(n), vec![tx], vec![result])
-                .expect("append");
-        }
+        append_writes(&fresh, 6);
         assert_eq!(next.header.state_root, fresh.tip().state_root);
     }
 
@@ -582,12 +582,7 @@ mod tests {
     fn append_block_takes_another_peers_blocks_only_when_they_fit() {
         let g = genesis("transfer");
         let source = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
-        for n in 1..=3u8 {
-            let (tx, result) = write_result(n, TxStatus::Valid);
-            source
-                .append(u64::from(n), vec![tx], vec![result])
-                .expect("append");
-        }
+        append_writes(&source, 3);
         let block = |n: u64| source.block(n).expect("read").expect("exists");
         let target = Ledger::open(Arc::new(MemoryStore::new()), &g).expect("open");
 
