@@ -11,8 +11,10 @@ use tokio::sync::broadcast;
 use weft_proto::Genesis;
 
 use crate::crypto;
-use crate::state::leaves::{LeafWrite, MemoryLeaves};
-use crate::state::root::{SUMMARY_DEPTH, StateTree, TreeBuilder, key_path, leaf_hash, value_hash};
+use crate::state::leaves::{LeafCache, LeafWrite, MemoryLeaves};
+use crate::state::root::{
+    SUMMARY_DEPTH, StateTree, TreeBuilder, TreeUpdate, key_path, leaf_hash, value_hash,
+};
 use crate::storage::{Store, StoreError, block_state_writes};
 use crate::types::{Block, BlockHeader, ChainTip, Hash, Transaction, TxId, TxLocation, TxResult};
 
@@ -38,7 +40,23 @@ pub enum LedgerError {
 
 struct Inner {
     tree: StateTree,
+    /// The leaves of the buckets the last blocks wrote, in front of the store's leaf column.
+    leaf_cache: LeafCache,
     tip: ChainTip,
+}
+
+impl Inner {
+    /// Plans `block`'s writes against the tree, reading leaves through the cache.
+    fn plan(&self, block: &Block, store: &dyn Store) -> Result<TreeUpdate, StoreError> {
+        self.tree
+            .plan(block_state_writes(block), &self.leaf_cache.over(store))
+    }
+
+    /// Adopts a plan whose leaf writes are now stored, and caches its buckets.
+    fn adopt(&mut self, mut update: TreeUpdate) {
+        self.leaf_cache.remember(update.take_buckets());
+        self.tree.adopt(update);
+    }
 }
 
 pub struct Ledger {
@@ -97,7 +115,11 @@ impl Ledger {
         Ok(Ledger {
             store,
             chain_id: genesis.chain_id.clone(),
-            inner: Mutex::new(Inner { tree, tip }),
+            inner: Mutex::new(Inner {
+                tree,
+                leaf_cache: LeafCache::default(),
+                tip,
+            }),
             blocks,
         })
     }
@@ -155,13 +177,11 @@ impl Ledger {
             transactions,
             results,
         };
-        let update = inner
-            .tree
-            .plan(block_state_writes(&block), self.store.as_ref())?;
+        let update = inner.plan(&block, self.store.as_ref())?;
         block.header.state_root = update.root();
-        // A failed write leaves the tree as it was (the caller stops the node).
+        // A failed write leaves the tree and the cache as they were (the caller stops the node).
         self.store.commit_block(&block, update.leaf_writes())?;
-        inner.tree.adopt(update);
+        inner.adopt(update);
         Ok(self.advance(inner, block))
     }
 
@@ -183,14 +203,12 @@ impl Ledger {
         }
         crypto::check_block_roots(&block)
             .map_err(|root| foreign(&format!("its {root} does not match its contents")))?;
-        let update = inner
-            .tree
-            .plan(block_state_writes(&block), self.store.as_ref())?;
+        let update = inner.plan(&block, self.store.as_ref())?;
         if update.root() != block.header.state_root {
             return Err(foreign("its write sets do not produce its state root"));
         }
         self.store.commit_block(&block, update.leaf_writes())?;
-        inner.tree.adopt(update);
+        inner.adopt(update);
         Ok(self.advance(inner, block))
     }
 
@@ -413,6 +431,56 @@ mod tests {
                 .append(u64::from(n), vec![tx], vec![result])
                 .expect("append");
         }
+    }
+
+    /// A block writing key `key` with `value`, in a transaction of its own (`n`).
+    fn overwrite(n: u8, key: u8, value: &'static [u8]) -> (Transaction, TxResult) {
+        let (tx, mut result) = write_result(n, TxStatus::Valid);
+        result.writes[0].writes[0] = KvWrite {
+            key: Bytes::from(vec![key]),
+            value: Some(Bytes::from_static(value)),
+        };
+        (tx, result)
+    }
+
+    /// A bucket a block wrote is read from the ledger's leaf cache when a later block writes
+    /// it again, with the root of a ledger that reads it from the store (one opened afresh).
+    #[test]
+    fn a_bucket_written_again_is_read_from_the_leaf_cache() {
+        let g = genesis("cache");
+        let store = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open(store.clone(), &g).expect("open");
+        append_writes(&ledger, 1);
+        let read = store.leaf_ranges_read();
+        let (tx, result) = overwrite(2, 1, b"w");
+        ledger.append(2, vec![tx], vec![result]).expect("append");
+        assert_eq!(store.leaf_ranges_read(), read, "from the cache");
+        let (tx, result) = overwrite(3, 1, b"x");
+        let cached_root = ledger
+            .append(3, vec![tx], vec![result])
+            .expect("append")
+            .header
+            .state_root;
+        assert_eq!(store.leaf_ranges_read(), read);
+        drop(ledger);
+
+        // The same chain to block 2, then block 3 read from the store.
+        let store = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open(store.clone(), &g).expect("open");
+        append_writes(&ledger, 1);
+        let (tx, result) = overwrite(2, 1, b"w");
+        ledger.append(2, vec![tx], vec![result]).expect("append");
+        drop(ledger);
+        let ledger = Ledger::open(store.clone(), &g).expect("reopen");
+        let read = store.leaf_ranges_read();
+        let (tx, result) = overwrite(3, 1, b"x");
+        let stored_root = ledger
+            .append(3, vec![tx], vec![result])
+            .expect("append")
+            .header
+            .state_root;
+        assert_eq!(store.leaf_ranges_read(), read + 1, "from the store");
+        assert_eq!(cached_root, stored_root);
     }
 
     #[test]

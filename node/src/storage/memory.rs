@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -26,11 +27,19 @@ struct Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// The leaf ranges read so far ([`MemoryStore::leaf_ranges_read`]).
+    leaf_ranges_read: AtomicUsize,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many leaf ranges `leaves_in` has been asked for: what the ledger's leaf cache
+    /// did not answer.
+    pub fn leaf_ranges_read(&self) -> usize {
+        self.leaf_ranges_read.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -197,6 +206,8 @@ impl Store for MemoryStore {
 
 impl LeafSource for MemoryStore {
     fn leaves_in(&self, ranges: &[PathRange]) -> Result<Vec<Vec<Leaf>>, StoreError> {
+        self.leaf_ranges_read
+            .fetch_add(ranges.len(), Ordering::Relaxed);
         self.lock().leaves.leaves_in(ranges)
     }
 }

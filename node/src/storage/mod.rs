@@ -107,9 +107,11 @@ pub trait Store: LeafSource + Send + Sync + 'static {
     /// writes of its VALID results and the state tree's `leaves` that change with them,
     /// atomically and durably.
     fn commit_block(&self, block: &Block, leaves: &[LeafWrite]) -> Result<(), StoreError>;
-    /// Changes the state tree's leaves alone, durably: to rebuild them from the world state.
+    /// Changes the state tree's leaves alone, durably: to rebuild them from the world state,
+    /// before a ledger is open on the store (an open ledger caches leaves it wrote).
     fn write_leaves(&self, leaves: &[LeafWrite]) -> Result<(), StoreError>;
-    /// Removes every leaf of the state tree, durably (even entries that do not read back).
+    /// Removes every leaf of the state tree, durably (even entries that do not read back);
+    /// like `write_leaves`, only before a ledger is open on the store.
     fn clear_leaves(&self) -> Result<(), StoreError>;
     fn get_consensus(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
     /// Applies `writes` to the consensus entries in order, atomically and durably: one synced
