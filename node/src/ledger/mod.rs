@@ -448,37 +448,31 @@ mod tests {
     #[test]
     fn a_bucket_written_again_is_read_from_the_leaf_cache() {
         let g = genesis("cache");
-        let store = Arc::new(MemoryStore::new());
-        let ledger = Ledger::open(store.clone(), &g).expect("open");
-        append_writes(&ledger, 1);
-        let read = store.leaf_ranges_read();
-        let (tx, result) = overwrite(2, 1, b"w");
-        ledger.append(2, vec![tx], vec![result]).expect("append");
-        assert_eq!(store.leaf_ranges_read(), read, "from the cache");
-        let (tx, result) = overwrite(3, 1, b"x");
-        let cached_root = ledger
-            .append(3, vec![tx], vec![result])
-            .expect("append")
-            .header
-            .state_root;
-        assert_eq!(store.leaf_ranges_read(), read);
-        drop(ledger);
+        // Block 1 puts key 1 in an empty bucket (nothing to read), block 2 and then block 3
+        // rewrite it; block 3's state root.
+        let first_two = |ledger: &Ledger| {
+            append_writes(ledger, 1);
+            let (tx, result) = overwrite(2, 1, b"w");
+            ledger.append(2, vec![tx], vec![result]).expect("append");
+        };
+        let third = |ledger: &Ledger| {
+            let (tx, result) = overwrite(3, 1, b"x");
+            let block = ledger.append(3, vec![tx], vec![result]).expect("append");
+            block.header.state_root
+        };
 
-        // The same chain to block 2, then block 3 read from the store.
         let store = Arc::new(MemoryStore::new());
         let ledger = Ledger::open(store.clone(), &g).expect("open");
-        append_writes(&ledger, 1);
-        let (tx, result) = overwrite(2, 1, b"w");
-        ledger.append(2, vec![tx], vec![result]).expect("append");
-        drop(ledger);
-        let ledger = Ledger::open(store.clone(), &g).expect("reopen");
         let read = store.leaf_ranges_read();
-        let (tx, result) = overwrite(3, 1, b"x");
-        let stored_root = ledger
-            .append(3, vec![tx], vec![result])
-            .expect("append")
-            .header
-            .state_root;
+        first_two(&ledger);
+        let cached_root = third(&ledger);
+        assert_eq!(store.leaf_ranges_read(), read, "from the cache");
+
+        let store = Arc::new(MemoryStore::new());
+        first_two(&Ledger::open(store.clone(), &g).expect("open"));
+        let reopened = Ledger::open(store.clone(), &g).expect("reopen");
+        let read = store.leaf_ranges_read();
+        let stored_root = third(&reopened);
         assert_eq!(store.leaf_ranges_read(), read + 1, "from the store");
         assert_eq!(cached_root, stored_root);
     }
